@@ -1,0 +1,1 @@
+"""Adapters (Discord, Telegram, console), the `easel` CLI and the composition root."""

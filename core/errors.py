@@ -1,0 +1,129 @@
+"""One error tree.
+
+`UserFacingError` carries a short, safe, actionable message: the only kind of error text that may reach a
+chat. Everything else is logged with context and answered with `GENERIC_APOLOGY`.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+GENERIC_APOLOGY = "Something went wrong on my side and nothing was charged. Please try again in a minute."
+
+
+class EaselError(Exception):
+    """Base of every error Easel raises on purpose."""
+
+
+class ConfigError(EaselError):
+    """A setting is missing or invalid; the message names the variable."""
+
+
+class StoreError(EaselError):
+    """The database refused or failed an operation (not user-facing)."""
+
+
+class DuplicateRequest(EaselError):  # noqa: N818 - a signal, not a failure
+    """The idempotency key was seen before: a redelivered event, which does nothing."""
+
+
+class PreviousResponseGone(EaselError):  # noqa: N818
+    """The provider no longer knows the parent's response id; the caller falls back to sending the image."""
+
+
+class UserFacingError(EaselError):
+    """An error whose `message` is safe to show in a chat.
+
+    `reason` is a stable label for metrics and logs; `ephemeral` says whether only the asker should see it.
+    """
+
+    reason = "refused"
+    ephemeral = True
+
+    def __init__(self, message: str, *, reason: str | None = None, ephemeral: bool | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if reason is not None:
+            self.reason = reason
+        if ephemeral is not None:
+            self.ephemeral = ephemeral
+
+
+class BadRequest(UserFacingError):
+    """The request itself is unusable (empty or too long prompt, bad argument)."""
+
+    reason = "bad_request"
+
+
+class BadInputImage(UserFacingError):
+    """The image to edit is not a usable image, or too large."""
+
+    reason = "bad_image"
+
+
+class UnknownRound(UserFacingError):
+    """A reply or button points at something Easel cannot find (any more)."""
+
+    reason = "unknown_round"
+
+
+class OverQuota(UserFacingError):
+    reason = "over_quota"
+
+    def __init__(self, message: str, *, left: int, resets_at: datetime) -> None:
+        super().__init__(message)
+        self.left = left
+        self.resets_at = resets_at
+
+
+class Banned(UserFacingError):
+    reason = "banned"
+
+
+class Busy(UserFacingError):
+    """Too many rounds in flight for this user, or Easel is shutting down."""
+
+    reason = "busy"
+
+
+class NotModerator(UserFacingError):
+    reason = "not_moderator"
+
+
+class UnknownUser(UserFacingError):
+    reason = "unknown_user"
+
+
+class ProviderError(UserFacingError):
+    """The image provider failed; the message says what to do. Never charged."""
+
+    reason = "provider_error"
+    ephemeral = False
+
+
+class SafetyRefusal(ProviderError):
+    reason = "safety"
+
+
+class ProviderBusy(ProviderError):
+    reason = "provider_busy"
+
+    def __init__(self, message: str, *, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class ProviderUnavailable(ProviderError):
+    """Billing exhausted, bad key, or the provider is down: the operator must act."""
+
+    reason = "provider_unavailable"
+
+
+class ProviderTimeout(ProviderError):
+    reason = "timeout"
+
+
+class ProviderRejected(ProviderError):
+    """The provider refused the request as malformed (400 other than safety)."""
+
+    reason = "provider_rejected"

@@ -1,0 +1,99 @@
+"""The seam between adapters and the core: small frozen values that adapters build from platform events."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class Platform(StrEnum):
+    TELEGRAM = "telegram"
+    DISCORD = "discord"
+    CONSOLE = "console"
+
+
+class Size(StrEnum):
+    SQUARE = "square"
+    PORTRAIT = "portrait"
+    LANDSCAPE = "landscape"
+
+
+class Quality(StrEnum):
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelKey:
+    """Where a conversation happens. A community is a Discord guild or a Telegram chat; a private chat or
+    a Discord DM is its own community. Every piece of channel state is keyed by this value."""
+
+    platform: Platform
+    community: str
+    channel: str
+    thread: str = ""
+
+    def __str__(self) -> str:
+        tail = f"/{self.thread}" if self.thread else ""
+        return f"{self.platform}:{self.community}/{self.channel}{tail}"
+
+
+@dataclass(frozen=True, slots=True)
+class Actor:
+    """Who asks. `is_moderator` is decided by the adapter from the platform (chat admins, Manage Server);
+    the core adds `EASEL_OPERATORS` on top."""
+
+    platform: Platform
+    user_id: str
+    display_name: str
+    username: str | None = None
+    is_moderator: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class UserRef:
+    """A moderator's target: a known id, or a Telegram `@username` the core resolves from users it has seen."""
+
+    user_id: str | None = None
+    username: str | None = None
+    display_name: str | None = None
+
+
+# Fetches the bytes of an input image, refusing more than `max_bytes`. Adapters build one from the
+# platform's own payload (Telegram getFile, Discord attachment URL) so the core decides *when* to download:
+# after the duplicate check, before anything is spent.
+FetchImage = Callable[[int], Awaitable[bytes]]
+
+
+@dataclass(frozen=True, slots=True)
+class InputImage:
+    fetch: FetchImage = field(repr=False)
+    declared_bytes: int | None = None  # from the platform payload; checked before downloading
+    filename: str = "input"
+
+
+@dataclass(frozen=True, slots=True)
+class RoundRequest:
+    """One request for an image.
+
+    - `prompt`: the prompt (generate) or the instruction (edit).
+    - `reply_to`: the platform message id (in `key`'s channel) that the request replies to, when the adapter
+      believes it is one of Easel's images; the core resolves it to a round (the parent) or refuses.
+    - `parent_round`: an explicit parent (console `reply N`).
+    - `reroll_of`: a round id from a button: same prompt, same parent, charged to whoever pressed.
+    - `input_image`: a photo to edit (caption `/imagine ...`, `/edit`, reply to a user's photo).
+    - `idempotency_key`: from the platform (interaction id, chat+message id, update id); a repeat does nothing.
+    """
+
+    key: ChannelKey
+    actor: Actor
+    prompt: str
+    idempotency_key: str
+    reply_to: str | None = None
+    parent_round: int | None = None
+    reroll_of: int | None = None
+    input_image: InputImage | None = None
+    size: Size = Size.SQUARE
+    quality: Quality = Quality.MEDIUM
