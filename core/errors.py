@@ -127,3 +127,8 @@ class ProviderRejected(ProviderError):
     """The provider refused the request as malformed (400 other than safety)."""
 
     reason = "provider_rejected"
+
+
+class FatalPlatformError(EaselError):
+    """A chat platform refused us for good (bad token, missing intents, a second poller): exit non-zero,
+    never restart in a loop. The message is for the operator and names what to fix."""
