@@ -23,11 +23,11 @@ class StoreError(EaselError):
     """The database refused or failed an operation (not user-facing)."""
 
 
-class DuplicateRequest(EaselError):  # noqa: N818 - a signal, not a failure
+class DuplicateRequest(EaselError):
     """The idempotency key was seen before: a redelivered event, which does nothing."""
 
 
-class PreviousResponseGone(EaselError):  # noqa: N818
+class PreviousResponseGone(EaselError):
     """The provider no longer knows the parent's response id; the caller falls back to sending the image."""
 
 

@@ -29,42 +29,74 @@ SPECS: tuple[Spec, ...] = (
     Spec("DISCORD_TOKEN", "", "Set it and `easel run` starts the Discord bot."),
     Spec("TELEGRAM_TOKEN", "", "Set it and `easel run` starts the Telegram bot."),
     Spec("EASEL_DATA_DIR", "./data", "Folder for `easel.db` (SQLite) and the image cache."),
-    Spec("EASEL_DAILY_CREDITS", "10", "Credits each user gets per community per UTC day, unless a moderator "
-         "says otherwise."),
+    Spec(
+        "EASEL_DAILY_CREDITS",
+        "10",
+        "Credits each user gets per community per UTC day, unless a moderator says otherwise.",
+    ),
     Spec("EASEL_OPERATORS", "", "Bot owners, moderators everywhere: `telegram:123,discord:456`."),
     Spec("EASEL_IMAGE_MODEL", "gpt-image-2", "Image model."),
-    Spec("EASEL_IMAGE_API", "responses", "`responses` (multi-turn through the Responses API) or `images` "
-         "(Images API)."),
+    Spec(
+        "EASEL_IMAGE_API",
+        "responses",
+        "`responses` (multi-turn through the Responses API) or `images` (Images API).",
+    ),
     Spec("EASEL_HOST_MODEL", "gpt-5.5", "Mainline model that hosts the image tool on the Responses route."),
     Spec("EASEL_TELEGRAM_API_URL", "https://api.telegram.org", "Root of the Bot API server."),
     Spec("EASEL_DISCORD_API_URL", "https://discord.com/api/v10", "Discord REST base, version included."),
     Spec("EASEL_DISCORD_GATEWAY_URL", "", "Discord gateway websocket URL; unset uses the library's default."),
-    Spec("EASEL_HTTP_PORT", "", "Serve /healthz, /readyz, /metrics (and the Telegram webhook) on this port; "
-         "unset turns the HTTP server off."),
+    Spec(
+        "EASEL_HTTP_PORT",
+        "",
+        "Serve /healthz, /readyz, /metrics (and the Telegram webhook) on this port; unset turns the HTTP server off.",
+    ),
     Spec("EASEL_HTTP_HOST", "127.0.0.1", "Address the HTTP server listens on (0.0.0.0 in a container)."),
-    Spec("EASEL_PROVIDER_TIMEOUT", "240", "Seconds one image call may take before it is abandoned (and not "
-         "charged)."),
+    Spec(
+        "EASEL_PROVIDER_TIMEOUT",
+        "240",
+        "Seconds one image call may take before it is abandoned (and not charged).",
+    ),
     Spec("EASEL_PROVIDER_CONCURRENCY", "8", "Global cap on image calls in flight; further rounds queue."),
     Spec("EASEL_USER_CONCURRENCY", "2", "Rounds one user may have queued or running at once."),
     Spec("EASEL_QUEUE_LIMIT", "200", "Rounds that may wait for a provider slot before new ones are refused."),
     Spec("EASEL_PARTIAL_IMAGES", "2", "Partial previews to ask the provider to stream (0-3)."),
-    Spec("EASEL_PROVIDER_RETRIES", "2", "Easel's own retries of an image call, only where safe (connection "
-         "refused, short 429, 5xx before any output)."),
+    Spec(
+        "EASEL_PROVIDER_RETRIES",
+        "2",
+        "Easel's own retries of an image call, only where safe (connection refused, short 429, 5xx before any output).",
+    ),
     Spec("EASEL_CREDIT_COSTS", "", "Overrides of the credit table, e.g. `landscape/high=6,square/low=1`."),
-    Spec("EASEL_PRICES", "text_in=5,image_in=10,image_out=40", "USD per million tokens, for the estimated "
-         "spend in usage reports."),
+    Spec(
+        "EASEL_PRICES",
+        "text_in=5,image_in=10,image_out=40",
+        "USD per million tokens, for the estimated spend in usage reports.",
+    ),
     Spec("EASEL_MAX_PROMPT_CHARS", "4000", "Longest prompt or instruction accepted."),
     Spec("EASEL_MAX_INPUT_BYTES", "20000000", "Largest input image downloaded from chat, in bytes."),
     Spec("EASEL_MAX_INPUT_PIXELS", "40000000", "Largest input image decoded, in pixels (decompression bombs)."),
-    Spec("EASEL_IMAGE_CACHE_DAYS", "30", "Days an image stays in the cache (older rounds can still be edited "
-         "through the provider's stored response)."),
+    Spec(
+        "EASEL_IMAGE_CACHE_DAYS",
+        "30",
+        "Days an image stays in the cache (older rounds can still be edited through the provider's stored response).",
+    ),
     Spec("EASEL_IMAGE_CACHE_MB", "2048", "Cap on the image cache's size; the oldest files go first."),
-    Spec("EASEL_SHUTDOWN_GRACE", "30", "Seconds running rounds may finish after SIGTERM before they are "
-         "refunded."),
-    Spec("EASEL_TELEGRAM_WEBHOOK_URL", "", "Public HTTPS URL of Easel's webhook endpoint; set it to use a "
-         "webhook instead of polling (needs EASEL_HTTP_PORT)."),
-    Spec("EASEL_TELEGRAM_WEBHOOK_SECRET", "", "Secret Telegram sends back in X-Telegram-Bot-Api-Secret-Token "
-         "(1-256 of A-Z a-z 0-9 _ -); required with a webhook URL."),
+    Spec(
+        "EASEL_SHUTDOWN_GRACE",
+        "30",
+        "Seconds running rounds may finish after SIGTERM before they are refunded.",
+    ),
+    Spec(
+        "EASEL_TELEGRAM_WEBHOOK_URL",
+        "",
+        "Public HTTPS URL of Easel's webhook endpoint; set it to use a "
+        "webhook instead of polling (needs EASEL_HTTP_PORT).",
+    ),
+    Spec(
+        "EASEL_TELEGRAM_WEBHOOK_SECRET",
+        "",
+        "Secret Telegram sends back in X-Telegram-Bot-Api-Secret-Token "
+        "(1-256 of A-Z a-z 0-9 _ -); required with a webhook URL.",
+    ),
     Spec("EASEL_LOG_LEVEL", "INFO", "DEBUG, INFO, WARNING or ERROR."),
     Spec("EASEL_LOG_FORMAT", "text", "`text` or `json` (one object a line)."),
 )
@@ -114,9 +146,7 @@ class Settings:
     partial_images: int = 2
     provider_retries: int = 2
     credit_costs: Mapping[tuple[Size, Quality], int] = field(default_factory=lambda: dict(DEFAULT_COSTS))
-    prices: Mapping[str, float] = field(
-        default_factory=lambda: {"text_in": 5.0, "image_in": 10.0, "image_out": 40.0}
-    )
+    prices: Mapping[str, float] = field(default_factory=lambda: {"text_in": 5.0, "image_in": 10.0, "image_out": 40.0})
     max_prompt_chars: int = 4000
     max_input_bytes: int = 20_000_000
     max_input_pixels: int = 40_000_000

@@ -1,12 +1,50 @@
-"""The studio: the one service adapters call. SKELETON - the implementation lands next; signatures are the
-contract."""
+"""The studio: the one service adapters call. It runs a round from request to delivered image:
+
+    dedupe (idempotency key) -> plan (parent, prompt, size) -> per-user cap -> input check (Pillow)
+    -> reserve credits -> wait for a provider slot (queue position) -> provider call (partials)
+    -> store image -> deliver through the adapter's view -> commit  |  refund on any failure
+
+Quotas and moderation live in `QuotaDesk`, which the studio extends; wording lives in `core.texts`."""
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
+import hmac
+import logging
+import sqlite3
+import time
+import unicodedata
+from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import datetime
 
-from core.events import Actor, ChannelKey, Platform, RoundRequest, UserRef
-from core.outcomes import Notice, RoundView
+from core import pictures, quotas, rounds, texts
+from core.cache import ImageCache
+from core.desk import QuotaDesk, utcnow
+from core.errors import (
+    GENERIC_APOLOGY,
+    BadRequest,
+    Busy,
+    DuplicateRequest,
+    ProviderTimeout,
+    UnknownRound,
+    UserFacingError,
+)
+from core.events import Actor, ChannelKey, Platform, Quality, RoundRequest, Size
+from core.images import GeneratedImage, ImageJob, ImageProvider, ParentImage
+from core.metrics import Metrics
+from core.outcomes import Button, Preview, Refusal, RoundResult, RoundView
+from core.pricing import estimate_usd, estimated_usage
+from core.rounds import Round
+from core.settings import SIZES, Settings
+from core.slots import FairSlots, QueueFull
+from core.store import Store
+
+log = logging.getLogger(__name__)
+
+REROLL = "reroll"
 
 
 @dataclass(frozen=True, slots=True)
@@ -17,59 +55,473 @@ class PendingNotice:
     text: str
 
 
-class Studio:
-    accepting: bool = True
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """What a claimed round will do; `refusal` set means it was recorded as refused."""
+
+    round: Round
+    parent: Round | None
+    refusal: UserFacingError | None = None
+
+
+class Studio(QuotaDesk):
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        provider: ImageProvider,
+        cache: ImageCache,
+        metrics: Metrics,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        super().__init__(settings, store, clock)
+        self.provider = provider
+        self.cache = cache
+        self.metrics = metrics
+        self.slots = FairSlots(settings.provider_concurrency, settings.queue_limit)
+        self.accepting = True
+        self._per_user: Counter[tuple[str, str]] = Counter()
+        self._running: set[asyncio.Task[object]] = set()
+        self._salt = b""
+
+    # -- lifecycle --------------------------------------------------------------------------------------
+
+    async def start(self) -> int:
+        """Load the safety salt, refund rounds a crash left unfinished (queueing notices for their users),
+        and prune the image cache. Returns how many rounds were recovered."""
+        salt = await self.store.read(
+            lambda c: c.execute("SELECT value FROM meta WHERE key = 'safety_salt'").fetchone()[0]
+        )
+        self._salt = str(salt).encode()
+        recovered = await self.store.write(self._recover)
+        if recovered:
+            log.warning("refunded %d rounds left unfinished by the last run; their users will be told", recovered)
+        await asyncio.to_thread(self.cache.prune)
+        return recovered
+
+    def _recover(self, conn: sqlite3.Connection) -> int:
+        now = self.clock()
+        unfinished = rounds.open_rounds(conn)
+        for item in unfinished:
+            quotas.refund(conn, item.id, now)
+            rounds.update(conn, item.id, now, status="failed", reason="interrupted")
+            text = texts.INTERRUPTED.format(number=item.number, prompt=texts.snippet(item.prompt, 80))
+            _add_notice(conn, item.key, None, text, now)
+        return len(unfinished)
+
+    async def drain(self, grace: float) -> int:
+        """Stop taking rounds, let running ones finish for `grace` seconds, cancel (refund) the rest.
+        Returns how many were cancelled."""
+        self.accepting = False
+        running = set(self._running)
+        if running:
+            _, running = await asyncio.wait(running, timeout=grace)
+        for task in running:
+            task.cancel()
+        if running:
+            await asyncio.wait(running, timeout=10)
+        return len(running)
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._running)
+
+    # -- rounds -----------------------------------------------------------------------------------------
 
     async def submit(self, request: RoundRequest, view: RoundView) -> None:
-        """Run one round to its end: dedupe, validate, reserve, queue, call the provider, deliver through
-        `view`, commit or refund. User-facing problems go to `view.refuse`; a duplicate does nothing."""
-        raise NotImplementedError
+        task = asyncio.current_task()
+        if task is not None:
+            self._running.add(task)
+        try:
+            await self._submit(request, view)
+        finally:
+            if task is not None:
+                self._running.discard(task)
 
-    async def press(
-        self, action: str, key: ChannelKey, actor: Actor, idempotency_key: str, view: RoundView
-    ) -> None:
-        """A button press; `action` is `Button.action` as the core made it (treat it as untrusted)."""
-        raise NotImplementedError
+    async def press(self, action: str, key: ChannelKey, actor: Actor, idempotency_key: str, view: RoundView) -> None:
+        verb, _, arg = action.partition(":")
+        if verb != REROLL or not arg.isdigit() or len(arg) > 18:
+            await self._refuse(view, key.platform, UnknownRound("That button no longer works. Ask for a new image."))
+            return
+        request = RoundRequest(key=key, actor=actor, prompt="", idempotency_key=idempotency_key, reroll_of=int(arg))
+        await self.submit(request, view)
 
     async def is_round_message(self, key: ChannelKey, message_id: str) -> bool:
-        raise NotImplementedError
+        found = await self.store.read(lambda c: rounds.by_message(c, key, message_id))
+        return found is not None
 
-    async def credits(self, key: ChannelKey, actor: Actor, target: UserRef | None = None) -> Notice:
-        raise NotImplementedError
+    async def _submit(self, request: RoundRequest, view: RoundView) -> None:
+        platform = request.key.platform
+        try:
+            await self.seen(request.actor, request.key.community)
+            if not self.accepting:
+                raise Busy(texts.SHUTTING_DOWN)
+            prompt = self._clean_prompt(request)
+            plan = await self.store.write(lambda c: self._claim(c, request, prompt))
+        except DuplicateRequest:
+            log.info("duplicate request %s ignored", request.idempotency_key)
+            return
+        except UserFacingError as error:
+            await self._refuse(view, platform, error)
+            return
+        if plan.refusal is not None:
+            await self._refuse(view, platform, plan.refusal)
+            return
+        user = (platform.value, request.actor.user_id)
+        if self._per_user[user] >= self.settings.user_concurrency:
+            busy = Busy(f"You already have {self._per_user[user]} images in progress. Wait for one to finish.")
+            await self._finish_failed(plan.round, busy, view, reserved=False)
+            return
+        self._per_user[user] += 1
+        try:
+            await self._run(request, plan, view)
+        finally:
+            self._per_user[user] -= 1
+            if not self._per_user[user]:
+                del self._per_user[user]
 
-    async def set_daily(
-        self, key: ChannelKey, actor: Actor, target: UserRef, daily: int, idempotency_key: str
-    ) -> Notice:
-        raise NotImplementedError
+    def _clean_prompt(self, request: RoundRequest) -> str:
+        # Control characters (other than line breaks and tabs) only ever confuse the model or the chat.
+        prompt = "".join(
+            ch for ch in request.prompt if ch in "\n\t" or unicodedata.category(ch) not in ("Cc", "Cf", "Cs")
+        ).strip()
+        if request.reroll_of is not None:
+            return prompt
+        if not prompt:
+            if request.input_image is not None or request.reply_to is not None or request.parent_round:
+                raise BadRequest("Tell me what to change, e.g. “make the background darker”.")
+            raise BadRequest(texts.EMPTY_PROMPT[request.key.platform])
+        if len(prompt) > self.settings.max_prompt_chars:
+            raise BadRequest(
+                f"That prompt is {len(prompt)} characters long; the limit is {self.settings.max_prompt_chars}. "
+                "Please shorten it."
+            )
+        return prompt
 
-    async def grant(
-        self, key: ChannelKey, actor: Actor, target: UserRef, credits: int, idempotency_key: str
-    ) -> Notice:
-        raise NotImplementedError
+    def _claim(self, conn: sqlite3.Connection, request: RoundRequest, prompt: str) -> _Plan:
+        """Inside one write transaction: dedupe, resolve the parent, record the round."""
+        now = self.clock()
+        if conn.execute("SELECT 1 FROM rounds WHERE idem_key = ?", (request.idempotency_key,)).fetchone():
+            raise DuplicateRequest(request.idempotency_key)
+        key = request.key
+        size, quality = request.size.value, request.quality.value
+        parent: Round | None = None
+        source: Round | None = None
+        refusal: UserFacingError | None = None
+        kind, input_sha = "generate", None
+        if request.reroll_of is not None:
+            kind = "reroll"
+            source = rounds.get(conn, request.reroll_of)
+            if source is None or source.key.platform != key.platform or source.key.community != key.community:
+                refusal = UnknownRound("I can't find that image any more. Ask for a new one.")
+            else:
+                prompt, size, quality, input_sha = (
+                    source.prompt,
+                    source.size,
+                    source.quality,
+                    source.input_sha,
+                )
+                parent = rounds.get(conn, source.parent_id) if source.parent_id else None
+        elif request.reply_to is not None or request.parent_round is not None:
+            kind = "edit"
+            if request.parent_round is not None:
+                parent = rounds.get(conn, request.parent_round)
+                if parent is not None and (parent.key != key or parent.status != "delivered"):
+                    parent = None
+            else:
+                assert request.reply_to is not None
+                parent = rounds.by_message(conn, key, request.reply_to)
+            if parent is None:
+                refusal = UnknownRound(f"I can't find that image. To refine one, {texts.REPLY_HINT[key.platform]}.")
+            else:
+                size, quality = parent.size, parent.quality  # a reply has no size option: keep the parent's
+        elif request.input_image is not None:
+            kind = "edit"
+        claimed = rounds.claim(
+            conn,
+            idem_key=request.idempotency_key,
+            key=key,
+            user_id=request.actor.user_id,
+            user_name=request.actor.display_name,
+            parent_id=parent.id if parent else None,
+            kind=kind,
+            prompt=prompt,
+            size=size,
+            quality=quality,
+            input_sha=input_sha,
+            now=now,
+        )
+        if refusal is not None:
+            rounds.update(conn, claimed.id, now, status="refused", reason=refusal.reason)
+        return _Plan(round=claimed, parent=parent, refusal=refusal)
 
-    async def set_default(self, key: ChannelKey, actor: Actor, daily: int, idempotency_key: str) -> Notice:
-        raise NotImplementedError
+    async def _run(self, request: RoundRequest, plan: _Plan, view: RoundView) -> None:
+        item = plan.round
+        reserved = False
+        try:
+            inputs = await self._inputs(request, item)
+            input_sha = item.input_sha
+            if inputs and input_sha is None:
+                input_sha = await asyncio.to_thread(self.cache.put, inputs[0], "image/png")
+            balance = await self.store.write(lambda c: self._reserve(c, item, input_sha))
+            reserved = True
+            job = await self._job(item, plan.parent, inputs)
+            generated = await self._generate(item, job, view)
+            result = await self._store_result(item, plan.parent, generated, balance.left)
+            message_ids = await view.deliver(result)
+            await self.store.write(lambda c: self._delivered(c, item, message_ids))
+            self.metrics.rounds.labels(item.key.platform.value, "delivered").inc()
+            self.metrics.credits_spent.labels(item.key.platform.value).inc(item_cost(self.settings, item))
+            log.info("round %d delivered in %s (%d credits)", item.id, item.key, item_cost(self.settings, item))
+        except UserFacingError as error:
+            await self._finish_failed(item, error, view, reserved=reserved)
+        except asyncio.CancelledError:
+            await asyncio.shield(self._interrupted(item, view, reserved=reserved))
+            raise
+        except Exception:
+            log.exception("round %d failed unexpectedly", item.id)
+            await self._finish_failed(item, None, view, reserved=reserved)
 
-    async def ban(self, key: ChannelKey, actor: Actor, target: UserRef, idempotency_key: str) -> Notice:
-        raise NotImplementedError
+    async def _inputs(self, request: RoundRequest, item: Round) -> tuple[bytes, ...]:
+        """The user's photo to edit: size-checked before download, decoded and normalised off the loop."""
+        if request.input_image is not None:
+            image = request.input_image
+            limit = self.settings.max_input_bytes
+            if image.declared_bytes is not None and image.declared_bytes > limit:
+                raise_too_large(image.declared_bytes, limit)
+            data = await image.fetch(limit)
+            png, _, _ = await asyncio.to_thread(
+                pictures.validate_input, data, max_bytes=limit, max_pixels=self.settings.max_input_pixels
+            )
+            return (png,)
+        if item.input_sha is not None:  # a reroll of a photo edit reuses the stored photo
+            stored = await asyncio.to_thread(self.cache.get, item.input_sha, "image/png")
+            if stored is None:
+                raise UnknownRound("The photo that image was made from is no longer stored. Send it again.")
+            return (stored,)
+        return ()
 
-    async def unban(self, key: ChannelKey, actor: Actor, target: UserRef, idempotency_key: str) -> Notice:
-        raise NotImplementedError
+    def _reserve(self, conn: sqlite3.Connection, item: Round, input_sha: str | None) -> quotas.Balance:
+        now = self.clock()
+        cost = item_cost(self.settings, item)
+        try:
+            balance = quotas.reserve(
+                conn,
+                round_id=item.id,
+                platform=item.key.platform,
+                community=item.key.community,
+                user_id=item.user_id,
+                cost=cost,
+                now=now,
+                default_daily=self.settings.daily_credits,
+            )
+        except UserFacingError as refusal:
+            rounds.update(conn, item.id, now, status="refused", reason=refusal.reason)
+            raise _Recorded(refusal) from None
+        rounds.update(conn, item.id, now, status="reserved", cost=cost, input_sha=input_sha)
+        return balance
 
-    async def usage(self, key: ChannelKey, actor: Actor) -> Notice:
-        raise NotImplementedError
+    async def _job(self, item: Round, parent: Round | None, inputs: tuple[bytes, ...]) -> ImageJob:
+        parent_image = None
+        if parent is not None:
+            image = None
+            if parent.image_sha:
+                image = await asyncio.to_thread(self.cache.get, parent.image_sha, parent.mime or "image/png")
+            parent_image = ParentImage(
+                image=image,
+                mime=parent.mime or "image/png",
+                response_id=parent.response_id,
+                image_call_id=parent.image_call_id,
+            )
+        safety = hmac.new(self._salt, f"{item.key.platform}:{item.user_id}".encode(), hashlib.sha256)
+        return ImageJob(
+            prompt=item.prompt,
+            size=SIZES[Size(item.size)],
+            quality=item.quality,
+            parent=parent_image,
+            inputs=inputs,
+            safety_id=safety.hexdigest()[:32],
+            round_id=item.id,
+        )
 
-    async def seen(self, actor: Actor, community: str) -> None:
-        raise NotImplementedError
+    async def _generate(self, item: Round, job: ImageJob, view: RoundView) -> GeneratedImage:
+        async def position(place: int) -> None:
+            await _quietly(view.queued(place), "queued", item.id)
 
-    async def migrate_community(self, platform: Platform, old: str, new: str) -> None:
-        raise NotImplementedError
+        self.metrics.queue_depth.inc()
+        try:
+            await self.slots.acquire(position)
+        except QueueFull:
+            raise Busy("Easel is very busy right now. Try again in a few minutes.", ephemeral=False) from None
+        finally:
+            self.metrics.queue_depth.dec()
+        self.metrics.in_flight.inc()
+        started = time.monotonic()
+        try:
+            await _quietly(view.started(), "started", item.id)
+
+            async def on_partial(image: bytes, index: int) -> None:
+                await _quietly(view.partial(Preview(image=image, index=index, round_id=item.id)), "partial", item.id)
+
+            async with asyncio.timeout(self.settings.provider_timeout):
+                return await self.provider.create(job, on_partial)
+        except TimeoutError:
+            raise ProviderTimeout(
+                f"The image took longer than {self.settings.provider_timeout:g} s and was abandoned. It was not "
+                "charged; try again, perhaps at a lower quality."
+            ) from None
+        finally:
+            self.slots.release()
+            self.metrics.in_flight.dec()
+            self.metrics.provider_latency.labels(self.settings.image_api).observe(time.monotonic() - started)
+
+    async def _store_result(
+        self, item: Round, parent: Round | None, generated: GeneratedImage, left: int
+    ) -> RoundResult:
+        sha = await asyncio.to_thread(self.cache.put, generated.image, generated.mime)
+        width, height = await asyncio.to_thread(pictures.image_size, generated.image)
+        usage = generated.usage or estimated_usage(Size(item.size), Quality(item.quality))
+        now = self.clock()
+        await self.store.write(
+            lambda c: rounds.update(
+                c,
+                item.id,
+                now,
+                status="generated",
+                image_sha=sha,
+                mime=generated.mime,
+                width=width,
+                height=height,
+                response_id=generated.response_id,
+                image_call_id=generated.image_call_id,
+                revised_prompt=generated.revised_prompt,
+                request_id=generated.request_id,
+                text_tokens_in=usage.text_input_tokens,
+                image_tokens_in=usage.image_input_tokens,
+                image_tokens_out=usage.image_output_tokens,
+                host_tokens_in=usage.host_input_tokens,
+                host_tokens_out=usage.host_output_tokens,
+                est_usd=estimate_usd(usage, self.settings.prices),
+            )
+        )
+        return RoundResult(
+            round_id=item.id,
+            number=item.number,
+            image=generated.image,
+            mime=generated.mime,
+            width=width,
+            height=height,
+            caption=texts.caption(item.number, item.prompt, left, parent.number if parent else None),
+            credits_left=left,
+            revised_prompt=generated.revised_prompt,
+            buttons=(Button("Reroll", f"{REROLL}:{item.id}"),),
+        )
+
+    def _delivered(self, conn: sqlite3.Connection, item: Round, message_ids: list[str]) -> None:
+        rounds.update(conn, item.id, self.clock(), status="delivered")
+        rounds.attach_messages(conn, item.id, item.key, message_ids)
+
+    async def _finish_failed(
+        self, item: Round, error: UserFacingError | None, view: RoundView, *, reserved: bool
+    ) -> None:
+        """Refund (once), record why, and tell the user. `error` None means an unexpected failure."""
+        if isinstance(error, _Recorded):
+            error = error.refusal
+        else:
+            status = "refused" if error is not None and not reserved else "failed"
+            reason = error.reason if error is not None else "error"
+            now = self.clock()
+
+            def txn(conn: sqlite3.Connection) -> None:
+                quotas.refund(conn, item.id, now)
+                rounds.update(conn, item.id, now, status=status, reason=reason)
+
+            await self.store.write(txn)
+        self.metrics.rounds.labels(item.key.platform.value, error.reason if error else "error").inc()
+        await self._refuse(view, item.key.platform, error)
+
+    async def _interrupted(self, item: Round, view: RoundView, *, reserved: bool) -> None:
+        now = self.clock()
+
+        def txn(conn: sqlite3.Connection) -> None:
+            quotas.refund(conn, item.id, now)
+            rounds.update(conn, item.id, now, status="failed", reason="shutdown")
+
+        try:
+            await self.store.write(txn)
+            self.metrics.rounds.labels(item.key.platform.value, "shutdown").inc()
+            async with asyncio.timeout(5):
+                await view.refuse(Refusal(texts.STOPPED_MIDWAY, "shutdown", ephemeral=False))
+        except Exception:
+            log.exception("could not finish interrupted round %d cleanly", item.id)
+
+    async def _refuse(self, view: RoundView, platform: Platform, error: UserFacingError | None) -> None:
+        if error is None:
+            refusal = Refusal(GENERIC_APOLOGY, "error", ephemeral=False)
+        else:
+            refusal = Refusal(error.message, error.reason, error.ephemeral)
+        self.metrics.refusals.labels(platform.value, refusal.reason).inc()
+        await _quietly(view.refuse(refusal), "refuse", 0)
+
+    # -- notices ----------------------------------------------------------------------------------------
 
     async def take_notices(self, platform: Platform) -> list[PendingNotice]:
-        raise NotImplementedError
+        rows = await self.store.read(
+            lambda c: c.execute(
+                "SELECT * FROM notices WHERE platform = ? AND sent_at IS NULL ORDER BY id", (platform,)
+            ).fetchall()
+        )
+        return [
+            PendingNotice(
+                id=row["id"],
+                key=ChannelKey(platform, row["community"], row["channel"], row["thread"]),
+                reply_to=row["reply_to"],
+                text=row["text"],
+            )
+            for row in rows
+        ]
 
     async def notice_sent(self, notice_id: int) -> None:
-        raise NotImplementedError
+        stamp = self.clock().isoformat()
+        await self.store.write(lambda c: c.execute("UPDATE notices SET sent_at = ? WHERE id = ?", (stamp, notice_id)))
 
     def help_text(self, platform: Platform) -> str:
-        raise NotImplementedError
+        return texts.help_text(platform)
+
+
+class _Recorded(UserFacingError):
+    """A refusal already written to the round inside the reserve transaction."""
+
+    def __init__(self, refusal: UserFacingError) -> None:
+        super().__init__(refusal.message, reason=refusal.reason, ephemeral=refusal.ephemeral)
+        self.refusal = refusal
+
+
+def item_cost(settings: Settings, item: Round) -> int:
+    return settings.cost(Size(item.size), Quality(item.quality))
+
+
+def raise_too_large(size: int, limit: int) -> None:
+    from core.errors import BadInputImage
+
+    raise BadInputImage(
+        f"That image is {size / 1e6:.1f} MB; the most I can take is {limit / 1e6:.0f} MB. Send a smaller one."
+    )
+
+
+def _add_notice(conn: sqlite3.Connection, key: ChannelKey, reply_to: str | None, text: str, now: datetime) -> None:
+    conn.execute(
+        "INSERT INTO notices (platform, community, channel, thread, reply_to, text, created_at) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (key.platform, key.community, key.channel, key.thread, reply_to, text, now.isoformat()),
+    )
+
+
+async def _quietly(call: Awaitable[object], what: str, round_id: int) -> None:
+    """Progress rendering must never sink a round: log and go on."""
+    try:
+        await call
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception("view.%s failed for round %d", what, round_id)

@@ -1,0 +1,86 @@
+"""Content-addressed image files under `EASEL_DATA_DIR/images`, with a retention limit.
+
+Image bytes never go into SQLite: rounds keep the SHA-256 of their image. Files are written atomically
+(temp file + rename), so a crash leaves either the whole file or none."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+_EXT = {"image/png": ".png", "image/jpeg": ".jpg", "image/webp": ".webp", "image/gif": ".gif"}
+
+
+@dataclass(frozen=True, slots=True)
+class PruneReport:
+    removed: int
+    kept: int
+    bytes_kept: int
+
+
+class ImageCache:
+    """Synchronous on purpose: the studio calls it through `asyncio.to_thread`."""
+
+    def __init__(self, root: Path, *, max_age_days: float, max_bytes: int) -> None:
+        self.root = root
+        self.max_age = max_age_days * 86400
+        self.max_bytes = max_bytes
+
+    def _path(self, sha: str, mime: str) -> Path:
+        return self.root / sha[:2] / f"{sha}{_EXT.get(mime, '.bin')}"
+
+    def put(self, data: bytes, mime: str) -> str:
+        sha = hashlib.sha256(data).hexdigest()
+        path = self._path(sha, mime)
+        if path.exists():
+            os.utime(path)  # touched: retention counts from the last use
+            return sha
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+        return sha
+
+    def get(self, sha: str, mime: str) -> bytes | None:
+        try:
+            return self._path(sha, mime).read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def delete(self, sha: str, mime: str) -> None:
+        self._path(sha, mime).unlink(missing_ok=True)
+
+    def prune(self, now: float | None = None) -> PruneReport:
+        """Delete files older than the retention age, then the oldest until the total fits the cap."""
+        now = time.time() if now is None else now
+        files: list[tuple[float, int, Path]] = []
+        removed = 0
+        for path in self.root.glob("*/*"):
+            try:
+                stat = path.stat()
+            except FileNotFoundError:
+                continue
+            if path.suffix == ".tmp" or now - stat.st_mtime > self.max_age:
+                path.unlink(missing_ok=True)
+                removed += 1
+            else:
+                files.append((stat.st_mtime, stat.st_size, path))
+        total = sum(size for _, size, _ in files)
+        files.sort()
+        while files and total > self.max_bytes:
+            _, size, path = files.pop(0)
+            path.unlink(missing_ok=True)
+            total -= size
+            removed += 1
+        if removed:
+            log.info("image cache pruned: %d files removed, %d kept (%d bytes)", removed, len(files), total)
+        return PruneReport(removed=removed, kept=len(files), bytes_kept=total)
