@@ -51,7 +51,7 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"(/webhooks/\d+/)[^/\s\"'<>?#]+"), r"\1" + REDACTED),
     (re.compile(r"(/interactions/\d+/)[^/\s\"'<>?#]+"), r"\1" + REDACTED),
     # Authorization headers: `Bearer x` (OpenAI) and `Bot x` (Discord), in any quoting.
-    (re.compile(r"(?i)(authorization[\"']?\s*[:=]\s*[\"']?)(?:bearer|bot)\s+[^\s\"',}]+"), r"\1" + REDACTED),
+    (re.compile(r"(?i)(authorization[\"']?\s*[:=]\s*[\"']?(?:bearer|bot)\s+)[A-Za-z0-9._~+/=-]+"), r"\1" + REDACTED),
     (re.compile(r"(?i)\b(bearer\s+)[A-Za-z0-9._~+/=-]{8,}"), r"\1" + REDACTED),
     # Discord bot tokens: base64(user id) . timestamp . hmac (also catches JWTs, which is fine).
     (re.compile(r"\b[A-Za-z0-9_-]{20,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{20,}"), REDACTED),
