@@ -114,6 +114,15 @@ class Store:
 
         return await asyncio.get_running_loop().run_in_executor(self._reader, run)
 
+    async def checkpoint(self) -> None:
+        """Fold the WAL into the database file and truncate it (after erasing data)."""
+        conn = self._wconn
+        if conn is None:
+            raise StoreError("the store is closed")
+        await asyncio.get_running_loop().run_in_executor(
+            self._writer, lambda: conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        )
+
     async def writable(self) -> bool:
         """Readiness check: can the writer still commit?"""
         try:

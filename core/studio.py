@@ -146,6 +146,11 @@ class Studio(QuotaDesk):
         request = RoundRequest(key=key, actor=actor, prompt="", idempotency_key=idempotency_key, reroll_of=int(arg))
         await self.submit(request, view)
 
+    async def round_id(self, key: ChannelKey, number: int) -> int | None:
+        """The id of round `number` in a channel (the console names rounds by number)."""
+        found = await self.store.read(lambda c: rounds.by_number(c, key, number))
+        return found.id if found else None
+
     async def is_round_message(self, key: ChannelKey, message_id: str) -> bool:
         found = await self.store.read(lambda c: rounds.by_message(c, key, message_id))
         return found is not None

@@ -1,0 +1,131 @@
+"""`easel run`: every bot whose token is set, in one process and one event loop, from the one composition
+root; health and metrics over HTTP; a clean shutdown on SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from typing import Protocol
+
+from bots.app import Core, open_core
+from core.errors import ConfigError, FatalPlatformError
+from core.settings import Settings
+
+log = logging.getLogger("easel")
+
+EX_CONFIG = 78  # sysexits: configuration error. The systemd unit does not restart on it (no hot loop).
+
+
+class ChatAdapter(Protocol):
+    @property
+    def ready(self) -> bool: ...
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+def check_runnable(settings: Settings) -> None:
+    missing = []
+    if not settings.openai_api_key:
+        missing.append("OPENAI_API_KEY (the key for the image provider)")
+    if not settings.telegram_token and not settings.discord_token:
+        missing.append("TELEGRAM_TOKEN or DISCORD_TOKEN (at least one chat platform)")
+    if missing:
+        raise ConfigError("easel run needs " + " and ".join(missing) + ". Set it in the environment or in .env.")
+
+
+async def run(settings: Settings, *, core_factory: type[object] | None = None) -> int:
+    """Returns the process exit code: 0 after a clean shutdown, EX_CONFIG on a fatal platform error."""
+    check_runnable(settings)
+    stop = asyncio.Event()
+    fatal: list[str] = []
+
+    def on_fatal(message: str) -> None:
+        fatal.append(message)
+        stop.set()
+
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    async with open_core(settings) as core:
+        adapters = _adapters(settings, core, on_fatal)
+        web = _web(settings, core, adapters)
+        try:
+            if web is not None:
+                await web.start()
+            for name, adapter in adapters.items():
+                await adapter.start()
+                log.info("%s bot connected", name)
+            _summary(settings, core, list(adapters))
+            await stop.wait()
+        except FatalPlatformError as error:
+            fatal.append(str(error))
+        finally:
+            if fatal:
+                log.error("stopping: %s", fatal[0])
+            else:
+                log.info("stopping: finishing running rounds (up to %g s)", settings.shutdown_grace)
+            cancelled = await core.studio.drain(settings.shutdown_grace)
+            if cancelled:
+                log.warning("%d rounds did not finish in time; refunded and their users told", cancelled)
+            for name, adapter in adapters.items():
+                try:
+                    await adapter.stop()
+                except Exception:
+                    log.exception("%s bot did not stop cleanly", name)
+            if web is not None:
+                await web.stop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.remove_signal_handler(sig)
+    log.info("stopped")
+    return EX_CONFIG if fatal else 0
+
+
+def _adapters(settings: Settings, core: Core, on_fatal: object) -> dict[str, ChatAdapter]:
+    adapters: dict[str, ChatAdapter] = {}
+    if settings.telegram_token:
+        from bots.telegram_bot import TelegramBot
+
+        adapters["telegram"] = TelegramBot(settings, core.studio, on_fatal=on_fatal)  # type: ignore[arg-type]
+    if settings.discord_token:
+        from bots.discord_bot import DiscordBot
+
+        adapters["discord"] = DiscordBot(settings, core.studio, on_fatal=on_fatal)  # type: ignore[arg-type]
+    return adapters
+
+
+def _web(settings: Settings, core: Core, adapters: dict[str, ChatAdapter]) -> object | None:
+    if settings.http_port is None:
+        return None
+    from bots.web import WebServer
+
+    async def readiness() -> dict[str, bool]:
+        checks = {"database": await core.store.writable()}
+        checks.update({name: adapter.ready for name, adapter in adapters.items()})
+        return checks
+
+    webhook = None
+    telegram = adapters.get("telegram")
+    if telegram is not None and settings.telegram_webhook_url:
+        webhook = telegram.handle_webhook  # type: ignore[attr-defined]
+    return WebServer(settings, core.metrics, readiness, telegram_webhook=webhook)
+
+
+def _summary(settings: Settings, core: Core, bots: list[str]) -> None:
+    route = "Responses API" if settings.image_api == "responses" else "Images API"
+    host = f" hosted by {settings.host_model}" if settings.image_api == "responses" else ""
+    log.info(
+        "Easel is running: bots=%s, provider=%s (%s%s) at %s, data=%s, %d credits/user/day, http=%s",
+        ",".join(bots),
+        settings.image_model,
+        route,
+        host,
+        settings.openai_base_url or "the SDK's default endpoint",
+        settings.data_dir.resolve(),
+        settings.daily_credits,
+        f"{settings.http_host}:{settings.http_port}" if settings.http_port is not None else "off",
+    )
+    if core.recovered:
+        log.warning("%d rounds from the previous run were refunded at start-up", core.recovered)
