@@ -36,7 +36,12 @@ def backup_database(db_path: Path, dest: Path, *, force: bool = False) -> None:
     _remove(partial)
     try:
         _copy(db_path, partial)
-        check_integrity(partial)
+        problems = integrity_problems(partial)
+        if problems:
+            raise StoreError(
+                f"the copy of {db_path} failed the integrity check ({'; '.join(problems[:5])}): the live "
+                "database itself is probably damaged; keep your older backups"
+            )
         _fsync(partial)
         try:
             if force:
@@ -55,13 +60,19 @@ def backup_database(db_path: Path, dest: Path, *, force: bool = False) -> None:
 
 def check_integrity(path: Path) -> None:
     """Raise `StoreError` unless `PRAGMA integrity_check` says "ok"."""
+    problems = integrity_problems(path)
+    if problems:
+        raise StoreError(f"{path} failed the integrity check: {'; '.join(problems[:5])}")
+
+
+def integrity_problems(path: Path) -> list[str]:
+    """What `PRAGMA integrity_check` finds wrong (empty when the database is sound), read-only."""
     try:
         with contextlib.closing(sqlite3.connect(_ro_uri(path), uri=True)) as conn:
             rows = [str(row[0]) for row in conn.execute("PRAGMA integrity_check(20)")]
-    except sqlite3.Error as exc:
-        raise StoreError(f"{path} is not a readable SQLite database: {exc}") from None
-    if rows != ["ok"]:
-        raise StoreError(f"{path} failed the integrity check: {'; '.join(rows[:5])}")
+    except sqlite3.Error as exc:  # damage bad enough that the check itself cannot run
+        return [str(exc)]
+    return [] if rows == ["ok"] else rows
 
 
 def _copy(source: Path, target: Path) -> None:
