@@ -107,7 +107,7 @@ class Console:
         elif verb == "reroll" and len(words) == 2 and words[1].isdigit():
             await self._reroll(int(words[1]))
         elif verb == "edit" and len(words) == 3:
-            await self._edit(Path(words[1]).expanduser(), words[2])
+            await self._edit(words[1], words[2])
         elif verb in {"quota", "usage"}:
             self.out("  " + (await self._quota(shlex.split(line))).text)
         else:
@@ -135,12 +135,13 @@ class Console:
             return
         await self.studio.press(f"reroll:{round_id}", KEY, self.actor, _key(), self.view)
 
-    async def _edit(self, path: Path, instruction: str) -> None:
+    async def _edit(self, name: str, instruction: str) -> None:
+        path, size = await asyncio.to_thread(_locate, name)
+
         async def fetch(limit: int) -> bytes:
             data = await asyncio.to_thread(path.read_bytes)
             return data[: limit + 1]  # the core rejects anything over the limit
 
-        size = path.stat().st_size if path.is_file() else None
         if size is None:
             self.out(f"  ✗ No such file: {path}")
             return
@@ -167,6 +168,11 @@ class Console:
         if len(rest) == 1:
             return await s.credits(KEY, actor, _ref(rest[0]))
         return Notice("Usage: quota [USER] | quota set N USER | quota grant N USER | quota default N | quota ban USER")
+
+
+def _locate(name: str) -> tuple[Path, int | None]:
+    path = Path(name).expanduser()
+    return path, path.stat().st_size if path.is_file() else None
 
 
 def _user(name: str) -> Actor:

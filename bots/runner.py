@@ -6,9 +6,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from collections.abc import Callable
 from typing import Protocol
 
 from bots.app import Core, open_core
+from bots.web import WebServer
 from core.errors import ConfigError, FatalPlatformError
 from core.settings import Settings
 
@@ -36,7 +38,7 @@ def check_runnable(settings: Settings) -> None:
         raise ConfigError("easel run needs " + " and ".join(missing) + ". Set it in the environment or in .env.")
 
 
-async def run(settings: Settings, *, core_factory: type[object] | None = None) -> int:
+async def run(settings: Settings) -> int:
     """Returns the process exit code: 0 after a clean shutdown, EX_CONFIG on a fatal platform error."""
     check_runnable(settings)
     stop = asyncio.Event()
@@ -83,23 +85,22 @@ async def run(settings: Settings, *, core_factory: type[object] | None = None) -
     return EX_CONFIG if fatal else 0
 
 
-def _adapters(settings: Settings, core: Core, on_fatal: object) -> dict[str, ChatAdapter]:
+def _adapters(settings: Settings, core: Core, on_fatal: Callable[[str], None]) -> dict[str, ChatAdapter]:
     adapters: dict[str, ChatAdapter] = {}
     if settings.telegram_token:
         from bots.telegram_bot import TelegramBot
 
-        adapters["telegram"] = TelegramBot(settings, core.studio, on_fatal=on_fatal)  # type: ignore[arg-type]
+        adapters["telegram"] = TelegramBot(settings, core.studio, on_fatal=on_fatal)
     if settings.discord_token:
         from bots.discord_bot import DiscordBot
 
-        adapters["discord"] = DiscordBot(settings, core.studio, on_fatal=on_fatal)  # type: ignore[arg-type]
+        adapters["discord"] = DiscordBot(settings, core.studio, on_fatal=on_fatal)
     return adapters
 
 
-def _web(settings: Settings, core: Core, adapters: dict[str, ChatAdapter]) -> object | None:
+def _web(settings: Settings, core: Core, adapters: dict[str, ChatAdapter]) -> WebServer | None:
     if settings.http_port is None:
         return None
-    from bots.web import WebServer
 
     async def readiness() -> dict[str, bool]:
         checks = {"database": await core.store.writable()}
