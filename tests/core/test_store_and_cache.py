@@ -1,0 +1,69 @@
+"""The store's guarantees (WAL, FULL sync, migrations once, rollback) and the image cache's retention."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from core.cache import ImageCache
+from core.store import Store
+
+
+async def test_pragmas_and_migrations_apply_once(tmp_path: Path) -> None:
+    path = tmp_path / "e.db"
+    for _ in range(2):
+        async with Store(path) as store:
+            mode = await store.read(lambda c: c.execute("PRAGMA journal_mode").fetchone()[0])
+            sync = await store.write(lambda c: c.execute("PRAGMA synchronous").fetchone()[0])
+            assert mode == "wal" and sync == 2  # FULL
+            applied = await store.read(lambda c: c.execute("SELECT COUNT(*) FROM _sqlite_migrations").fetchone()[0])
+            assert applied == 1
+            assert await store.writable()
+
+
+async def test_writes_run_on_one_thread_and_roll_back(tmp_path: Path) -> None:
+    threads: set[int] = set()
+    async with Store(tmp_path / "e.db") as store:
+
+        def failing(conn: sqlite3.Connection) -> None:
+            threads.add(threading.get_ident())
+            conn.execute("INSERT INTO meta (key, value) VALUES ('x', 'y')")
+            raise ValueError("boom")
+
+        with pytest.raises(ValueError, match="boom"):
+            await store.write(failing)
+        await store.write(lambda c: threads.add(threading.get_ident()))
+        assert len(threads) == 1 and threading.get_ident() not in threads
+        assert await store.read(lambda c: c.execute("SELECT COUNT(*) FROM meta WHERE key = 'x'").fetchone()[0]) == 0
+
+
+async def test_corrupt_database_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "e.db"
+    path.write_bytes(b"SQLite format 3\x00" + os.urandom(4096))
+    with pytest.raises((sqlite3.DatabaseError, Exception)):
+        async with Store(path):
+            pass
+
+
+def test_cache_is_content_addressed_and_pruned(tmp_path: Path) -> None:
+    cache = ImageCache(tmp_path / "img", max_age_days=1, max_bytes=250)
+    a = cache.put(b"a" * 100, "image/png")
+    assert cache.put(b"a" * 100, "image/png") == a  # same bytes, same file
+    b = cache.put(b"b" * 100, "image/jpeg")
+    assert cache.get(a, "image/png") == b"a" * 100 and cache.get(b, "image/jpeg") == b"b" * 100
+    old = time.time() - 2 * 86400
+    os.utime(next((tmp_path / "img").glob(f"*/{a}.png")), (old, old))
+    report = cache.prune()
+    assert report.removed == 1 and cache.get(a, "image/png") is None
+    hour_ago = time.time() - 3600
+    os.utime(next((tmp_path / "img").glob(f"*/{b}.jpg")), (hour_ago, hour_ago))
+    c = cache.put(b"c" * 100, "image/png")
+    d = cache.put(b"d" * 100, "image/png")
+    cache.prune()
+    kept = [sha for sha, mime in ((b, "image/jpeg"), (c, "image/png"), (d, "image/png")) if cache.get(sha, mime)]
+    assert kept == [c, d]  # over the cap: the oldest went first
