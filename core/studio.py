@@ -272,19 +272,26 @@ class Studio(QuotaDesk):
             reserved = True
             job = await self._job(item, plan.parent, inputs)
             generated = await self._generate(item, job, view)
+            result_request_id = generated.request_id
             result = await self._store_result(item, plan.parent, generated, balance.left)
             message_ids = await view.deliver(result)
             await self.store.write(lambda c: self._delivered(c, item, message_ids))
             self.metrics.rounds.labels(item.key.platform.value, "delivered").inc()
             self.metrics.credits_spent.labels(item.key.platform.value).inc(item_cost(self.settings, item))
-            log.info("round %d delivered in %s (%d credits)", item.id, item.key, item_cost(self.settings, item))
+            log.info(
+                "round %d delivered (%d credits, provider request %s)",
+                item.id,
+                item_cost(self.settings, item),
+                result_request_id,
+                extra=_context(item),
+            )
         except UserFacingError as error:
             await self._finish_failed(item, error, view, reserved=reserved)
         except asyncio.CancelledError:
             await asyncio.shield(self._interrupted(item, view, reserved=reserved))
             raise
         except Exception:
-            log.exception("round %d failed unexpectedly", item.id)
+            log.exception("round %d failed unexpectedly", item.id, extra=_context(item))
             await self._finish_failed(item, None, view, reserved=reserved)
 
     async def _inputs(self, request: RoundRequest, item: Round) -> tuple[bytes, ...]:
@@ -458,7 +465,7 @@ class Studio(QuotaDesk):
             async with asyncio.timeout(5):
                 await view.refuse(Refusal(texts.STOPPED_MIDWAY, "shutdown", ephemeral=False))
         except Exception:
-            log.exception("could not finish interrupted round %d cleanly", item.id)
+            log.exception("could not finish interrupted round %d cleanly", item.id, extra=_context(item))
 
     async def _refuse(self, view: RoundView, platform: Platform, error: UserFacingError | None) -> None:
         if error is None:
@@ -500,6 +507,11 @@ class _Recorded(UserFacingError):
     def __init__(self, refusal: UserFacingError) -> None:
         super().__init__(refusal.message, reason=refusal.reason, ephemeral=refusal.ephemeral)
         self.refusal = refusal
+
+
+def _context(item: Round) -> dict[str, object]:
+    """Fields the log formatter shows on every line about a round."""
+    return {"platform": item.key.platform.value, "community": item.key.community, "round_id": item.id}
 
 
 def item_cost(settings: Settings, item: Round) -> int:
