@@ -1,0 +1,113 @@
+"""The application commands of DESIGN §4, exactly: names, options and choice values are a tested contract."""
+
+from __future__ import annotations
+
+import logging
+from typing import Literal
+
+import discord
+from discord import app_commands
+
+from bots.discord_common import user_ref
+from bots.discord_interactions import InteractionHandlers
+from core.errors import GENERIC_APOLOGY
+from core.events import Actor, ChannelKey, Quality, Size
+from core.outcomes import Notice
+
+log = logging.getLogger(__name__)
+
+SizeChoice = Literal["square", "portrait", "landscape"]
+QualityChoice = Literal["low", "medium", "high"]
+Target = discord.Member | discord.User  # a "user" option; a User in DMs
+
+
+def build_tree(client: discord.Client, handlers: InteractionHandlers) -> app_commands.CommandTree[discord.Client]:
+    tree: app_commands.CommandTree[discord.Client] = app_commands.CommandTree(client)
+    studio = handlers.studio
+
+    @tree.command(name="imagine", description="Create an image from a prompt")
+    @app_commands.describe(prompt="What to draw", size="Shape of the image (default: square)",
+                           quality="Detail; higher costs more credits (default: medium)")
+    async def imagine(interaction: discord.Interaction, prompt: str, size: SizeChoice | None = None,
+                      quality: QualityChoice | None = None) -> None:
+        await handlers.imagine(interaction, prompt, Size(size or Size.SQUARE), Quality(quality or Quality.MEDIUM))
+
+    @tree.command(name="edit", description="Edit an uploaded image with an instruction")
+    @app_commands.describe(instruction="What to change", image="The image to edit")
+    async def edit(interaction: discord.Interaction, instruction: str, image: discord.Attachment) -> None:
+        await handlers.edit(interaction, instruction, image)
+
+    quota = app_commands.Group(name="quota", description="Credits: yours, or (moderators) anyone's")
+
+    @quota.command(name="show", description="Credits left today (moderators: anyone's)")
+    @app_commands.describe(user="Whose credits (moderators only; default: yours)")
+    async def show(interaction: discord.Interaction, user: Target | None = None) -> None:
+        async def call(key: ChannelKey, actor: Actor, _: str) -> Notice:
+            return await studio.credits(key, actor, user_ref(user) if user is not None else None)
+
+        await handlers.notice(interaction, call)
+
+    @quota.command(name="set", description="Moderators: set a member's daily credits (from today)")
+    @app_commands.describe(user="The member", daily="Credits per day")
+    async def set_daily(interaction: discord.Interaction, user: Target, daily: int) -> None:
+        async def call(key: ChannelKey, actor: Actor, idem: str) -> Notice:
+            return await studio.set_daily(key, actor, user_ref(user), daily, idem)
+
+        await handlers.notice(interaction, call)
+
+    @quota.command(name="grant", description="Moderators: give a member extra credits for today")
+    @app_commands.describe(user="The member", credits="Extra credits for today")
+    async def grant(interaction: discord.Interaction, user: Target, credits: int) -> None:
+        async def call(key: ChannelKey, actor: Actor, idem: str) -> Notice:
+            return await studio.grant(key, actor, user_ref(user), credits, idem)
+
+        await handlers.notice(interaction, call)
+
+    @quota.command(name="default", description="Moderators: daily credits for everyone in this server")
+    @app_commands.describe(daily="Credits per member per day")
+    async def default(interaction: discord.Interaction, daily: int) -> None:
+        async def call(key: ChannelKey, actor: Actor, idem: str) -> Notice:
+            return await studio.set_default(key, actor, daily, idem)
+
+        await handlers.notice(interaction, call)
+
+    @quota.command(name="ban", description="Moderators: stop a member from making images")
+    @app_commands.describe(user="The member")
+    async def ban(interaction: discord.Interaction, user: Target) -> None:
+        async def call(key: ChannelKey, actor: Actor, idem: str) -> Notice:
+            return await studio.ban(key, actor, user_ref(user), idem)
+
+        await handlers.notice(interaction, call)
+
+    @quota.command(name="unban", description="Moderators: let a member make images again")
+    @app_commands.describe(user="The member")
+    async def unban(interaction: discord.Interaction, user: Target) -> None:
+        async def call(key: ChannelKey, actor: Actor, idem: str) -> Notice:
+            return await studio.unban(key, actor, user_ref(user), idem)
+
+        await handlers.notice(interaction, call)
+
+    tree.add_command(quota)
+
+    @tree.command(name="usage", description="Usage report for this server")
+    async def usage(interaction: discord.Interaction) -> None:
+        async def call(key: ChannelKey, actor: Actor, _: str) -> Notice:
+            return await studio.usage(key, actor)
+
+        await handlers.notice(interaction, call)
+
+    @tree.command(name="help", description="How to use Easel")
+    async def help_(interaction: discord.Interaction) -> None:
+        await handlers.help(interaction)
+
+    @tree.error
+    async def on_tree_error(interaction: discord.Interaction, error: app_commands.AppCommandError) -> None:
+        # Only argument conversion or an unknown (stale) command gets here: handlers catch their own errors.
+        log.error("application command failed: %s", type(error).__name__, exc_info=error)
+        if not interaction.response.is_done():
+            try:
+                await interaction.response.send_message(GENERIC_APOLOGY, ephemeral=True)
+            except discord.HTTPException:
+                log.info("could not answer interaction %s", interaction.id)
+
+    return tree

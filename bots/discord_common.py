@@ -1,0 +1,124 @@
+"""Translating discord.py objects into Easel's seam values (keys, actors, input images) and images into files."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import re
+from urllib.parse import urlsplit
+
+import aiohttp
+import discord
+
+from core.errors import BadInputImage
+from core.events import Actor, ChannelKey, InputImage, Platform, UserRef
+
+log = logging.getLogger(__name__)
+
+DEFAULT_UPLOAD_LIMIT = discord.utils.DEFAULT_FILE_SIZE_LIMIT_BYTES  # 10 MiB since 2025-01
+MAX_CONTENT = 2000  # Discord's message length limit
+CDN_HOSTS = frozenset({"cdn.discordapp.com", "media.discordapp.net"})
+_EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp", "image/gif": "gif"}
+_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".gif")
+
+
+def channel_key(guild_id: int | None, channel_id: int) -> ChannelKey:
+    """A guild channel is keyed by guild; a DM is its own community (DESIGN §4)."""
+    if guild_id is None:
+        return ChannelKey(Platform.DISCORD, f"dm:{channel_id}", str(channel_id))
+    return ChannelKey(Platform.DISCORD, str(guild_id), str(channel_id))
+
+
+def actor_of(user: discord.abc.User, *, is_moderator: bool = False) -> Actor:
+    return Actor(Platform.DISCORD, str(user.id), user.display_name, username=user.name,
+                 is_moderator=is_moderator)
+
+
+def user_ref(user: discord.abc.User) -> UserRef:
+    return UserRef(user_id=str(user.id), username=user.name, display_name=user.display_name)
+
+
+def interaction_key(interaction: discord.Interaction) -> ChannelKey:
+    channel_id = interaction.channel_id
+    if channel_id is None:  # never for commands and buttons; kept total for the type checker
+        raise ValueError("interaction without a channel")
+    return channel_key(interaction.guild_id, channel_id)
+
+
+def interaction_actor(interaction: discord.Interaction) -> Actor:
+    """Moderator = Manage Server, read from this interaction's own payload (never a cache); never in DMs."""
+    is_moderator = interaction.guild_id is not None and interaction.permissions.manage_guild
+    return actor_of(interaction.user, is_moderator=is_moderator)
+
+
+def clip(text: str, limit: int = MAX_CONTENT) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def strip_mentions(content: str, user_id: int) -> str:
+    return re.sub(rf"<@!?{user_id}>", " ", content).strip()
+
+
+def mentions(content: str, user_id: int) -> bool:
+    """An explicit @mention in the text (a reply's ping does not count: it is not in the content)."""
+    return re.search(rf"<@!?{user_id}>", content) is not None
+
+
+def is_image(attachment: discord.Attachment) -> bool:
+    if attachment.content_type:
+        return attachment.content_type.startswith("image/")
+    return attachment.filename.lower().endswith(_IMAGE_SUFFIXES)
+
+
+async def image_file(data: bytes, mime: str, limit: int, stem: str) -> discord.File:
+    """The image as an upload within `limit` bytes; re-encoded only when it does not fit."""
+    if len(data) > limit:
+        from core.pictures import fit_for_upload  # Pillow work: only when needed, off the event loop
+
+        data, mime, ext = await asyncio.to_thread(fit_for_upload, data, mime, max_bytes=limit)
+    else:
+        ext = _EXTENSIONS.get(mime, "png")
+    return discord.File(io.BytesIO(data), filename=f"{stem}.{ext}")
+
+
+class AttachmentFetcher:
+    """Downloads chat attachments for the core, only from the URL in Discord's own payload, with a cap."""
+
+    def __init__(self, session: aiohttp.ClientSession, api_url: str) -> None:
+        self._session = session
+        api_host = urlsplit(api_url).hostname
+        # A REST proxy (EASEL_DISCORD_API_URL) may serve attachments from its own host too.
+        self._hosts = CDN_HOSTS | ({api_host} if api_host else set())
+
+    def input_image(self, attachment: discord.Attachment) -> InputImage:
+        url, size = attachment.url, attachment.size
+
+        async def fetch(max_bytes: int) -> bytes:
+            return await self._download(url, size, max_bytes)
+
+        return InputImage(fetch=fetch, declared_bytes=size, filename=attachment.filename)
+
+    async def _download(self, url: str, declared: int, max_bytes: int) -> bytes:
+        too_large = BadInputImage(f"That image is too large: the limit is {max_bytes // 1_000_000} MB.")
+        if declared > max_bytes:
+            raise too_large
+        if urlsplit(url).hostname not in self._hosts:
+            log.warning("refusing to download an attachment from an unexpected host")
+            raise BadInputImage("I couldn't download that image. Please upload it again.")
+        try:
+            async with self._session.get(url, allow_redirects=False) as response:
+                if response.status != 200:
+                    log.warning("attachment download failed with HTTP %s", response.status)
+                    raise BadInputImage("I couldn't download that image. Please upload it again.")
+                if (response.content_length or 0) > max_bytes:
+                    raise too_large
+                data = bytearray()
+                async for chunk in response.content.iter_chunked(65536):
+                    data += chunk
+                    if len(data) > max_bytes:
+                        raise too_large
+                return bytes(data)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            log.warning("attachment download failed: %s", type(exc).__name__)
+            raise BadInputImage("I couldn't download that image. Please upload it again.") from None

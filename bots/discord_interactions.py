@@ -1,0 +1,120 @@
+"""Slash commands and button presses: acknowledge at once, translate, call the core, render its answer."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+import discord
+
+from bots.discord_common import AttachmentFetcher, clip, interaction_actor, interaction_key
+from bots.discord_views import InteractionRoundView
+from core.errors import GENERIC_APOLOGY, DuplicateRequest, UserFacingError
+from core.events import Actor, ChannelKey, Platform, Quality, RoundRequest, Size
+from core.outcomes import Notice, Refusal, RoundView
+from core.studio import Studio
+
+log = logging.getLogger(__name__)
+
+RoundCall = Callable[[ChannelKey, Actor, str, RoundView], Awaitable[None]]
+NoticeCall = Callable[[ChannelKey, Actor, str], Awaitable[Notice]]
+
+
+def interaction_idempotency_key(interaction: discord.Interaction) -> str:
+    return f"dc:i:{interaction.id}"
+
+
+async def acknowledge(interaction: discord.Interaction) -> bool:
+    """Defer with "thinking" before any other work (3-second window). False when Discord says the interaction
+    is gone (10062: too late) or already answered (40060: a redelivered event): then do nothing at all."""
+    try:
+        await interaction.response.defer(thinking=True)
+    except discord.InteractionResponded:
+        return False
+    except discord.HTTPException as exc:
+        if exc.code in (10062, 40060):
+            log.info("interaction %s not acknowledged (Discord code %s): skipped", interaction.id, exc.code)
+        else:
+            log.exception("could not acknowledge interaction %s", interaction.id)
+        return False
+    return True
+
+
+class InteractionHandlers:
+    """One method per verb; the command tree and the buttons call these."""
+
+    def __init__(self, studio: Studio, fetcher: AttachmentFetcher) -> None:
+        self.studio = studio
+        self.fetcher = fetcher
+
+    async def imagine(self, interaction: discord.Interaction, prompt: str, size: Size, quality: Quality) -> None:
+        async def call(key: ChannelKey, actor: Actor, idem: str, view: RoundView) -> None:
+            request = RoundRequest(key, actor, prompt, idem, size=size, quality=quality)
+            await self.studio.submit(request, view)
+
+        await self._round(interaction, call)
+
+    async def edit(self, interaction: discord.Interaction, instruction: str,
+                   image: discord.Attachment) -> None:
+        async def call(key: ChannelKey, actor: Actor, idem: str, view: RoundView) -> None:
+            request = RoundRequest(key, actor, instruction, idem, input_image=self.fetcher.input_image(image))
+            await self.studio.submit(request, view)
+
+        await self._round(interaction, call)
+
+    async def press(self, interaction: discord.Interaction, action: str) -> None:
+        async def call(key: ChannelKey, actor: Actor, idem: str, view: RoundView) -> None:
+            await self.studio.press(action, key, actor, idem, view)
+
+        await self._round(interaction, call)
+
+    async def notice(self, interaction: discord.Interaction, call: NoticeCall) -> None:
+        """Quota verbs and /usage: the core answers with a Notice or a UserFacingError."""
+        if not await acknowledge(interaction):
+            return
+        view = InteractionRoundView(interaction)
+        key, actor = interaction_key(interaction), interaction_actor(interaction)
+        try:
+            await self.studio.seen(actor, key.community)
+            notice = await call(key, actor, interaction_idempotency_key(interaction))
+        except DuplicateRequest:
+            await view.abandon()
+        except UserFacingError as exc:
+            await view.say(exc.message, ephemeral=exc.ephemeral)
+        except Exception:
+            log.exception("interaction %s (/%s) failed", interaction.id, _command_name(interaction))
+            await view.say(GENERIC_APOLOGY, ephemeral=True)
+        else:
+            await view.say(notice.text, ephemeral=notice.ephemeral)
+
+    async def help(self, interaction: discord.Interaction) -> None:
+        text = self.studio.help_text(Platform.DISCORD)  # pure text: answering directly is the acknowledgement
+        try:
+            await interaction.response.send_message(clip(text), ephemeral=True)
+        except discord.HTTPException:
+            log.info("could not answer /help interaction %s", interaction.id)
+
+    async def _round(self, interaction: discord.Interaction, call: RoundCall) -> None:
+        if not await acknowledge(interaction):
+            return
+        view = InteractionRoundView(interaction)
+        key, actor = interaction_key(interaction), interaction_actor(interaction)
+        try:
+            await self.studio.seen(actor, key.community)
+            await call(key, actor, interaction_idempotency_key(interaction), view)
+        except DuplicateRequest:
+            pass
+        except UserFacingError as exc:  # the core refuses through the view; this is a safety net
+            if not view.finished:
+                await view.refuse(Refusal(exc.message, exc.reason, exc.ephemeral))
+        except Exception:
+            log.exception("interaction %s (%s) failed", interaction.id, _command_name(interaction))
+            if not view.finished:
+                await view.refuse(Refusal(GENERIC_APOLOGY, "error", ephemeral=True))
+        if not view.finished:
+            await view.abandon()
+
+
+def _command_name(interaction: discord.Interaction) -> str:
+    command = interaction.command
+    return f"/{command.qualified_name}" if command is not None else "button"

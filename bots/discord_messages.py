@@ -1,0 +1,101 @@
+"""Chat messages: a reply to one of Easel's images is the next edit round; mentioning Easel (or writing to it in
+a DM) with text makes an image, and with an attached image edits that image."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+import discord
+
+from bots.discord_common import (
+    AttachmentFetcher,
+    actor_of,
+    channel_key,
+    is_image,
+    mentions,
+    strip_mentions,
+)
+from bots.discord_views import MessageRoundView
+from core.errors import GENERIC_APOLOGY, DuplicateRequest, UserFacingError
+from core.events import RoundRequest
+from core.outcomes import Refusal
+from core.studio import Studio
+
+log = logging.getLogger(__name__)
+
+_CHAT_TYPES = (discord.MessageType.default, discord.MessageType.reply)
+
+
+class MessageHandler:
+    def __init__(self, client: discord.Client, studio: Studio, fetcher: AttachmentFetcher) -> None:
+        self.client = client
+        self.studio = studio
+        self.fetcher = fetcher
+
+    async def on_message(self, message: discord.Message) -> None:
+        me = self.client.user
+        if me is None or message.author.bot or message.webhook_id is not None or message.type not in _CHAT_TYPES:
+            return
+        request = await self._request(message, me.id)
+        if request is None:
+            return
+        view = MessageRoundView(message)
+        typing = asyncio.create_task(_keep_typing(message.channel))
+        try:
+            await self.studio.seen(request.actor, request.key.community)
+            await self.studio.submit(request, view)
+        except DuplicateRequest:
+            pass
+        except UserFacingError as exc:  # the core refuses through the view; this is a safety net
+            if not view.finished:
+                await view.refuse(Refusal(exc.message, exc.reason, exc.ephemeral))
+        except Exception:
+            log.exception("message %s failed", message.id)
+            if not view.finished:
+                await view.refuse(Refusal(GENERIC_APOLOGY, "error"))
+        finally:
+            typing.cancel()
+
+    async def _request(self, message: discord.Message, me: int) -> RoundRequest | None:
+        key = channel_key(message.guild.id if message.guild else None, message.channel.id)
+        actor = actor_of(message.author)
+        prompt = strip_mentions(message.content, me)
+        idem = f"dc:m:{message.id}"
+        parent = await self._referenced(message)
+        if parent is not None and parent.author.id == me and await self.studio.is_round_message(key, str(parent.id)):
+            return RoundRequest(key, actor, prompt, idem, reply_to=str(parent.id))
+        if not (message.guild is None or mentions(message.content, me)):
+            return None
+        # The image to edit: attached to this message, else on the (non-Easel) message it replies to.
+        sources = [message] + ([parent] if parent is not None and parent.author.id != me else [])
+        image = next((a for m in sources for a in m.attachments if is_image(a)), None)
+        if not prompt and image is None:
+            return None
+        input_image = self.fetcher.input_image(image) if image is not None else None
+        return RoundRequest(key, actor, prompt, idem, input_image=input_image)
+
+    async def _referenced(self, message: discord.Message) -> discord.Message | None:
+        """The message this one replies to: from the payload or the cache, else fetched."""
+        ref = message.reference
+        if ref is None or ref.message_id is None or ref.type is not discord.MessageReferenceType.reply:
+            return None
+        if isinstance(ref.resolved, discord.Message):
+            return ref.resolved
+        if isinstance(ref.resolved, discord.DeletedReferencedMessage) or ref.channel_id != message.channel.id:
+            return None
+        if ref.cached_message is not None:
+            return ref.cached_message
+        try:
+            return await message.channel.fetch_message(ref.message_id)
+        except (discord.NotFound, discord.Forbidden):
+            return None
+
+
+async def _keep_typing(channel: discord.abc.Messageable) -> None:
+    """Show "Easel is typing…" until cancelled (one trigger lasts about 10 s). Best effort."""
+    with contextlib.suppress(discord.HTTPException):
+        while True:
+            await channel.typing()
+            await asyncio.sleep(8)

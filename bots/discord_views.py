@@ -1,0 +1,233 @@
+"""How one round looks on Discord: the core's RoundView for interactions and for message replies, and the
+persistent buttons under every result."""
+
+from __future__ import annotations
+
+import io
+import logging
+import math
+import re
+import time
+from datetime import timedelta
+from typing import Any
+
+import discord
+
+from bots.discord_common import DEFAULT_UPLOAD_LIMIT, clip, image_file
+from core.outcomes import Button, Preview, Refusal, RoundResult
+
+log = logging.getLogger(__name__)
+
+EDIT_INTERVAL = 2.5  # seconds between progress edits of one message (platform-limits D-b)
+# Interaction tokens live 15 minutes (D-f); past this age a result goes to the channel instead.
+TOKEN_SAFE_AGE = timedelta(minutes=14)
+CUSTOM_ID_PREFIX = "easel:"
+
+
+class EaselButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=r"easel:(?P<action>[!-~]{1,94})"):
+    """A result button. The custom id carries the core's action (e.g. `reroll:42`), so presses work after a
+    restart: discord.py matches the template, the database resolves the round."""
+
+    def __init__(self, action: str, label: str = "Reroll") -> None:
+        super().__init__(discord.ui.Button(label=label, style=discord.ButtonStyle.secondary,
+                                           custom_id=CUSTOM_ID_PREFIX + action))
+        self.action = action
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: re.Match[str], /
+    ) -> EaselButton:
+        label = item.label if isinstance(item, discord.ui.Button) and item.label else "Reroll"
+        return cls(match["action"], label)
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        # The client turns this into `on_easel_press` (a task with its own error handling).
+        interaction.client.dispatch("easel_press", interaction, self.action)
+
+
+def buttons_view(buttons: tuple[Button, ...]) -> discord.ui.View:
+    view = discord.ui.View(timeout=None)
+    for button in buttons[:25]:
+        if len(CUSTOM_ID_PREFIX + button.action) > 100 or not re.fullmatch(r"[!-~]{1,94}", button.action):
+            log.error("button action %r does not fit a Discord custom id; left out", button.action)
+            continue
+        view.add_item(EaselButton(button.action, clip(button.label, 80)))
+    return view
+
+
+class Throttle:
+    """At most one progress edit per `interval` seconds; the first always passes."""
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self._last = -math.inf
+
+    def ready(self) -> bool:
+        now = time.monotonic()
+        if now - self._last < self.interval:
+            return False
+        self._last = now
+        return True
+
+
+def queued_text(position: int) -> str:
+    return f"Queued: {position} ahead of you." if position > 0 else "Queued: you're next."
+
+
+class InteractionRoundView:
+    """A round answered through an interaction that was deferred with `thinking`: progress and the result
+    edit the original response; a late result (token about to expire) goes to the channel instead."""
+
+    def __init__(self, interaction: discord.Interaction, *, edit_interval: float = EDIT_INTERVAL,
+                 token_safe_age: timedelta = TOKEN_SAFE_AGE) -> None:
+        self.interaction = interaction
+        self.finished = False  # deliver or refuse happened
+        self._throttle = Throttle(edit_interval)
+        self._token_safe_age = token_safe_age
+        self._status_shown = False
+
+    def token_fresh(self) -> bool:
+        return discord.utils.utcnow() - self.interaction.created_at < self._token_safe_age
+
+    async def queued(self, position: int) -> None:
+        if self.token_fresh() and self._throttle.ready():
+            await self._quietly(self.interaction.edit_original_response(content=queued_text(position)))
+            self._status_shown = True
+
+    async def started(self) -> None:
+        if self._status_shown and self.token_fresh():
+            await self._quietly(self.interaction.edit_original_response(content="Drawing…"))
+
+    async def partial(self, preview: Preview) -> None:
+        limit = self.interaction.filesize_limit
+        if len(preview.image) > limit or not self.token_fresh() or not self._throttle.ready():
+            return
+        file = discord.File(io.BytesIO(preview.image), filename=f"preview-{preview.index}.png")
+        await self._quietly(self.interaction.edit_original_response(
+            content="Drawing… (preview)", attachments=[file]))
+        self._status_shown = True
+
+    async def deliver(self, result: RoundResult) -> list[str]:
+        """Raises on failure: the core then refunds."""
+        file = await image_file(result.image, result.mime, self.interaction.filesize_limit,
+                                f"easel-{result.number}")
+        content, view = clip(result.caption), buttons_view(result.buttons)
+        message: discord.Message
+        if self.token_fresh():
+            message = await self.interaction.edit_original_response(content=content, attachments=[file],
+                                                                    view=view)
+        else:
+            message = await self._channel().send(content=content, file=file, view=view)
+            await self._forget_original()
+        self.finished = True
+        return [str(message.id)]
+
+    async def refuse(self, refusal: Refusal) -> None:
+        self.finished = True
+        await self.say(refusal.text, ephemeral=refusal.ephemeral)
+
+    async def say(self, text: str, *, ephemeral: bool) -> None:
+        """Answer with text. Ephemeral after a public defer: drop the "thinking" message first, otherwise the
+        followup would replace it and be public."""
+        try:
+            if not self.token_fresh():
+                mention = self.interaction.user.mention  # no ping: mentions are off client-wide
+                await self._channel().send(content=clip(f"{mention} {text}"))
+                await self._forget_original()
+            elif ephemeral:
+                await self._forget_original()
+                await self.interaction.followup.send(clip(text), ephemeral=True)
+            else:
+                await self.interaction.edit_original_response(content=clip(text), attachments=[], view=None)
+        except discord.HTTPException:
+            log.exception("could not answer interaction %s", self.interaction.id)
+
+    async def abandon(self) -> None:
+        """Nothing to show (a duplicate the core ignored): remove the "thinking" message."""
+        await self._forget_original()
+
+    async def _forget_original(self) -> None:
+        if discord.utils.utcnow() - self.interaction.created_at >= timedelta(minutes=15):
+            return
+        try:
+            await self.interaction.delete_original_response()
+        except discord.NotFound:
+            pass
+        except discord.HTTPException:
+            log.warning("could not delete the original response of interaction %s", self.interaction.id)
+
+    def _channel(self) -> discord.abc.Messageable:
+        channel = self.interaction.channel
+        if isinstance(channel, discord.abc.Messageable):
+            return channel
+        assert self.interaction.channel_id is not None
+        return self.interaction.client.get_partial_messageable(self.interaction.channel_id,
+                                                               guild_id=self.interaction.guild_id)
+
+    async def _quietly(self, call: Any) -> None:
+        try:
+            await call
+        except discord.HTTPException:
+            log.warning("progress edit failed for interaction %s", self.interaction.id, exc_info=True)
+
+
+class MessageRoundView:
+    """A round asked for by a chat message: answers are replies to it (no ping). Progress goes into one
+    status message that the result then replaces."""
+
+    def __init__(self, message: discord.Message, *, edit_interval: float = EDIT_INTERVAL) -> None:
+        self.message = message
+        self.finished = False
+        self.status: discord.Message | None = None
+        self._throttle = Throttle(edit_interval)
+
+    @property
+    def limit(self) -> int:
+        return self.message.guild.filesize_limit if self.message.guild else DEFAULT_UPLOAD_LIMIT
+
+    async def queued(self, position: int) -> None:
+        if self._throttle.ready():
+            await self._show(content=queued_text(position))
+
+    async def started(self) -> None:
+        if self.status is not None:
+            await self._show(content="Drawing…")
+
+    async def partial(self, preview: Preview) -> None:
+        if len(preview.image) <= self.limit and self._throttle.ready():
+            file = discord.File(io.BytesIO(preview.image), filename=f"preview-{preview.index}.png")
+            await self._show(content="Drawing… (preview)", attachments=[file])
+
+    async def deliver(self, result: RoundResult) -> list[str]:
+        file = await image_file(result.image, result.mime, self.limit, f"easel-{result.number}")
+        content, view = clip(result.caption), buttons_view(result.buttons)
+        if self.status is not None:
+            sent = await self.status.edit(content=content, attachments=[file], view=view)
+        else:
+            sent = await self._reply(content=content, file=file, view=view)
+        self.finished = True
+        return [str(sent.id)]
+
+    async def refuse(self, refusal: Refusal) -> None:
+        self.finished = True
+        try:
+            if self.status is not None:
+                await self.status.edit(content=clip(refusal.text), attachments=[], view=None)
+            else:
+                await self._reply(content=clip(refusal.text))
+        except discord.HTTPException:
+            log.exception("could not answer message %s", self.message.id)
+
+    async def _show(self, **fields: Any) -> None:
+        try:
+            if self.status is None:
+                files = fields.pop("attachments", None)
+                self.status = await self._reply(files=files or [], **fields)
+            else:
+                self.status = await self.status.edit(**fields)
+        except discord.HTTPException:
+            log.warning("progress message failed for message %s", self.message.id, exc_info=True)
+
+    async def _reply(self, **fields: Any) -> discord.Message:
+        reference = self.message.to_reference(fail_if_not_exists=False)
+        return await self.message.channel.send(reference=reference, **fields)

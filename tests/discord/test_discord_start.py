@@ -1,0 +1,151 @@
+"""Start-up, command registration, fatal errors, resume and stop, through the real discord.py."""
+
+from __future__ import annotations
+
+import asyncio
+
+import discord
+import pytest
+from discord.gateway import DiscordWebSocket
+
+from bots.discord_bot import DiscordBot
+from core.errors import FatalPlatformError
+from core.events import ChannelKey, Platform
+from core.studio import PendingNotice
+from tests.discord.discord_support import ErrorLog, FakeStudio, StartBot, World
+from tests.fakes.fake_discord import INTENT_MESSAGE_CONTENT, FakeDiscord
+
+
+async def test_start_points_discord_py_at_the_configured_urls_and_registers_commands(
+    fake: FakeDiscord, world: World, start_bot: StartBot
+) -> None:
+    bot = await start_bot()
+    assert bot.ready
+    assert fake.api_url == discord.http.Route.BASE
+    assert str(DiscordWebSocket.DEFAULT_GATEWAY) == fake.gateway_url
+    order = [c.method for c in fake.calls if c.method in (
+        "get_user", "application_info", "bulk_upsert_global_commands", "GATEWAY IDENTIFY")]
+    assert order == ["get_user", "application_info", "bulk_upsert_global_commands", "GATEWAY IDENTIFY"]
+    identify = fake.calls_to("GATEWAY IDENTIFY")[0].params
+    intents = discord.Intents._from_value(identify["intents"])
+    assert intents.message_content and intents.guilds and intents.guild_messages and intents.dm_messages
+    assert not intents.members and not intents.presences
+
+
+async def test_commands_match_the_chat_contract_exactly(fake: FakeDiscord, bot: DiscordBot) -> None:
+    commands = {c["name"]: c for c in fake.commands}
+    assert sorted(commands) == ["edit", "help", "imagine", "quota", "usage"]
+
+    def options(command: dict) -> dict[str, tuple[int, bool, list[str]]]:
+        return {o["name"]: (o["type"], o.get("required", False), [c["value"] for c in o.get("choices", [])])
+                for o in command.get("options", [])}
+
+    assert options(commands["imagine"]) == {
+        "prompt": (3, True, []),
+        "size": (3, False, ["square", "portrait", "landscape"]),
+        "quality": (3, False, ["low", "medium", "high"]),
+    }
+    assert options(commands["edit"]) == {"instruction": (3, True, []), "image": (11, True, [])}
+    quota = commands["quota"]
+    assert quota.get("default_member_permissions") is None  # registered for everyone
+    subs = {o["name"]: options(o) for o in quota["options"]}
+    assert all(o["type"] == 1 for o in quota["options"])
+    assert subs == {
+        "show": {"user": (6, False, [])},
+        "set": {"user": (6, True, []), "daily": (4, True, [])},
+        "grant": {"user": (6, True, []), "credits": (4, True, [])},
+        "default": {"daily": (4, True, [])},
+        "ban": {"user": (6, True, [])},
+        "unban": {"user": (6, True, [])},
+    }
+    assert options(commands["usage"]) == {} and options(commands["help"]) == {}
+
+
+async def test_bad_token_is_fatal_without_retries(fake: FakeDiscord, world: World, start_bot: StartBot,
+                                                  studio: FakeStudio) -> None:
+    fake.token = "another-token"  # the fake now rejects the configured one: 401 on /users/@me
+    with pytest.raises(FatalPlatformError, match="DISCORD_TOKEN") as raised:
+        await start_bot()
+    assert "fake-discord-token" not in str(raised.value)
+    assert len(fake.calls_to("401 get_user")) == 1
+    assert not fake.calls_to("GATEWAY IDENTIFY")
+
+
+async def test_gateway_4004_is_fatal(fake: FakeDiscord, world: World, start_bot: StartBot) -> None:
+    fake.gateway_token = "another-token"
+    with pytest.raises(FatalPlatformError, match="DISCORD_TOKEN"):
+        await start_bot()
+    assert len(fake.calls_to("GATEWAY IDENTIFY")) == 1
+
+
+async def test_missing_message_content_intent_tells_the_operator(
+    fake: FakeDiscord, world: World, start_bot: StartBot
+) -> None:
+    fake.privileged_intents = 0  # not enabled in the developer portal
+    with pytest.raises(FatalPlatformError, match="Message Content") as raised:
+        await start_bot()
+    assert "Developer Portal" in str(raised.value)
+    assert len(fake.calls_to("GATEWAY IDENTIFY")) == 1
+
+
+async def test_fatal_close_after_start_reaches_on_fatal_once(
+    fake: FakeDiscord, world: World, start_bot: StartBot, error_log: ErrorLog
+) -> None:
+    fatal: list[str] = []
+    called = asyncio.Event()
+    bot = await start_bot(on_fatal=lambda message: (fatal.append(message), called.set()))
+    fake.privileged_intents &= ~INTENT_MESSAGE_CONTENT
+    await fake.close_gateway(4014)
+    await asyncio.wait_for(called.wait(), 5)
+    assert "Message Content" in fatal[0] and len(fatal) == 1
+    assert any("Message Content" in line for line in error_log.take())  # logged for the operator too
+    assert len(fake.calls_to("GATEWAY IDENTIFY")) == 1  # no restart loop
+    await bot.stop()
+    assert not bot.ready
+
+
+async def test_reconnect_resumes_and_replays_missed_events(
+    fake: FakeDiscord, world: World, bot: DiscordBot, studio: FakeStudio
+) -> None:
+    await fake.request_reconnect()
+    interaction = await fake.slash_command(world.guild.channel, world.alice, "imagine", {"prompt": "a fox"})
+    await fake.wait_for("GATEWAY RESUME")
+    await studio.wait_rounds(1)
+    assert studio.requests[0].idempotency_key == f"dc:i:{interaction.id}"
+    assert len(fake.calls_to("GATEWAY IDENTIFY")) == 1
+    assert bot.ready
+
+
+async def test_pending_notices_are_sent_after_ready(
+    fake: FakeDiscord, world: World, start_bot: StartBot, studio: FakeStudio
+) -> None:
+    channel = world.guild.channel
+    asked = await fake.user_message(channel, world.alice, "hello")  # before the bot is up: not handled
+    key = ChannelKey(Platform.DISCORD, str(world.guild.id), str(channel.id))
+    studio.notices = [
+        PendingNotice(7, key, asked["id"], "Your round was interrupted by a restart and not charged."),
+        PendingNotice(8, key, "123", "Another notice, its message is gone."),
+    ]
+    await start_bot()
+    second = await fake.wait_for("send_message", count=2)
+    first = fake.calls_to("send_message")[0]
+    assert first.params["content"].startswith("Your round was interrupted")
+    assert str(first.params["message_reference"]["message_id"]) == asked["id"]
+    assert first.params["allowed_mentions"]["parse"] == []
+    assert second.params["message_reference"]["fail_if_not_exists"] is False
+    await fake.wait_until(lambda: studio.sent_notices == [7, 8], what="notice_sent")
+
+
+async def test_stop_is_idempotent_and_closes_the_gateway(fake: FakeDiscord, bot: DiscordBot) -> None:
+    await bot.stop()
+    await bot.stop()
+    assert not bot.ready
+    await fake.wait_until(lambda: not fake.connected, what="gateway closed")
+
+
+async def test_missing_token_is_fatal(fake: FakeDiscord, studio: FakeStudio, tmp_path: object) -> None:
+    from tests.discord.discord_support import discord_settings
+
+    settings = discord_settings(fake, tmp_path, DISCORD_TOKEN="")  # type: ignore[arg-type]
+    with pytest.raises(FatalPlatformError, match="DISCORD_TOKEN"):
+        await DiscordBot(settings, studio).start()  # type: ignore[arg-type]
