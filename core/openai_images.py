@@ -104,8 +104,7 @@ def safety_message(stage: str | None) -> str:
     if stage == "input":
         return "The image service's safety system declined this request. Try rewording the prompt."
     if stage == "output":
-        return ("The image service's safety system blocked the finished image. Try a different prompt; "
-                "you were not charged.")
+        return "The image service's safety system blocked the finished image. Try a different prompt."
     return "The image service's safety system declined this. Try a different prompt."
 
 
@@ -288,7 +287,7 @@ class _OpenAIProvider:
         self._log_failure(job, progress, failure, exc)
         return failure
 
-    def _classify_status(self, exc: openai.APIStatusError, progress: _Progress) -> _Failure:  # noqa: PLR0911
+    def _classify_status(self, exc: openai.APIStatusError, progress: _Progress) -> _Failure:
         status, code = exc.status_code, exc.code
         if status == 400 and code == "previous_response_not_found":
             raise PreviousResponseGone(exc.request_id or "") from None

@@ -8,6 +8,7 @@ pixel is decoded, and re-encoded so that nothing but pixels (and a matching colo
 from __future__ import annotations
 
 import io
+import math
 import warnings
 
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -31,7 +32,7 @@ _MIN_SIDE = 64
 
 
 def _mb(size: int) -> str:
-    return f"{size / 1_000_000:.1f} MB"
+    return f"{size / 1_000_000:.1f} MB" if size >= 100_000 else f"{math.ceil(size / 1000)} KB"
 
 
 def _sniff_other_format(head: bytes) -> str | None:
@@ -165,9 +166,10 @@ def fit_for_upload(
     try:
         with Image.open(io.BytesIO(data), formats=list(ALLOWED_FORMATS)) as opened:
             opened.seek(0)
-            image = _flatten(opened)
+            frame = opened.copy()  # decodes now, while the file is open
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
         raise BadInputImage(f"That file isn't an image I can read. {_SEND_INSTEAD}") from None
+    image = _flatten(frame)
     if max_side_sum is not None and image.width + image.height > max_side_sum:
         scale = max_side_sum / (image.width + image.height)
         image = image.resize(_scaled(image.size, scale), Image.Resampling.LANCZOS)

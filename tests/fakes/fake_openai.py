@@ -570,7 +570,7 @@ class FakeOpenAI(FakeServer):
         stream = params.get("stream") in (True, "true")
         size = str(params.get("size", "1024x1024"))
         quality = str(params.get("quality", "auto"))
-        number, image = self._new_image()
+        _, image = self._new_image()
         common = {"background": "opaque", "output_format": "png", "quality": quality, "size": size}
         if not stream:
             if fault is not None:

@@ -1,0 +1,58 @@
+"""Fixtures for the provider tests: the fake OpenAI server, a real `AsyncOpenAI` pointed at it with the SDK's
+retries off, and the two providers built on that client with a tiny backoff so retries stay fast."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+from openai import AsyncOpenAI
+
+from core.openai_images import ImagesProvider, ResponsesProvider
+from tests.fakes.fake_openai import FakeOpenAI
+from tests.provider.support import API_KEY, Partials
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeOpenAI]:
+    async with FakeOpenAI() as server:
+        yield server
+        assert not server.fake_errors, server.fake_errors[0]
+
+
+@pytest.fixture
+async def client(fake: FakeOpenAI) -> AsyncIterator[AsyncOpenAI]:
+    sdk = AsyncOpenAI(base_url=f"{fake.origin}/v1", api_key=API_KEY, max_retries=0, timeout=5)
+    yield sdk
+    await sdk.close()
+
+
+def _options(**overrides: Any) -> dict[str, Any]:
+    options: dict[str, Any] = {
+        "image_model": "gpt-image-2", "partial_images": 2, "retries": 2, "timeout": 5.0, "backoff": 0.01,
+        "max_backoff": 0.05,
+    }
+    options.update(overrides)
+    return options
+
+
+@pytest.fixture
+def make_responses(client: AsyncOpenAI) -> Callable[..., ResponsesProvider]:
+    def make(**overrides: Any) -> ResponsesProvider:
+        return ResponsesProvider(client, host_model="gpt-5.5", **_options(**overrides))
+
+    return make
+
+
+@pytest.fixture
+def make_images(client: AsyncOpenAI) -> Callable[..., ImagesProvider]:
+    def make(**overrides: Any) -> ImagesProvider:
+        return ImagesProvider(client, **_options(**overrides))
+
+    return make
+
+
+@pytest.fixture
+def partials() -> Partials:
+    return Partials()
