@@ -18,6 +18,7 @@ from core.events import Actor, ChannelKey, Platform, RoundRequest, UserRef
 from core.outcomes import Button, Notice, Preview, Refusal, RoundResult, RoundView
 from core.settings import Settings, load_settings
 from core.studio import PendingNotice
+from tests.fakes._base import Call
 from tests.fakes.fake_discord import FakeDiscord, FakeGuild, FakeMember
 
 
@@ -197,3 +198,24 @@ def discord_settings(fake: FakeDiscord, data_dir: Path, **extra: str) -> Setting
 StartBot = Callable[..., Awaitable[DiscordBot]]
 
 
+
+
+def payload_of(call: Call) -> dict[str, Any]:
+    """The message fields of a sending call (interaction callbacks nest them under `data`)."""
+    if call.method == "interaction_callback":
+        return dict(call.params.get("data") or {})
+    return call.params
+
+
+def assert_no_mass_mentions(fake: FakeDiscord) -> None:
+    """Every call that carries text also carries allowed_mentions that parse nothing and ping no one."""
+    for call in fake.sends():
+        body = payload_of(call)
+        if "content" not in body:
+            continue
+        assert body.get("allowed_mentions", {}).get("parse") == [], (call.method, body)
+        assert body["allowed_mentions"].get("replied_user") in (False, None), (call.method, body)
+
+
+def buttons(message: dict[str, Any]) -> list[tuple[str, str]]:
+    return [(c["label"], c["custom_id"]) for row in message["components"] for c in row["components"]]

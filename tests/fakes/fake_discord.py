@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import mimetypes
 import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -338,6 +339,8 @@ class FakeDiscord(FakeServer):
                     payload = json.loads(data)
                 elif name.startswith("files["):
                     content_type = part.headers.get("Content-Type", "application/octet-stream")
+                    if content_type == "application/octet-stream":  # Discord infers it from the name
+                        content_type = mimetypes.guess_type(part.filename or "")[0] or content_type
                     uploads.append(_Upload(int(name[6:-1]), part.filename or "", content_type, bytes(data)))
                 else:
                     raise AssertionError(f"unexpected multipart field {name!r}")
