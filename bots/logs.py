@@ -17,7 +17,7 @@ import traceback
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from types import MappingProxyType
+from types import MappingProxyType, TracebackType
 from typing import Any, TextIO
 from urllib.parse import quote
 
@@ -37,14 +37,18 @@ _context: contextvars.ContextVar[Mapping[str, object]] = contextvars.ContextVar(
 
 # Shape-based patterns, for secrets we were not told about (a second bot's token, a key in an error body).
 # Each maps to its replacement; groups keep the harmless part of the match so lines stay readable.
+# Patterns that start with a character class begin with a negative lookbehind on that class, so a match is
+# only tried at the start of a run: without it a long run (a base64 blob in a debug line) costs O(n^2).
 _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     # A Telegram file URL carries the token and a path into the bot's files: drop the whole URL.
-    (re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s\"'<>]*/file/bot[^\s\"'<>]*"), REDACTED),
+    # (Bounded lengths: a line of many unquoted URLs would otherwise be scanned to its end per URL.)
+    (re.compile(r"(?<![A-Za-z0-9+.-])[A-Za-z][A-Za-z0-9+.-]{0,20}+://[^\s\"'<>]{0,1024}?/file/bot[^\s\"'<>]*"),
+     REDACTED),
     (re.compile(r"/file/bot[^\s\"'<>]*"), REDACTED),
     # Bot API method URLs: keep the method name, drop the token.
     (re.compile(r"/bot\d+:[^/\s\"'<>?#]+"), "/bot" + REDACTED),
     # Bare Telegram bot tokens.
-    (re.compile(r"\b\d{6,}:[A-Za-z0-9_-]{30,}"), REDACTED),
+    (re.compile(r"(?<![A-Za-z0-9_-])\d{6,}+:[A-Za-z0-9_-]{30,}"), REDACTED),
     # OpenAI keys (sk-..., sk-proj-...).
     (re.compile(r"(?<![A-Za-z0-9])sk-[A-Za-z0-9_-]{10,}"), REDACTED),
     # Discord interaction and webhook tokens live in URL paths.
@@ -54,7 +58,7 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"(?i)(authorization[\"']?\s*[:=]\s*[\"']?(?:bearer|bot)\s+)[A-Za-z0-9._~+/=-]+"), r"\1" + REDACTED),
     (re.compile(r"(?i)\b(bearer\s+)[A-Za-z0-9._~+/=-]{8,}"), r"\1" + REDACTED),
     # Discord bot tokens: base64(user id) . timestamp . hmac (also catches JWTs, which is fine).
-    (re.compile(r"\b[A-Za-z0-9_-]{20,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{20,}"), REDACTED),
+    (re.compile(r"(?<![A-Za-z0-9_-])[A-Za-z0-9_-]{20,}+\.[A-Za-z0-9_-]{4,}+\.[A-Za-z0-9_-]{20,}"), REDACTED),
 )
 
 # Secrets shorter than this are not redacted by value: replacing every "ab" would destroy the log, and
@@ -224,3 +228,13 @@ def setup_logging(settings: Settings, secrets: list[str], *, stream: TextIO | No
         each.addFilter(redacting)
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
+    # An exception that escapes main() would be printed raw by Python; send it through the filters instead
+    # (an httpx error message contains the request URL, Telegram token included).
+    sys.excepthook = _log_uncaught
+
+
+def _log_uncaught(kind: type[BaseException], error: BaseException, tb: TracebackType | None) -> None:
+    if issubclass(kind, KeyboardInterrupt):
+        sys.__excepthook__(kind, error, tb)
+        return
+    logging.getLogger("easel").critical("uncaught exception, exiting", exc_info=(kind, error, tb))

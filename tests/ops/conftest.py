@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import logging
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -13,8 +14,6 @@ import pytest
 
 from bots.logs import QUIET_LOGGERS
 from core.settings import Settings
-
-REPO = Path(__file__).resolve().parents[2]
 
 # Realistic shapes, made up.
 TELEGRAM_TOKEN = "7312450983:AAHk2Zb9xQ-3mLpR7vT_wYc4dNe8fGh1jKs"
@@ -42,7 +41,9 @@ def restore_logging() -> Iterator[None]:
     filters = {h: list(h.filters) for h in handlers}
     level = root.level
     quiet = {name: logging.getLogger(name).level for name in QUIET_LOGGERS}
+    excepthook = sys.excepthook
     yield
+    sys.excepthook = excepthook
     for handler in list(root.handlers):
         if handler not in handlers:
             root.removeHandler(handler)

@@ -5,6 +5,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import random
+import string
+import sys
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -242,3 +246,36 @@ def test_level_and_repeated_setup(logged: Logged) -> None:
     assert read().count("shown") == 1
     assert "hidden" not in read()
     assert sum(type(h).__name__ == "_EaselHandler" for h in logging.getLogger().handlers) == 1
+
+
+def test_uncaught_exceptions_go_through_the_filters(logged: Logged, tokens: Tokens) -> None:
+    read, _ = logged(**_no_secrets())
+    url = f"https://api.telegram.org/bot{tokens[0]}/getMe"
+    try:
+        raise RuntimeError(f"Client error '401 Unauthorized' for url '{url}'")
+    except RuntimeError as error:
+        sys.excepthook(type(error), error, error.__traceback__)
+    out = read()
+    assert "CRITICAL easel: uncaught exception, exiting" in out
+    assert tokens[0] not in out and "RuntimeError: Client error '401 Unauthorized'" in out
+
+
+@pytest.mark.parametrize(
+    "alphabet",
+    [
+        string.ascii_letters,
+        string.ascii_letters + string.digits + "-_",  # base64url
+        string.digits,
+        string.ascii_letters + ".",
+    ],
+    ids=["letters", "base64url", "digits", "dotted"],
+)
+def test_redaction_stays_linear_on_long_runs(alphabet: str) -> None:
+    """A debug line may hold a base64 blob: a backtracking pattern would take minutes on it."""
+    rng = random.Random(7)
+    blob = "".join(rng.choice(alphabet) for _ in range(200_000))
+    urls = ",".join(f"https://example.com/p/{i}" for i in range(5_000))
+    started = time.perf_counter()
+    Redactor(["some-secret"])(blob)
+    Redactor([])(urls)
+    assert time.perf_counter() - started < 2.0  # linear: ~0.05 s; quadratic: minutes
