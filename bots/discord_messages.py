@@ -42,6 +42,8 @@ class MessageHandler:
         if request is None:
             return
         view = MessageRoundView(message)
+        with contextlib.suppress(discord.HTTPException):
+            await message.channel.typing()  # "request taken", before any other work
         typing = asyncio.create_task(_keep_typing(message.channel))
         try:
             await self.studio.seen(request.actor, request.key.community)
@@ -94,8 +96,8 @@ class MessageHandler:
 
 
 async def _keep_typing(channel: discord.abc.Messageable) -> None:
-    """Show "Easel is typing…" until cancelled (one trigger lasts about 10 s). Best effort."""
+    """Keep "Easel is typing…" up until cancelled (one trigger lasts about 10 s). Best effort."""
     with contextlib.suppress(discord.HTTPException):
         while True:
-            await channel.typing()
             await asyncio.sleep(8)
+            await channel.typing()
