@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import json
 import logging
 import math
 import random
@@ -79,6 +80,7 @@ IMAGE_CODES = frozenset({
 
 BUSY_WAIT = 30.0  # what we suggest when the provider failed without telling us how long to wait
 UNREACHABLE_WAIT = 60.0
+MIN_SHOWN_WAIT = 5.0
 
 EXPIRED = "That image has expired, so it can't be edited any more. Start a new one with /imagine."
 UNAVAILABLE = "Image generation is unavailable right now; the bot's operator has been told. Please try later."
@@ -115,6 +117,7 @@ class _Failure:
     error: ProviderError
     retryable: bool = False
     wait: float | None = None  # the provider's Retry-After, if it gave one
+    code: str | None = None  # the provider's error code, for the log
 
 
 class _InBand(Exception):  # an internal signal, never leaves this module
@@ -256,9 +259,14 @@ class _OpenAIProvider:
                 self._log_failure(job, progress, failure, None)
             except openai.APIError as exc:
                 failure = self._classify(exc, progress, job)
+            except json.JSONDecodeError:
+                # A garbled stream: part of the image may have been made, so report it and do not retry.
+                logger.exception("unreadable answer from the image provider (round %s, route %s, request_id %s)",
+                                 job.round_id, self.route, progress.request_id)
+                raise ProviderBusy(stopped_message(BUSY_WAIT), retry_after=BUSY_WAIT) from None
             if not failure.retryable or retry >= self._retries:
                 raise failure.error
-            delay = failure.wait if failure.wait is not None else self._backoff_delay(retry)
+            delay = self._backoff_delay(retry) if failure.wait is None else max(failure.wait, self._backoff)
             retry += 1
             logger.info("retrying image call in %.2fs (retry %d of %d, round %s, route %s, request_id %s)",
                         delay, retry, self._retries, job.round_id, self.route, progress.request_id)
@@ -271,6 +279,8 @@ class _OpenAIProvider:
             progress.request_id = exc.request_id
         if isinstance(exc, openai.APITimeoutError):
             failure = _Failure(ProviderTimeout(TIMED_OUT))
+        elif isinstance(exc, openai.APIResponseValidationError):
+            failure = _Failure(ProviderBusy(stopped_message(BUSY_WAIT), retry_after=BUSY_WAIT))
         elif isinstance(exc, openai.APIConnectionError):
             if _connect_failed(exc) and not progress.output:
                 failure = _Failure(
@@ -289,7 +299,7 @@ class _OpenAIProvider:
 
     def _classify_status(self, exc: openai.APIStatusError, progress: _Progress) -> _Failure:
         status, code = exc.status_code, exc.code
-        if status == 400 and code == "previous_response_not_found":
+        if code == "previous_response_not_found":
             raise PreviousResponseGone(exc.request_id or "") from None
         if code in SAFETY_CODES:
             return _Failure(SafetyRefusal(safety_message(_moderation_stage(exc.body))))
@@ -297,9 +307,10 @@ class _OpenAIProvider:
             return _Failure(ProviderUnavailable(UNAVAILABLE))
         if status == 429:
             wait = _retry_after(exc.response.headers)
-            shown = wait if wait is not None else BUSY_WAIT
             if wait is not None and wait > self._max_retry_after:
                 return _Failure(ProviderBusy(busy_message(wait), retry_after=wait))
+            # Shown only once our own retries are spent: by then a few seconds more is the honest advice.
+            shown = max(wait, MIN_SHOWN_WAIT) if wait is not None else BUSY_WAIT
             return _Failure(ProviderBusy(busy_message(shown), retry_after=shown), retryable=True, wait=wait)
         if status >= 500:
             return _Failure(
@@ -315,6 +326,13 @@ class _OpenAIProvider:
         self, code: str | None, type_: str | None, stage: str | None, progress: _Progress
     ) -> _Failure:
         """Failures reported inside a 200 answer (stream error payloads, failed responses or image calls)."""
+        failure = self._classify_in_band(code, type_, stage, progress)
+        failure.code = code
+        return failure
+
+    def _classify_in_band(
+        self, code: str | None, type_: str | None, stage: str | None, progress: _Progress
+    ) -> _Failure:
         if code in SAFETY_CODES:
             return _Failure(SafetyRefusal(safety_message(stage)))
         if code in OPERATOR_CODES or type_ == "insufficient_quota":
@@ -334,7 +352,7 @@ class _OpenAIProvider:
         self, job: ImageJob, progress: _Progress, failure: _Failure, exc: openai.APIError | None
     ) -> None:
         status = getattr(exc, "status_code", None)
-        code = getattr(exc, "code", None)
+        code = getattr(exc, "code", None) or failure.code
         kind = type(exc).__name__ if exc is not None else "in-band"
         context = (f"round {job.round_id}, route {self.route}, request_id {progress.request_id}, "
                    f"status {status}, code {code}, {kind}")

@@ -11,7 +11,7 @@ from openai import AsyncOpenAI
 
 from core.openai_images import ImagesProvider, ResponsesProvider
 from tests.fakes.fake_openai import FakeOpenAI
-from tests.provider.support import API_KEY, Partials
+from tests.provider.support import Partials, make_client
 
 
 @pytest.fixture
@@ -23,7 +23,7 @@ async def fake() -> AsyncIterator[FakeOpenAI]:
 
 @pytest.fixture
 async def client(fake: FakeOpenAI) -> AsyncIterator[AsyncOpenAI]:
-    sdk = AsyncOpenAI(base_url=f"{fake.origin}/v1", api_key=API_KEY, max_retries=0, timeout=5)
+    sdk = make_client(f"{fake.origin}/v1")
     yield sdk
     await sdk.close()
 

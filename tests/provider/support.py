@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import ssl
 from typing import Any
+
+import openai
+from openai import AsyncOpenAI
 
 from core.images import ImageJob
 
@@ -38,3 +42,11 @@ def job(prompt: str = "a red fox in the snow", **fields: Any) -> ImageJob:
 async def ignore_partials(image: bytes, index: int) -> None:
     """For tests that do not look at previews."""
 
+
+# Building a TLS context (loading the CA bundle) is most of the cost of a new client; share one.
+_TLS = ssl.create_default_context()
+
+
+def make_client(base_url: str, **options: Any) -> AsyncOpenAI:
+    settings: dict[str, Any] = {"api_key": API_KEY, "max_retries": 0, "timeout": 5, **options}
+    return AsyncOpenAI(base_url=base_url, http_client=openai.DefaultAsyncHttpxClient(verify=_TLS), **settings)

@@ -4,13 +4,12 @@ when the setting is unset."""
 from __future__ import annotations
 
 import pytest
-from openai import AsyncOpenAI
 
 from core.errors import ConfigError, ProviderBusy
 from core.openai_images import ImagesProvider, ResponsesProvider, build_provider
 from core.settings import Settings
 from tests.fakes.fake_openai import FakeOpenAI, color, pixel
-from tests.provider.support import ignore_partials, job
+from tests.provider.support import ignore_partials, job, make_client
 
 
 async def test_openai_base_url_from_the_environment_is_used(
@@ -72,7 +71,7 @@ def test_missing_key_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 async def test_aclose_closes_the_client(fake: FakeOpenAI) -> None:
-    client = AsyncOpenAI(base_url=f"{fake.origin}/v1", api_key="sk-x", max_retries=0)
+    client = make_client(f"{fake.origin}/v1", api_key="sk-x")
     provider = build_provider(Settings(openai_api_key="sk-x"), client)
     await provider.aclose()
     assert client.is_closed()

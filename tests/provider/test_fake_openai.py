@@ -12,6 +12,7 @@ import pytest
 from openai import AsyncOpenAI
 
 from tests.fakes.fake_openai import FakeOpenAI, color, pixel, png
+from tests.provider.support import make_client
 
 TOOL: dict[str, Any] = {"type": "image_generation", "model": "gpt-image-2", "partial_images": 2}
 
@@ -64,7 +65,7 @@ async def test_unlabelled_upload_gets_the_real_mimetype_refusal(client: AsyncOpe
 
 async def test_retry_headers_are_what_the_sdk_obeys(fake: FakeOpenAI) -> None:
     # With the SDK's own retries on: a long Retry-After and x-should-retry:false both stop it at once.
-    sdk = AsyncOpenAI(base_url=f"{fake.origin}/v1", api_key="sk-test", max_retries=2, timeout=5)
+    sdk = make_client(f"{fake.origin}/v1", max_retries=2)
     try:
         fake.fail_next("rate_limit", retry_after=300)
         with pytest.raises(openai.RateLimitError) as limited:

@@ -10,7 +10,6 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from openai import AsyncOpenAI
 
 from core.errors import (
     ProviderBusy,
@@ -22,7 +21,7 @@ from core.errors import (
 )
 from core.openai_images import ImagesProvider, ResponsesProvider
 from tests.fakes.fake_openai import FakeOpenAI, color, pixel
-from tests.provider.support import API_KEY, Partials, assert_clean, ignore_partials, job
+from tests.provider.support import API_KEY, Partials, assert_clean, ignore_partials, job, make_client
 
 Provider = ResponsesProvider | ImagesProvider
 MakeProvider = Callable[..., Provider]
@@ -276,14 +275,14 @@ async def test_bad_input_image_code_says_so(fake: FakeOpenAI, make: MakeProvider
 async def test_hung_call_times_out_once_and_is_not_retried(fake: FakeOpenAI, make: MakeProvider) -> None:
     fake.fail_next("hang")
 
-    await fails(make(timeout=0.3), ProviderTimeout)
+    await fails(make(timeout=0.2), ProviderTimeout)
 
     assert requests(fake) == 1
 
 
 async def test_sdk_read_timeout_is_a_provider_timeout_and_not_retried(fake: FakeOpenAI) -> None:
     fake.fail_next("hang", count=3)
-    sdk = AsyncOpenAI(base_url=f"{fake.origin}/v1", api_key=API_KEY, max_retries=0, timeout=0.3)
+    sdk = make_client(f"{fake.origin}/v1", timeout=0.2)
     try:
         await fails(ResponsesProvider(sdk, host_model="gpt-5.5", image_model="gpt-image-2", backoff=0.01),
                     ProviderTimeout)
@@ -298,7 +297,7 @@ async def test_stream_that_hangs_after_a_preview_times_out(
 ) -> None:
     fake.fail_next("stream_hang", after_partials=1)
 
-    await fails(make(timeout=0.3), ProviderTimeout, partials)
+    await fails(make(timeout=0.2), ProviderTimeout, partials)
 
     assert requests(fake) == 1
     assert len(partials.got) == 1
@@ -315,13 +314,19 @@ async def test_cancelling_a_call_propagates(fake: FakeOpenAI, make: MakeProvider
         await task
 
 
-async def test_cancelling_during_a_retry_wait_stops_at_once(fake: FakeOpenAI, make: MakeProvider) -> None:
+async def test_cancelling_during_a_retry_wait_stops_at_once(
+    fake: FakeOpenAI, make: MakeProvider, caplog: pytest.LogCaptureFixture
+) -> None:
     fake.fail_next("rate_limit", retry_after=15)  # short enough to wait for, long enough to cancel
     provider = make()
-    task = asyncio.create_task(provider.create(job(), ignore_partials))
-    await fake.wait_for(FIRST_CALL[provider.route])
-    for _ in range(5):  # let the provider read the 429 and start its wait
-        await asyncio.sleep(0)
+    with caplog.at_level(logging.INFO, logger="core.openai_images"):
+        task = asyncio.create_task(provider.create(job(), ignore_partials))
+        for _ in range(10_000):  # until the provider has started its 15 s wait
+            if any(r.getMessage().startswith("retrying image call in 15.00s") for r in caplog.records):
+                break
+            await asyncio.sleep(0)
+        else:
+            raise AssertionError("the provider never started waiting")
 
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -336,7 +341,7 @@ async def test_refused_connection_is_retried_then_busy(caplog: pytest.LogCapture
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    sdk = AsyncOpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=API_KEY, max_retries=0, timeout=2)
+    sdk = make_client(f"http://127.0.0.1:{port}/v1", timeout=2)
     provider = ResponsesProvider(sdk, host_model="gpt-5.5", image_model="gpt-image-2", retries=2, backoff=0.01)
     try:
         with caplog.at_level(logging.INFO, logger="core.openai_images"):
