@@ -202,7 +202,18 @@ class JsonFormatter(logging.Formatter):
 
 
 class _EaselHandler(logging.StreamHandler[TextIO]):
-    """Marks the handler `setup_logging` owns, so a second call replaces it instead of adding another."""
+    """The handler `setup_logging` owns (a second call replaces it instead of adding another). Without an
+    explicit stream it writes to whatever `sys.stderr` is at the time, like logging's last-resort handler,
+    so a replaced stderr (pytest's capture, a closed console) never leaves it holding a dead stream."""
+
+    def __init__(self, stream: TextIO | None) -> None:
+        super().__init__(stream if stream is not None else sys.stderr)
+        self._follow_stderr = stream is None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self._follow_stderr:
+            self.stream = sys.stderr  # emit runs under the handler's lock
+        super().emit(record)
 
 
 def setup_logging(settings: Settings, secrets: list[str], *, stream: TextIO | None = None) -> None:
@@ -213,7 +224,7 @@ def setup_logging(settings: Settings, secrets: list[str], *, stream: TextIO | No
     for handler in list(root.handlers):
         if isinstance(handler, _EaselHandler):
             root.removeHandler(handler)
-    handler = _EaselHandler(stream if stream is not None else sys.stderr)
+    handler = _EaselHandler(stream)
     handler.setFormatter(JsonFormatter() if settings.log_format == "json" else TextFormatter())
     root.addHandler(handler)
 
