@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from core.events import Quality, Size
 from core.metrics import Metrics
-from core.settings import SPECS, Spec, load_settings, read_dotenv
+from core.settings import DEFAULT_COSTS, SIZES, SPECS, Spec, load_settings, read_dotenv
 
 REPO = Path(__file__).resolve().parents[2]
 README = (REPO / "README.md").read_text(encoding="utf-8")
@@ -124,3 +125,13 @@ def test_dockerfile_runs_unprivileged_with_a_data_volume_and_healthcheck() -> No
     assert re.search(r"^VOLUME /data$", dockerfile, re.MULTILINE)
     assert "/healthz" in dockerfile.split("HEALTHCHECK", 1)[1].split("\n\n", 1)[0]
     assert 'CMD ["easel", "run"]' in dockerfile
+
+
+def test_readme_credit_table_matches_the_defaults() -> None:
+    for size in Size:
+        rows = [line for line in README.splitlines() if line.startswith(f"| `{size.value}` (")]
+        assert len(rows) == 1, f"the README's credit table needs one row for {size.value}"
+        assert f"({SIZES[size].replace('x', '×')})" in rows[0]
+        cells = [cell.strip() for cell in rows[0].strip().strip("|").split("|")][1:]
+        expected = [str(DEFAULT_COSTS[(size, quality)]) for quality in (Quality.LOW, Quality.MEDIUM, Quality.HIGH)]
+        assert cells == expected, f"README credit table for {size.value} differs from core.settings.DEFAULT_COSTS"
