@@ -156,17 +156,23 @@ def _context_names(record: logging.LogRecord) -> list[str]:
     return known + sorted(n for n in names if n not in CONTEXT_FIELDS)
 
 
+def _one_line(text: str) -> str:
+    return text.replace("\r", "\\r").replace("\n", "\\n")
+
+
 def _timestamp(record: logging.LogRecord) -> str:
     moment = datetime.fromtimestamp(record.created, UTC)
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 class TextFormatter(logging.Formatter):
-    """`2025-01-02T03:04:05.678Z INFO bots.telegram_bot: message platform=telegram round_id=42`."""
+    """`2025-01-02T03:04:05.678Z INFO core.studio: round delivered [platform=telegram round_id=42]`, then the
+    traceback if any. Line breaks inside the message and context are escaped, so a user's prompt cannot
+    forge log lines."""
 
     def format(self, record: logging.LogRecord) -> str:
-        line = f"{_timestamp(record)} {record.levelname} {record.name}: {record.getMessage()}"
-        context = " ".join(f"{n}={getattr(record, n)}" for n in _context_names(record))
+        line = f"{_timestamp(record)} {record.levelname} {record.name}: {_one_line(record.getMessage())}"
+        context = " ".join(f"{n}={_one_line(str(getattr(record, n)))}" for n in _context_names(record))
         if context:
             line = f"{line} [{context}]"
         if record.exc_info and not record.exc_text:
@@ -189,6 +195,8 @@ class JsonFormatter(logging.Formatter):
             "message": record.getMessage(),
         }
         for name in _context_names(record):
+            if name in entry:  # a context field never hides the line's own time, level, logger or message
+                continue
             value = getattr(record, name)
             plain = value is None or isinstance(value, int | float | bool | str)
             entry[name] = value if plain else str(value)

@@ -180,7 +180,7 @@ def test_json_lines_parse_and_are_redacted(logged: Logged, tokens: Tokens) -> No
     tg_token, openai_key, _ = tokens
     read, _ = logged(log_format="json", **_no_secrets())
     log = logging.getLogger("core.studio")
-    with log_context(platform="discord", community="42", round_id=7, request_id="req_9"):
+    with log_context(platform="discord", community="42", round_id=7, request_id="req_9", level="spoof"):
         log.info("round delivered")
         try:
             raise ValueError(f"bad key {openai_key}")
@@ -279,3 +279,13 @@ def test_redaction_stays_linear_on_long_runs(alphabet: str) -> None:
     Redactor(["some-secret"])(blob)
     Redactor([])(urls)
     assert time.perf_counter() - started < 2.0  # linear: ~0.05 s; quadratic: minutes
+
+
+def test_a_prompt_cannot_forge_log_lines(logged: Logged) -> None:
+    read, _ = logged()
+    prompt = "a cat\n2025-01-01T00:00:00.000Z ERROR core.studio: forged"
+    with log_context(round_id=3, level="x"):
+        logging.getLogger("core.studio").info("prompt: %s", prompt)
+    lines = read().splitlines()
+    assert len(lines) == 1
+    assert lines[0].endswith("prompt: a cat\\n2025-01-01T00:00:00.000Z ERROR core.studio: forged [round_id=3 level=x]")
