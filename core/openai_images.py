@@ -78,6 +78,9 @@ IMAGE_CODES = frozenset({
     "invalid_image_file",
 })
 
+# In-band codes that blame the request itself (a retry would fail the same way).
+REQUEST_CODES = frozenset({"invalid_prompt", "context_length_exceeded", "invalid_request_error"})
+
 BUSY_WAIT = 30.0  # what we suggest when the provider failed without telling us how long to wait
 UNREACHABLE_WAIT = 60.0
 MIN_SHOWN_WAIT = 5.0
@@ -341,7 +344,7 @@ class _OpenAIProvider:
             return _Failure(ProviderRejected(BAD_PICTURE))
         if code == "rate_limit_exceeded":
             return _Failure(ProviderBusy(busy_message(BUSY_WAIT), retry_after=BUSY_WAIT))
-        if type_ in ("invalid_request_error", "image_generation_user_error"):
+        if code in REQUEST_CODES or type_ in ("invalid_request_error", "image_generation_user_error"):
             return _Failure(ProviderRejected(REJECTED))
         # A server-side failure: safe to try again only if no image can have been made yet.
         return _Failure(
@@ -488,7 +491,7 @@ class ResponsesProvider(_OpenAIProvider):
             async with stream:
                 async for event in stream:
                     await self._on_event(event, result, on_partial, progress)
-        except (openai.APIConnectionError, openai.APIError) as exc:
+        except openai.APIError as exc:
             if isinstance(exc, openai.APITimeoutError) or result.image is None:
                 raise
             # The connection broke after the image arrived: it is made (and billed), so deliver it.

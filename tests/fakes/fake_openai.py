@@ -18,7 +18,8 @@ Kinds inside a stream (after `after_partials` partial images, default 0; on JSON
 is reported in the body where the API can do that):
   ig_failed (the image call fails with moderation_blocked, stage="output"), response_failed (code=...),
   error_event (a `type:error` event, code=...), stream_api_error (a `data.error` payload the SDK raises),
-  stream_hang (parks mid-stream), stream_drop (drops the connection mid-stream).
+  stream_hang (parks mid-stream), stream_drop (drops the connection mid-stream; with after_image=True on
+  /v1/responses, right after the finished image item).
 """
 
 from __future__ import annotations
@@ -88,6 +89,10 @@ class ApiError(Exception):
         self.headers = headers or {}
 
 
+EARLY_FAULTS = {
+    "moderation", "rate_limit", "insufficient_quota", "server_error", "bad_request", "unauthorized", "forbidden",
+    "not_found", "hang", "disconnect", "slow",
+}
 STREAM_FAULTS = {"ig_failed", "response_failed", "error_event", "stream_api_error", "stream_hang", "stream_drop"}
 
 
@@ -111,6 +116,8 @@ class FakeOpenAI(FakeServer):
     # ---- scripting -------------------------------------------------------------------------------------
 
     def fail_next(self, kind: str, count: int = 1, *, endpoint: str | None = None, **opts: Any) -> None:
+        if kind not in EARLY_FAULTS | STREAM_FAULTS:
+            raise ValueError(f"unknown fault kind {kind!r}")
         self._faults.append(Fault(kind, count, endpoint, opts))
 
     def forget_responses(self) -> None:
@@ -277,8 +284,8 @@ class FakeOpenAI(FakeServer):
         async def body(request_id: str, fault: Fault | None) -> web.StreamResponse:
             plan = self._plan_response(payload)
             if fault is not None and not payload.get("stream") and fault.kind in ("stream_hang", "stream_drop"):
-                return await self._early_fault(request, Fault(fault.kind.removeprefix("stream_").replace(
-                    "drop", "disconnect"), 1, None), request_id)
+                kind = "hang" if fault.kind == "stream_hang" else "disconnect"
+                return await self._early_fault(request, Fault(kind, 1, None), request_id)
             if payload.get("stream"):
                 return await self._responses_stream(request, request_id, plan, fault)
             return self._responses_json(request_id, plan, fault)
@@ -432,12 +439,15 @@ class FakeOpenAI(FakeServer):
                 "output_format": "png", "quality": plan["tool"].get("quality", "auto"),
                 "size": plan["tool"].get("size", "1024x1024"),
             })
-        if fault is not None:
+        drop_after_image = fault is not None and fault.kind == "stream_drop" and fault.opts.get("after_image")
+        if fault is not None and not drop_after_image:
             return await self._stream_fault(request, sse, fault, rid, plan, number)
         await sse.send("response.image_generation_call.completed", {"item_id": ig_id, "output_index": 0})
         ig_done = self._ig_item(number, plan, "completed", image)
         await sse.send("response.output_item.done", {"output_index": 0, "item": ig_done})
         self._produced(image)
+        if drop_after_image:
+            return await self._drop(request)
         msg_id = f"msg_fake_{number}"
         text_parts = ["Here is ", "your image."]
         text = "".join(text_parts)
@@ -573,6 +583,11 @@ class FakeOpenAI(FakeServer):
         _, image = self._new_image()
         common = {"background": "opaque", "output_format": "png", "quality": quality, "size": size}
         if not stream:
+            if fault is not None and fault.kind in ("stream_hang", "stream_drop"):
+                kind = "hang" if fault.kind == "stream_hang" else "disconnect"
+                return await self._early_fault(request, Fault(kind, 1, None), request_id)
+            if fault is not None and fault.kind == "ig_failed":
+                raise self._fault_error(Fault("moderation", 1, None, {"stage": "output"}), request_id)
             if fault is not None:
                 raise ApiError(500, "The server had an error while processing your request.",
                                type_="server_error", code=None)

@@ -239,6 +239,25 @@ async def test_dropped_stream_after_a_preview_is_busy_and_not_retried(
     assert requests(fake) == 1
 
 
+async def test_stream_dropped_after_the_image_still_delivers_it(fake: FakeOpenAI, make_responses: Any) -> None:
+    # The image exists and is billed: losing the tail of the stream must not lose the image.
+    fake.fail_next("stream_drop", after_image=True)
+
+    result = await make_responses().create(job(), ignore_partials)
+
+    assert pixel(result.image) == color(1)
+    assert result.image_call_id == "ig_fake_1"
+    assert requests(fake) == 1 and fake.billed == 1
+
+
+async def test_in_band_invalid_prompt_is_rejected_without_retry(fake: FakeOpenAI, make_responses: Any) -> None:
+    fake.fail_next("response_failed", code="invalid_prompt")
+
+    await fails(make_responses(), ProviderRejected)
+
+    assert requests(fake) == 1
+
+
 async def test_dropped_connection_before_an_answer_is_not_retried(fake: FakeOpenAI, make: MakeProvider) -> None:
     # The request reached the server, which may be making (and billing) the image.
     fake.fail_next("disconnect")
