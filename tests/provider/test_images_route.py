@@ -3,9 +3,11 @@ files, streaming partials, usage."""
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable
 
 import pytest
+from PIL import Image
 
 from core.errors import UnknownRound
 from core.images import ParentImage, Usage
@@ -84,10 +86,6 @@ async def test_edit_with_parent_and_photo_sends_both_as_image_list(
 
 
 async def test_jpeg_parent_keeps_its_type_and_extension(fake: FakeOpenAI, make_images: MakeProvider) -> None:
-    import io
-
-    from PIL import Image
-
     buffer = io.BytesIO()
     Image.new("RGB", (16, 16), (5, 6, 7)).save(buffer, format="JPEG")
     parent = ParentImage(image=buffer.getvalue(), mime="image/jpeg")
