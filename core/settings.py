@@ -101,6 +101,9 @@ SPECS: tuple[Spec, ...] = (
     Spec("EASEL_LOG_FORMAT", "text", "`text` or `json` (one object a line)."),
 )
 
+# Never echoed in messages, even when invalid.
+SECRET_NAMES = frozenset({"OPENAI_API_KEY", "DISCORD_TOKEN", "TELEGRAM_TOKEN", "EASEL_TELEGRAM_WEBHOOK_SECRET"})
+
 SIZES: dict[Size, str] = {
     Size.SQUARE: "1024x1024",
     Size.PORTRAIT: "1024x1536",
@@ -212,7 +215,8 @@ def load_settings(environ: Mapping[str, str] | None = None, dotenv: Path | None 
         try:
             parsed[attr] = conv(value)
         except (ValueError, KeyError) as exc:
-            raise ConfigError(f"{name}={value!r} is not valid: {exc}") from None
+            shown = "(value hidden)" if name in SECRET_NAMES else repr(value)
+            raise ConfigError(f"{name}={shown} is not valid: {exc}") from None
 
     take("OPENAI_API_KEY", "openai_api_key", str)
     take("OPENAI_BASE_URL", "openai_base_url", _url)

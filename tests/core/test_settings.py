@@ -95,3 +95,9 @@ def test_secrets_are_not_in_repr() -> None:
     s = load_settings({"OPENAI_API_KEY": "sk-secret-123", "TELEGRAM_TOKEN": "1:tok"}, dotenv=None)
     assert "sk-secret-123" not in repr(s) and "1:tok" not in repr(s)
     assert set(s.secrets()) == {"sk-secret-123", "1:tok"}
+
+
+def test_invalid_secret_is_not_echoed() -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings({"EASEL_TELEGRAM_WEBHOOK_SECRET": "sup3r secret!"}, dotenv=None)
+    assert "sup3r" not in str(caught.value) and "EASEL_TELEGRAM_WEBHOOK_SECRET" in str(caught.value)
