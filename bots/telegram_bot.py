@@ -1,0 +1,293 @@
+"""The Telegram adapter (python-telegram-bot 22): lifecycle, polling or webhook, and the glue to the core.
+
+`TelegramBot(settings, studio, on_fatal=...)` is what `easel run` starts. The handlers that translate
+updates into core calls live in `bots.telegram_handlers`; rendering a round lives in `bots.telegram_view`.
+
+- Bot API root: `EASEL_TELEGRAM_API_URL` (`{root}/bot<token>/<method>`, files `{root}/file/bot<token>/<path>`).
+- Polling by default (`getUpdates`, long poll). With `EASEL_TELEGRAM_WEBHOOK_URL` set, `setWebhook` with the
+  secret token instead; Easel's aiohttp server passes the webhook's requests to `handle_webhook`.
+- A bad token is fatal at start (`FatalPlatformError`); a 409 Conflict while polling (another instance uses
+  the token) is fatal at any time: `on_fatal` is told once and polling stops, so two processes don't fight.
+- Start-up sends the notices the core queued (e.g. rounds a restart interrupted and refunded).
+- Edited messages never start rounds or commands (policy; see `bots.telegram_handlers`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import os
+from collections.abc import Callable, Coroutine
+from datetime import timedelta
+from typing import Any
+
+from aiohttp import web
+from telegram import BotCommand, Update
+from telegram.error import BadRequest, Conflict, Forbidden, InvalidToken, TelegramError
+from telegram.ext import Application, ApplicationBuilder
+
+from bots.telegram_common import PUBLIC_GETFILE_CAP, TELEGRAM
+from bots.telegram_handlers import TelegramHandlers
+from bots.telegram_mods import ModeratorCheck
+from bots.telegram_send import retrying, send_text
+from bots.telegram_view import PREVIEW_INTERVAL, EditPacer
+from core.errors import ConfigError, FatalPlatformError
+from core.settings import Settings
+from core.studio import Studio
+
+# Opt in to PTB's future behaviour for time periods (timedelta, not int): without it, merely constructing
+# RetryAfter emits a deprecation warning. Set before any Bot is built; `retry_after_seconds` handles both.
+os.environ.setdefault("PTB_TIMEDELTA", "true")
+
+log = logging.getLogger(__name__)
+
+SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"  # noqa: S105 - a header name
+ALLOWED_UPDATES = ("message", "callback_query")  # no edited_message: edits never start rounds
+COMMANDS = (
+    BotCommand("imagine", "Make an image: /imagine <prompt>, or reply to an image to change it"),
+    BotCommand("quota", "Your credits today; moderators: set, grant, default, ban, unban"),
+    BotCommand("usage", "Images and credits used in this chat"),
+    BotCommand("help", "How Easel works"),
+    BotCommand("start", "Start talking to Easel"),
+)
+CONFLICT_MESSAGE = (
+    "Telegram answered 409 Conflict: another instance is polling with this TELEGRAM_TOKEN (or a webhook was "
+    "set for it). Stop the other instance; only one process may use a bot token."
+)
+# A message about the token, not a token.
+BAD_TOKEN_MESSAGE = "Telegram rejected TELEGRAM_TOKEN (401/404). Copy the bot's token again from @BotFather."  # noqa: S105
+
+AnyApplication = Application[Any, Any, Any, Any, Any, Any]
+
+
+class TelegramBot:
+    def __init__(
+        self,
+        settings: Settings,
+        studio: Studio,
+        *,
+        on_fatal: Callable[[str], None] | None = None,
+        request_timeout: float = 10.0,
+        poll_timeout: float = 25.0,
+        preview_interval: float = PREVIEW_INTERVAL,
+        moderator_ttl: float = 3.0,
+        stop_grace: float = 10.0,
+    ) -> None:
+        if not settings.telegram_token:
+            raise ConfigError("TELEGRAM_TOKEN is not set")
+        self.settings = settings
+        self.studio = studio
+        self.on_fatal = on_fatal
+        self.request_timeout = request_timeout
+        self.poll_timeout = poll_timeout
+        self.moderator_ttl = moderator_ttl
+        self.stop_grace = stop_grace  # how long stop() lets running handlers finish before cancelling them
+        self.pacer = EditPacer(preview_interval)
+        self.application: AnyApplication | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._ready = False
+        self._fatal = False
+        self._updater_lock = asyncio.Lock()
+        # httpx logs every request URL, token included, at INFO (platform-limits S-1).
+        if logging.getLogger("httpx").getEffectiveLevel() < logging.WARNING:
+            logging.getLogger("httpx").setLevel(logging.WARNING)
+
+    @property
+    def ready(self) -> bool:
+        return self._ready
+
+    @property
+    def webhook_mode(self) -> bool:
+        return bool(self.settings.telegram_webhook_url)
+
+    # -- lifecycle -----------------------------------------------------------------------------------------
+
+    def build_application(self) -> AnyApplication:
+        root = self.settings.telegram_api_url.rstrip("/")
+        t = self.request_timeout
+        builder = (
+            ApplicationBuilder()
+            .token(self.settings.telegram_token or "")
+            .base_url(f"{root}/bot")
+            .base_file_url(f"{root}/file/bot")
+            .connect_timeout(t)
+            .read_timeout(t)
+            .write_timeout(t)
+            .media_write_timeout(max(t, 60.0))  # uploads of large images on slow links
+            .pool_timeout(t)
+            .get_updates_connect_timeout(t)
+            .get_updates_read_timeout(t)  # PTB adds the long-poll timeout on top
+            .get_updates_pool_timeout(t)
+        )
+        if self.webhook_mode:
+            builder = builder.updater(None)  # updates come through handle_webhook (no tornado server)
+        app = builder.build()
+        return app
+
+    async def start(self) -> None:
+        if self.application is not None:
+            raise RuntimeError("TelegramBot.start() called twice")
+        app = self.build_application()
+        self.application = app
+        try:
+            await app.initialize()  # getMe: checks the token
+        except InvalidToken:
+            # PTB's message quotes the token: never chain or log it.
+            await self._abandon(app)
+            raise FatalPlatformError(BAD_TOKEN_MESSAGE) from None
+        except BaseException:
+            await self._abandon(app)
+            raise
+        try:
+            await self._connect(app)
+        except BaseException:
+            await self.stop()
+            raise
+        self._ready = True
+        log.info("Telegram bot @%s connected (%s)", app.bot.username, "webhook" if self.webhook_mode else "polling")
+        self._spawn(None, self._send_notices())
+
+    async def _connect(self, app: AnyApplication) -> None:
+        handlers = TelegramHandlers(
+            self.settings,
+            self.studio,
+            app.bot,
+            self._spawn,
+            self._report,
+            self.pacer,
+            ModeratorCheck(app.bot, ttl=self.moderator_ttl),
+            self._download_cap(),
+        )
+        handlers.register(app)
+        await retrying(lambda: app.bot.set_my_commands(COMMANDS), "setMyCommands")
+        await app.start()
+        if self.webhook_mode:
+            await retrying(
+                lambda: app.bot.set_webhook(
+                    self.settings.telegram_webhook_url or "",
+                    secret_token=self.settings.telegram_webhook_secret,
+                    allowed_updates=ALLOWED_UPDATES,
+                ),
+                "setWebhook",
+            )
+        else:
+            assert app.updater is not None
+            await app.updater.start_polling(
+                timeout=timedelta(seconds=self.poll_timeout),
+                allowed_updates=ALLOWED_UPDATES,
+                error_callback=self._polling_error,
+            )
+
+    async def stop(self) -> None:
+        """Stop taking updates, let running handlers finish (bounded), close the HTTP clients. Idempotent."""
+        app, self.application = self.application, None
+        self._ready = False
+        if app is None:
+            return
+        try:
+            await self._stop_polling(app)
+            if app.running:
+                await app.stop()
+            await self._finish_tasks()
+        finally:
+            await app.shutdown()
+
+    async def _abandon(self, app: AnyApplication) -> None:
+        self.application = None
+        try:
+            await app.bot.shutdown()
+        except Exception:
+            log.debug("closing the Telegram client after a failed start", exc_info=True)
+
+    async def _stop_polling(self, app: AnyApplication) -> None:
+        async with self._updater_lock:
+            if app.updater is not None and app.updater.running:
+                await app.updater.stop()
+
+    async def _finish_tasks(self) -> None:
+        tasks = set(self._tasks)
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=self.stop_grace)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=5)
+
+    def _download_cap(self) -> int | None:
+        # The public Bot API serves files up to 20 MB; a self-hosted server has its own (much larger) limit.
+        return PUBLIC_GETFILE_CAP if "api.telegram.org" in self.settings.telegram_api_url else None
+
+    # -- polling errors ------------------------------------------------------------------------------------
+
+    def _polling_error(self, error: TelegramError) -> None:
+        """Called by PTB's polling loop (synchronously) for every getUpdates failure."""
+        if isinstance(error, Conflict):
+            if not self._fatal:
+                self._fatal = True
+                self._ready = False
+                log.critical(CONFLICT_MESSAGE)
+                if self.on_fatal is not None:
+                    self.on_fatal(CONFLICT_MESSAGE)
+                app = self.application
+                if app is not None:
+                    asyncio.get_running_loop().create_task(self._stop_polling(app))
+            return
+        log.warning("polling Telegram failed (%s); PTB retries with back-off", type(error).__name__)
+
+    # -- webhook -------------------------------------------------------------------------------------------
+
+    async def handle_webhook(self, request: web.Request) -> web.Response:
+        """Telegram's POST: check the secret, queue the update, answer at once (the work runs in tasks)."""
+        expected = self.settings.telegram_webhook_secret or ""
+        given = request.headers.get(SECRET_HEADER, "")
+        if not expected or not hmac.compare_digest(given.encode(), expected.encode()):
+            return web.Response(status=403)
+        app = self.application
+        if app is None or not app.running:
+            return web.Response(status=503)  # Telegram retries later
+        try:
+            update = Update.de_json(await request.json(), app.bot)
+        except Exception:
+            log.warning("webhook body is not a Telegram update; ignored")
+            return web.Response(status=400)
+        await app.update_queue.put(update)
+        return web.Response(status=200)
+
+    # -- tasks, errors, notices ----------------------------------------------------------------------------
+
+    def _spawn(self, update: Update | None, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(self._guarded(update, work))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _guarded(self, update: Update | None, work: Coroutine[Any, Any, None]) -> None:
+        try:
+            await work
+        except Exception as error:
+            log.exception("handling a Telegram update failed")
+            await self._report(update, error)
+
+    async def _report(self, update: Update | None, error: Exception) -> None:
+        """Hand an unexpected error to PTB's error handlers, if any are registered (tests register one)."""
+        app = self.application
+        if app is not None and app.error_handlers:
+            await app.process_error(update, error)
+
+    async def _send_notices(self) -> None:
+        app = self.application
+        if app is None:
+            return
+        for notice in await self.studio.take_notices(TELEGRAM):
+            reply = int(notice.reply_to) if notice.reply_to and notice.reply_to.isdigit() else None
+            thread = int(notice.key.thread) if notice.key.thread.isdigit() else None
+            try:
+                await send_text(app.bot, int(notice.key.channel), notice.text, reply_to_id=reply, thread_id=thread)
+            except (Forbidden, BadRequest) as error:
+                # The chat is gone or the bot was removed: the notice can never be delivered.
+                log.warning("start-up notice %d dropped (%s)", notice.id, type(error).__name__)
+            except TelegramError as error:
+                log.warning("start-up notice %d not sent (%s); will retry at next start", notice.id,
+                            type(error).__name__)
+                continue
+            await self.studio.notice_sent(notice.id)

@@ -1,0 +1,301 @@
+"""Telegram updates -> core calls -> chat messages. Each handler parses, calls the studio, renders.
+
+What starts a round:
+- `/imagine <prompt>` (also `/imagine@botname`) anywhere; in a private chat, any plain text.
+- `/imagine <instruction>` replying to one of Easel's images: an edit round from that image (the core
+  resolves the parent from the replied-to message id). Replying to any other photo or image document, or
+  sending a photo with the caption `/imagine <instruction>` (in a private chat any caption): edits that photo.
+- A plain text reply to one of Easel's images (groups and private chats; with privacy mode on, Telegram still
+  delivers replies to the bot's messages): an edit round.
+- A button under a result: `Studio.press`.
+
+Policy on edited messages: they never start rounds or commands. Editing a prompt after sending it would
+otherwise charge twice or race the running round; the user sends a new message (or replies to the image)
+instead. Edits are not even requested (`allowed_updates`), and every handler accepts new messages only.
+
+Handlers only parse and spawn: the work (which can take minutes) runs in tasks, so PTB's update loop never
+waits on a generation. Redelivered updates reach the core with the same idempotency key and do nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
+
+from telegram import Bot, Message, Update
+from telegram.constants import ChatType
+from telegram.error import TelegramError
+from telegram.ext import Application, CallbackQueryHandler, CommandHandler, ContextTypes, MessageHandler, filters
+
+from bots.telegram_args import NEED_TARGET, NEEDS_TARGET, UsageError, parse_quota
+from bots.telegram_common import (
+    TELEGRAM,
+    actor_for,
+    channel_key,
+    from_human,
+    has_image,
+    idempotency_key,
+    input_image,
+    is_group,
+    mentioned,
+    message_key,
+    replied,
+    reply_target,
+    thread_of,
+    user_actor,
+)
+from bots.telegram_mods import ModeratorCheck
+from bots.telegram_send import retrying, send_text
+from bots.telegram_view import CALLBACK_PREFIX, EditPacer, TelegramRoundView, Where
+from core import texts
+from core.errors import GENERIC_APOLOGY, DuplicateRequest, NotModerator, UserFacingError
+from core.events import Actor, ChannelKey, RoundRequest
+from core.outcomes import Notice, Refusal
+from core.settings import Settings
+from core.studio import Studio
+
+log = logging.getLogger(__name__)
+
+Spawn = Callable[[Update, Coroutine[Any, Any, None]], None]
+Context = ContextTypes.DEFAULT_TYPE
+
+
+class TelegramHandlers:
+    def __init__(
+        self,
+        settings: Settings,
+        studio: Studio,
+        bot: Bot,
+        spawn: Spawn,
+        report: Callable[[Update, Exception], Awaitable[None]],
+        pacer: EditPacer,
+        mods: ModeratorCheck,
+        download_cap: int | None,
+    ) -> None:
+        self.settings = settings
+        self.studio = studio
+        self.bot = bot
+        self.spawn = spawn
+        self.report = report
+        self.pacer = pacer
+        self.mods = mods
+        self.download_cap = download_cap
+
+    def register(self, app: Application[Any, Any, Any, Any, Any, Any]) -> None:
+        new = filters.UpdateType.MESSAGE  # never edited messages (see the module docstring)
+        app.add_handler(CommandHandler("imagine", self.on_imagine, filters=new))
+        app.add_handler(CommandHandler("quota", self.on_quota, filters=new))
+        app.add_handler(CommandHandler("usage", self.on_usage, filters=new))
+        app.add_handler(CommandHandler(["help", "start"], self.on_help, filters=new))
+        app.add_handler(MessageHandler(new & filters.StatusUpdate.MIGRATE, self.on_migrate))
+        app.add_handler(MessageHandler(new & (filters.PHOTO | filters.Document.IMAGE), self.on_photo))
+        app.add_handler(MessageHandler(new & filters.TEXT & ~filters.COMMAND, self.on_text))
+        app.add_handler(CallbackQueryHandler(self.on_button, pattern=f"^{CALLBACK_PREFIX}"))
+
+    # -- update handlers: filter, then spawn ---------------------------------------------------------------
+
+    def _human(self, update: Update) -> Message | None:
+        message = update.message
+        return message if from_human(message, self.bot.id) else None
+
+    async def on_imagine(self, update: Update, context: Context) -> None:
+        if message := self._human(update):
+            self.spawn(update, self._imagine(update, message, _after_command(message.text or "")))
+
+    async def on_photo(self, update: Update, context: Context) -> None:
+        message = self._human(update)
+        if message is None:
+            return
+        caption = message.caption or ""
+        if self._is_imagine(message):
+            self.spawn(update, self._imagine(update, message, _after_command(caption), source=message))
+        elif message.chat.type == ChatType.PRIVATE and caption.strip():
+            self.spawn(update, self._imagine(update, message, caption, source=message))
+
+    async def on_text(self, update: Update, context: Context) -> None:
+        message = self._human(update)
+        if message is None:
+            return
+        target = replied(message)
+        if message.chat.type == ChatType.PRIVATE:
+            self.spawn(update, self._imagine(update, message, message.text or ""))
+        elif target is not None and target.from_user is not None and target.from_user.id == self.bot.id:
+            self.spawn(update, self._reply_round(update, message, target))
+
+    async def on_quota(self, update: Update, context: Context) -> None:
+        if message := self._human(update):
+            self.spawn(update, self._answer(update, message, self._quota(update, message, list(context.args or []))))
+
+    async def on_usage(self, update: Update, context: Context) -> None:
+        if message := self._human(update):
+            self.spawn(update, self._answer(update, message, self._usage(message)))
+
+    async def on_help(self, update: Update, context: Context) -> None:
+        if message := self._human(update):
+            self.spawn(update, self._answer(update, message, self._help(message)))
+
+    async def on_migrate(self, update: Update, context: Context) -> None:
+        message = update.message
+        if message is not None and message.migrate_to_chat_id:
+            old, new = str(message.chat.id), str(message.migrate_to_chat_id)
+            self.spawn(update, self.studio.migrate_community(TELEGRAM, old, new))
+
+    async def on_button(self, update: Update, context: Context) -> None:
+        query = update.callback_query
+        if query is not None and query.data and not query.from_user.is_bot:
+            self.spawn(update, self._press(update))
+
+    # -- rounds --------------------------------------------------------------------------------------------
+
+    async def _imagine(self, update: Update, message: Message, prompt: str, source: Message | None = None) -> None:
+        """A prompt. `source` is the message whose photo to edit; otherwise the replied-to message decides:
+        one of Easel's images (an edit round), any other photo (edit that photo), or nothing (generate)."""
+        key = message_key(message)
+        reply_to = None
+        image = input_image(self.bot, source, self.download_cap) if source is not None else None
+        target = replied(message)
+        if source is None and target is not None:
+            if await self._is_round(key, target):
+                reply_to = str(target.message_id)
+            elif has_image(target):
+                image = input_image(self.bot, target, self.download_cap)
+        request = RoundRequest(
+            key, actor_for(message), prompt, idempotency_key(update, message), reply_to=reply_to, input_image=image
+        )
+        await self._run(update, self.studio.submit(request, view := self._view(message)), view)
+
+    async def _reply_round(self, update: Update, message: Message, target: Message) -> None:
+        """A text reply in a group to one of Easel's messages: an edit round if it shows a round."""
+        key = message_key(message)
+        if not await self._is_round(key, target):
+            return  # a reply to a quota answer or a help text: not for us
+        request = RoundRequest(
+            key, actor_for(message), message.text or "", idempotency_key(update, message),
+            reply_to=str(target.message_id),
+        )
+        await self._run(update, self.studio.submit(request, view := self._view(message)), view)
+
+    async def _press(self, update: Update) -> None:
+        query = update.callback_query
+        assert query is not None and query.data is not None
+        try:
+            await retrying(query.answer, "answerCallbackQuery")  # stops the button's spinner at once
+        except TelegramError as error:
+            log.info("callback query not answered (%s)", type(error).__name__)
+        message = query.message
+        if message is None:
+            return  # a button on an inline message: not one of ours
+        thread = thread_of(message) if isinstance(message, Message) else None
+        key = channel_key(message.chat, thread)
+        actor = user_actor(query.from_user)
+        await self.studio.seen(actor, key.community)
+        where = Where(message.chat.id, thread, message.message_id, is_group(message.chat))
+        view = TelegramRoundView(self.bot, where, self.pacer)
+        action = query.data.removeprefix(CALLBACK_PREFIX)
+        await self._run(update, self.studio.press(action, key, actor, f"tg:cb:{query.id}", view), view)
+
+    async def _is_round(self, key: ChannelKey, target: Message) -> bool:
+        if target.from_user is None or target.from_user.id != self.bot.id:
+            return False
+        return await self.studio.is_round_message(key, str(target.message_id))
+
+    def _view(self, message: Message) -> TelegramRoundView:
+        where = Where(message.chat.id, thread_of(message), message.message_id, is_group(message.chat))
+        return TelegramRoundView(self.bot, where, self.pacer)
+
+    async def _run(self, update: Update, round_: Awaitable[None], view: TelegramRoundView) -> None:
+        """The core answers through the view and never raises user-facing errors; anything else is a bug:
+        log it, apologise, and never show the exception."""
+        try:
+            await round_
+        except Exception as error:
+            log.exception("Telegram round failed outside the core")
+            await self.report(update, error)
+            try:
+                await view.refuse(Refusal(GENERIC_APOLOGY, "error", ephemeral=False))
+            except TelegramError:
+                log.warning("could not send the apology either")
+        finally:
+            await view.close()
+
+    def _is_imagine(self, message: Message) -> bool:
+        """Does the caption start with /imagine (or /imagine@<this bot>)?"""
+        entities = message.caption_entities
+        if not entities or entities[0].type != "bot_command" or entities[0].offset != 0:
+            return False
+        command = (message.caption or "")[: entities[0].length].lower()
+        name, _, bot = command[1:].partition("@")
+        return name == "imagine" and (not bot or bot == (self.bot.username or "").lower())
+
+    # -- commands ------------------------------------------------------------------------------------------
+
+    async def _answer(self, update: Update, message: Message, work: Awaitable[str]) -> None:
+        """Run a command and reply with its text: user-facing errors say what happened, others apologise."""
+        try:
+            text = await work
+        except DuplicateRequest:
+            return
+        except (UserFacingError, UsageError) as error:
+            text = error.message if isinstance(error, UserFacingError) else str(error)
+        except Exception as error:
+            log.exception("Telegram command failed")
+            await self.report(update, error)
+            text = GENERIC_APOLOGY
+        if text:
+            await send_text(
+                self.bot, message.chat.id, text, reply_to_id=message.message_id, thread_id=thread_of(message)
+            )
+
+    async def _quota(self, update: Update, message: Message, args: list[str]) -> str:
+        command = parse_quota(args)
+        target = command.user or mentioned(message) or reply_target(message)
+        if target is not None and target.user_id is not None and command.user is None:
+            # Learn the @username of people moderators point at, for later `<user>` lookups.
+            seen = Actor(TELEGRAM, target.user_id, target.display_name or target.user_id, target.username)
+            await self.studio.seen(seen, str(message.chat.id))
+        needs_moderator = command.verb != "show" or target is not None
+        actor = actor_for(message, await self.mods.is_moderator(message) if needs_moderator else False)
+        key = message_key(message)
+        await self.studio.seen(actor, key.community)
+        idem = idempotency_key(update, message)
+        if command.verb in NEEDS_TARGET and target is None:
+            if not (actor.is_moderator or self.settings.is_operator(TELEGRAM, actor.user_id)):
+                raise NotModerator(texts.NOT_MODERATOR)
+            raise UsageError(NEED_TARGET)
+        notice: Notice
+        if command.verb == "show":
+            notice = await self.studio.credits(key, actor, target)
+        elif command.verb == "default":
+            assert command.amount is not None
+            notice = await self.studio.set_default(key, actor, command.amount, idem)
+        else:
+            assert target is not None
+            if command.verb == "set":
+                assert command.amount is not None
+                notice = await self.studio.set_daily(key, actor, target, command.amount, idem)
+            elif command.verb == "grant":
+                assert command.amount is not None
+                notice = await self.studio.grant(key, actor, target, command.amount, idem)
+            elif command.verb == "ban":
+                notice = await self.studio.ban(key, actor, target, idem)
+            else:
+                notice = await self.studio.unban(key, actor, target, idem)
+        return notice.text
+
+    async def _usage(self, message: Message) -> str:
+        actor = actor_for(message, await self.mods.is_moderator(message))
+        key = message_key(message)
+        await self.studio.seen(actor, key.community)
+        return (await self.studio.usage(key, actor)).text
+
+    async def _help(self, message: Message) -> str:
+        await self.studio.seen(actor_for(message), str(message.chat.id))
+        return self.studio.help_text(TELEGRAM)
+
+
+def _after_command(text: str) -> str:
+    """What follows `/imagine` (or `/imagine@bot`), line breaks kept."""
+    parts = text.split(None, 1)
+    return parts[1] if len(parts) > 1 else ""
+

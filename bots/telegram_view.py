@@ -1,0 +1,283 @@
+"""How one round looks in a Telegram chat (the core's RoundView).
+
+- Immediate feedback: the "sending a photo…" chat action, refreshed every 4 s while the round runs (T-m);
+  a text placeholder only while the round waits in the queue.
+- Partial previews edit one preview message (the placeholder, else a new photo), paced by `EditPacer`: one
+  edit per message per few seconds, and in groups one per chat (20 messages/min per group, T-b).
+- The result is a new photo (a new message notifies; an edit does not) replying to the user's message, with
+  the core's caption and inline buttons; the preview is then deleted. Output over Telegram's photo limits
+  (10 MB, width + height <= 10000, T-e) is re-encoded, or sent as a document if that fails.
+- Refusals are plain text in the chat, replacing the placeholder when there is one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, InputMediaPhoto, Message
+from telegram.constants import ChatAction
+from telegram.error import NetworkError, RetryAfter, TelegramError
+
+from bots.telegram_send import CAPTION_LIMIT, clip, reply_to, retry_after_seconds, retrying, send_text
+from core import pictures
+from core.outcomes import Button, Preview, Refusal, RoundResult
+
+log = logging.getLogger(__name__)
+
+PHOTO_MAX_BYTES = 10 * 1024 * 1024
+PHOTO_MAX_SIDE_SUM = 10_000
+ACTION_REFRESH = 4.0  # a chat action shows for at most 5 s
+PREVIEW_INTERVAL = 3.0
+CALLBACK_PREFIX = "e:"
+CALLBACK_DATA_LIMIT = 64  # bytes
+PREVIEW_CAPTION = "Drawing… (preview)"
+WORKING = "Working on it…"
+
+Fit = Callable[..., tuple[bytes, str, str]]
+
+
+def queued_text(position: int) -> str:
+    """`position` is the core's 1-based place in the provider queue."""
+    ahead = position - 1
+    if ahead <= 0:
+        return "Queued: you're next."
+    return f"Queued: {ahead} ahead of you."
+
+
+def keyboard(buttons: tuple[Button, ...]) -> InlineKeyboardMarkup | None:
+    rows: list[list[InlineKeyboardButton]] = []
+    for button in buttons:
+        data = CALLBACK_PREFIX + button.action
+        if len(data.encode()) > CALLBACK_DATA_LIMIT:
+            log.error("button action %r does not fit Telegram's 64-byte callback data; left out", button.action)
+            continue
+        if not rows or len(rows[-1]) == 3:
+            rows.append([])
+        rows[-1].append(InlineKeyboardButton(clip(button.label, 64), callback_data=data))
+    return InlineKeyboardMarkup(rows) if rows else None
+
+
+class EditPacer:
+    """Paces progress edits: at most one per `interval` per message, and in groups one per `interval` per
+    chat, whichever round it belongs to (previews are coalesced, never queued). A 429 holds the chat."""
+
+    def __init__(self, interval: float = PREVIEW_INTERVAL, clock: Callable[[], float] = time.monotonic) -> None:
+        self.interval = interval
+        self.clock = clock
+        self._next: dict[object, float] = {}
+
+    def ready(self, chat_id: int, view_id: int, group: bool) -> bool:
+        now = self.clock()
+        keys: tuple[object, ...] = ((chat_id, view_id), chat_id) if group else ((chat_id, view_id),)
+        if any(self._next.get(key, -math.inf) > now for key in (*keys, ("hold", chat_id))):
+            return False
+        for key in keys:
+            self._next[key] = now + self.interval
+        if len(self._next) > 10_000:  # forget finished rounds and quiet chats
+            self._next = {k: t for k, t in self._next.items() if t > now}
+        return True
+
+    def hold(self, chat_id: int, seconds: float) -> None:
+        self._next[("hold", chat_id)] = self.clock() + seconds
+
+
+@dataclass(frozen=True, slots=True)
+class Where:
+    """Where a round is shown: the chat, its forum topic, and the message the result replies to."""
+
+    chat_id: int
+    thread_id: int | None
+    reply_to_id: int | None
+    group: bool
+
+
+class TelegramRoundView:
+    def __init__(self, bot: Bot, where: Where, pacer: EditPacer, fit: Fit = pictures.fit_for_upload) -> None:
+        self.bot = bot
+        self.where = where
+        self.pacer = pacer
+        self.fit = fit
+        self._placeholder: Message | None = None  # text while queued; becomes the preview photo
+        self._action: asyncio.Task[None] | None = None
+        self._done = asyncio.Event()
+
+    # -- RoundView -----------------------------------------------------------------------------------------
+
+    async def queued(self, position: int) -> None:
+        self._start_action()
+        text = queued_text(position)
+        if self._placeholder is None:
+            self._placeholder = await send_text(
+                self.bot, self.where.chat_id, text, reply_to_id=self.where.reply_to_id, thread_id=self.where.thread_id
+            )
+        elif self._placeholder.text and self._placeholder.text != text and self._pace():
+            await self._edit_text(text)
+
+    async def started(self) -> None:
+        self._start_action()
+        if self._placeholder is not None and self._placeholder.text:
+            await self._edit_text(WORKING)
+
+    async def partial(self, preview: Preview) -> None:
+        if self._done.is_set() or not self._pace():
+            return
+        where = self.where
+        try:
+            if self._placeholder is None:
+                self._placeholder = await self.bot.send_photo(
+                    where.chat_id,
+                    preview.image,
+                    caption=PREVIEW_CAPTION,
+                    reply_parameters=reply_to(where.reply_to_id),
+                    message_thread_id=where.thread_id,
+                    filename="preview.png",
+                )
+            else:
+                edited = await self.bot.edit_message_media(
+                    InputMediaPhoto(preview.image, caption=PREVIEW_CAPTION, filename="preview.png"),
+                    chat_id=where.chat_id,
+                    message_id=self._placeholder.message_id,
+                )
+                if isinstance(edited, Message):
+                    self._placeholder = edited
+        except RetryAfter as error:  # previews are optional: skip, and keep the chat quiet for a while
+            self.pacer.hold(where.chat_id, retry_after_seconds(error))
+        except TelegramError as error:
+            log.info("preview not shown (%s)", type(error).__name__)
+
+    async def deliver(self, result: RoundResult) -> list[str]:
+        await self.close()
+        message = await self._send_result(result)
+        await self._drop_placeholder()
+        return [str(message.message_id)]
+
+    async def refuse(self, refusal: Refusal) -> None:
+        await self.close()
+        if self._placeholder is not None and self._placeholder.text:
+            with contextlib.suppress(TelegramError):
+                await retrying(
+                    lambda: self.bot.edit_message_text(
+                        clip(refusal.text, 4096), chat_id=self.where.chat_id, message_id=self._placeholder_id()
+                    ),
+                    "editMessageText",
+                )
+                return
+        await self._drop_placeholder()
+        await send_text(
+            self.bot, self.where.chat_id, refusal.text, reply_to_id=self.where.reply_to_id,
+            thread_id=self.where.thread_id,
+        )
+
+    async def close(self) -> None:
+        """Stop the chat action; the adapter calls this when the round ends, however it ends."""
+        self._done.set()
+        task, self._action = self._action, None
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    # -- helpers -------------------------------------------------------------------------------------------
+
+    def _pace(self) -> bool:
+        return self.pacer.ready(self.where.chat_id, id(self), self.where.group)
+
+    def _placeholder_id(self) -> int:
+        assert self._placeholder is not None
+        return self._placeholder.message_id
+
+    async def _edit_text(self, text: str) -> None:
+        try:
+            edited = await self.bot.edit_message_text(
+                text, chat_id=self.where.chat_id, message_id=self._placeholder_id()
+            )
+        except RetryAfter as error:
+            self.pacer.hold(self.where.chat_id, retry_after_seconds(error))
+            return
+        except TelegramError as error:
+            log.info("placeholder not updated (%s)", type(error).__name__)
+            return
+        if isinstance(edited, Message):
+            self._placeholder = edited
+
+    def _start_action(self) -> None:
+        if self._action is None and not self._done.is_set():
+            self._action = asyncio.create_task(self._action_loop(), name="telegram-chat-action")
+
+    async def _action_loop(self) -> None:
+        while not self._done.is_set():
+            try:
+                await self.bot.send_chat_action(
+                    self.where.chat_id, ChatAction.UPLOAD_PHOTO, message_thread_id=self.where.thread_id
+                )
+                wait = ACTION_REFRESH
+            except RetryAfter as error:
+                wait = max(ACTION_REFRESH, retry_after_seconds(error))
+            except TelegramError as error:
+                log.info("chat action not sent (%s)", type(error).__name__)
+                wait = ACTION_REFRESH
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._done.wait(), wait)
+
+    async def _drop_placeholder(self) -> None:
+        placeholder, self._placeholder = self._placeholder, None
+        if placeholder is not None:
+            with contextlib.suppress(TelegramError):
+                await self.bot.delete_message(self.where.chat_id, placeholder.message_id)
+
+    async def _send_result(self, result: RoundResult) -> Message:
+        data, mime, ext = result.image, result.mime, pictures.extension_for(result.mime)
+        if len(data) > PHOTO_MAX_BYTES or result.width + result.height > PHOTO_MAX_SIDE_SUM:
+            try:
+                data, mime, ext = await asyncio.to_thread(
+                    self.fit, data, mime, max_bytes=PHOTO_MAX_BYTES, max_side_sum=PHOTO_MAX_SIDE_SUM
+                )
+            except Exception:
+                log.warning("round %d: could not fit the image to Telegram's photo limits; sending a document",
+                            result.round_id, exc_info=True)
+                return await self._send_document(result, result.image, ext)
+        try:
+            return await self._send_photo(result, data, ext)
+        except NetworkError as error:  # BadRequest is a NetworkError too
+            text = str(error).lower()
+            if "photo_invalid_dimensions" in text or "too large" in text or "too big" in text:
+                log.warning("round %d: Telegram refused the photo (%s); sending a document", result.round_id, error)
+                return await self._send_document(result, result.image, pictures.extension_for(result.mime))
+            raise
+
+    async def _send_photo(self, result: RoundResult, data: bytes, ext: str) -> Message:
+        where = self.where
+        return await retrying(
+            lambda: self.bot.send_photo(
+                where.chat_id,
+                data,
+                caption=clip(result.caption, CAPTION_LIMIT),
+                reply_markup=keyboard(result.buttons),
+                reply_parameters=reply_to(where.reply_to_id),
+                message_thread_id=where.thread_id,
+                filename=f"easel-{result.number}.{ext}",
+            ),
+            "sendPhoto",
+        )
+
+    async def _send_document(self, result: RoundResult, data: bytes, ext: str) -> Message:
+        where = self.where
+        return await retrying(
+            lambda: self.bot.send_document(
+                where.chat_id,
+                data,
+                caption=clip(result.caption, CAPTION_LIMIT),
+                reply_markup=keyboard(result.buttons),
+                reply_parameters=reply_to(where.reply_to_id),
+                message_thread_id=where.thread_id,
+                filename=f"easel-{result.number}.{ext}",
+            ),
+            "sendDocument",
+        )
+
