@@ -9,6 +9,7 @@ import signal
 from collections.abc import Callable
 from typing import Protocol
 
+from bots import backoff
 from bots.app import Core, open_core
 from bots.web import WebServer
 from core.errors import ConfigError, FatalPlatformError
@@ -51,38 +52,70 @@ async def run(settings: Settings) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    async with open_core(settings) as core:
-        adapters = _adapters(settings, core, on_fatal)
-        web = _web(settings, core, adapters)
-        try:
-            if web is not None:
-                await web.start()
-            for name, adapter in adapters.items():
-                await adapter.start()
-                log.info("%s bot connected", name)
-            _summary(settings, core, list(adapters))
-            await stop.wait()
-        except FatalPlatformError as error:
-            fatal.append(str(error))
-        finally:
-            if fatal:
-                log.error("stopping: %s", fatal[0])
-            else:
-                log.info("stopping: finishing running rounds (up to %g s)", settings.shutdown_grace)
-            cancelled = await core.studio.drain(settings.shutdown_grace)
-            if cancelled:
-                log.warning("%d rounds did not finish in time; refunded and their users told", cancelled)
-            for name, adapter in adapters.items():
-                try:
-                    await adapter.stop()
-                except Exception:
-                    log.exception("%s bot did not stop cleanly", name)
-            if web is not None:
-                await web.stop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.remove_signal_handler(sig)
+    try:
+        if await _backed_off(settings, stop):
+            async with open_core(settings) as core:
+                await _serve(settings, core, stop, fatal, on_fatal)
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
     log.info("stopped")
-    return EX_CONFIG if fatal else 0
+    if fatal:
+        await asyncio.to_thread(backoff.record_fatal, settings.data_dir)
+        return EX_CONFIG
+    return 0
+
+
+async def _backed_off(settings: Settings, stop: asyncio.Event) -> bool:
+    """Wait out the back-off after recent fatal exits; False if asked to stop meanwhile."""
+    wait = await asyncio.to_thread(backoff.delay_before_start, settings.data_dir)
+    if not wait:
+        return True
+    log.warning("the last start failed fatally; waiting %.0f s before connecting again", wait)
+    try:
+        await asyncio.wait_for(stop.wait(), wait)
+    except TimeoutError:
+        return True
+    return False
+
+
+async def _serve(
+    settings: Settings, core: Core, stop: asyncio.Event, fatal: list[str], on_fatal: Callable[[str], None]
+) -> None:
+    adapters = _adapters(settings, core, on_fatal)
+    web = _web(settings, core, adapters)
+    try:
+        if web is not None:
+            await web.start()
+        for name, adapter in adapters.items():
+            await adapter.start()
+            log.info("%s bot connected", name)
+        _summary(settings, core, list(adapters))
+        await asyncio.to_thread(backoff.clear, settings.data_dir)
+        await stop.wait()
+    except FatalPlatformError as error:
+        fatal.append(str(error))
+    finally:
+        await _shutdown(settings, core, adapters, web, fatal)
+
+
+async def _shutdown(
+    settings: Settings, core: Core, adapters: dict[str, ChatAdapter], web: WebServer | None, fatal: list[str]
+) -> None:
+    if fatal:
+        log.error("stopping: %s", fatal[0])
+    else:
+        log.info("stopping: finishing running rounds (up to %g s)", settings.shutdown_grace)
+    cancelled = await core.studio.drain(settings.shutdown_grace)
+    if cancelled:
+        log.warning("%d rounds did not finish in time; refunded and their users told", cancelled)
+    for name, adapter in adapters.items():
+        try:
+            await adapter.stop()
+        except Exception:
+            log.exception("%s bot did not stop cleanly", name)
+    if web is not None:
+        await web.stop()
 
 
 def _adapters(settings: Settings, core: Core, on_fatal: Callable[[str], None]) -> dict[str, ChatAdapter]:
