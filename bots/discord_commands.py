@@ -45,7 +45,7 @@ def build_tree(client: discord.Client, handlers: InteractionHandlers) -> app_com
         async def call(key: ChannelKey, actor: Actor, _: str) -> Notice:
             return await studio.credits(key, actor, user_ref(user) if user is not None else None)
 
-        await handlers.notice(interaction, call)
+        await handlers.notice(interaction, call, private=True)
 
     @quota.command(name="set", description="Moderators: set a member's daily credits (from today)")
     @app_commands.describe(user="The member", daily="Credits per day")
@@ -94,7 +94,7 @@ def build_tree(client: discord.Client, handlers: InteractionHandlers) -> app_com
         async def call(key: ChannelKey, actor: Actor, _: str) -> Notice:
             return await studio.usage(key, actor)
 
-        await handlers.notice(interaction, call)
+        await handlers.notice(interaction, call, private=True)
 
     @tree.command(name="help", description="How to use Easel")
     async def help_(interaction: discord.Interaction) -> None:

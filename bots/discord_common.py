@@ -71,6 +71,17 @@ def is_image(attachment: discord.Attachment) -> bool:
     return attachment.filename.lower().endswith(_IMAGE_SUFFIXES)
 
 
+def sniff_extension(data: bytes) -> str:
+    """File extension from the magic bytes (previews come without a MIME type); Discord goes by the name."""
+    if data.startswith(b"\xff\xd8"):
+        return "jpg"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "webp"
+    if data.startswith((b"GIF87a", b"GIF89a")):
+        return "gif"
+    return "png"
+
+
 async def image_file(data: bytes, mime: str, limit: int, stem: str) -> discord.File:
     """The image as an upload within `limit` bytes; re-encoded only when it does not fit."""
     if len(data) > limit:

@@ -24,11 +24,11 @@ def interaction_idempotency_key(interaction: discord.Interaction) -> str:
     return f"dc:i:{interaction.id}"
 
 
-async def acknowledge(interaction: discord.Interaction) -> bool:
+async def acknowledge(interaction: discord.Interaction, *, ephemeral: bool = False) -> bool:
     """Defer with "thinking" before any other work (3-second window). False when Discord says the interaction
     is gone (10062: too late) or already answered (40060: a redelivered event): then do nothing at all."""
     try:
-        await interaction.response.defer(thinking=True)
+        await interaction.response.defer(thinking=True, ephemeral=ephemeral)
     except discord.InteractionResponded:
         return False
     except discord.HTTPException as exc:
@@ -68,11 +68,12 @@ class InteractionHandlers:
 
         await self._round(interaction, call)
 
-    async def notice(self, interaction: discord.Interaction, call: NoticeCall) -> None:
-        """Quota verbs and /usage: the core answers with a Notice or a UserFacingError."""
-        if not await acknowledge(interaction):
+    async def notice(self, interaction: discord.Interaction, call: NoticeCall, *, private: bool = False) -> None:
+        """Quota verbs and /usage: the core answers with a Notice or a UserFacingError. `private`: the answer
+        is expected to be for the asker only, so the "thinking" message is ephemeral from the start."""
+        if not await acknowledge(interaction, ephemeral=private):
             return
-        view = InteractionRoundView(interaction)
+        view = InteractionRoundView(interaction, deferred_ephemeral=private)
         key, actor = interaction_key(interaction), interaction_actor(interaction)
         try:
             await self.studio.seen(actor, key.community)
@@ -93,6 +94,12 @@ class InteractionHandlers:
             await interaction.response.send_message(clip(text), ephemeral=True)
         except discord.HTTPException:
             log.info("could not answer /help interaction %s", interaction.id)
+            return
+        key, actor = interaction_key(interaction), interaction_actor(interaction)
+        try:
+            await self.studio.seen(actor, key.community)
+        except Exception:
+            log.exception("could not record %s as seen", actor.user_id)
 
     async def _round(self, interaction: discord.Interaction, call: RoundCall) -> None:
         if not await acknowledge(interaction):

@@ -13,7 +13,7 @@ from typing import Any
 
 import discord
 
-from bots.discord_common import DEFAULT_UPLOAD_LIMIT, clip, image_file
+from bots.discord_common import DEFAULT_UPLOAD_LIMIT, clip, image_file, sniff_extension
 from core.outcomes import Button, Preview, Refusal, RoundResult
 
 log = logging.getLogger(__name__)
@@ -70,6 +70,10 @@ class Throttle:
         return True
 
 
+def preview_file(preview: Preview) -> discord.File:
+    return discord.File(io.BytesIO(preview.image), filename=f"preview-{preview.index}.{sniff_extension(preview.image)}")
+
+
 def queued_text(position: int) -> str:
     return f"Queued: {position} ahead of you." if position > 0 else "Queued: you're next."
 
@@ -78,9 +82,10 @@ class InteractionRoundView:
     """A round answered through an interaction that was deferred with `thinking`: progress and the result
     edit the original response; a late result (token about to expire) goes to the channel instead."""
 
-    def __init__(self, interaction: discord.Interaction, *, edit_interval: float = EDIT_INTERVAL,
-                 token_safe_age: timedelta = TOKEN_SAFE_AGE) -> None:
+    def __init__(self, interaction: discord.Interaction, *, deferred_ephemeral: bool = False,
+                 edit_interval: float = EDIT_INTERVAL, token_safe_age: timedelta = TOKEN_SAFE_AGE) -> None:
         self.interaction = interaction
+        self.deferred_ephemeral = deferred_ephemeral  # how the "thinking" message was made
         self.finished = False  # deliver or refuse happened
         self._throttle = Throttle(edit_interval)
         self._token_safe_age = token_safe_age
@@ -102,9 +107,8 @@ class InteractionRoundView:
         limit = self.interaction.filesize_limit
         if len(preview.image) > limit or not self.token_fresh() or not self._throttle.ready():
             return
-        file = discord.File(io.BytesIO(preview.image), filename=f"preview-{preview.index}.png")
         await self._quietly(self.interaction.edit_original_response(
-            content="Drawing… (preview)", attachments=[file]))
+            content="Drawing… (preview)", attachments=[preview_file(preview)]))
         self._status_shown = True
 
     async def deliver(self, result: RoundResult) -> list[str]:
@@ -127,16 +131,16 @@ class InteractionRoundView:
         await self.say(refusal.text, ephemeral=refusal.ephemeral)
 
     async def say(self, text: str, *, ephemeral: bool) -> None:
-        """Answer with text. Ephemeral after a public defer: drop the "thinking" message first, otherwise the
-        followup would replace it and be public."""
+        """Answer with text. When the visibility differs from the defer's, drop the "thinking" message first:
+        a followup would otherwise replace it and keep its visibility."""
         try:
             if not self.token_fresh():
                 mention = self.interaction.user.mention  # no ping: mentions are off client-wide
                 await self._channel().send(content=clip(f"{mention} {text}"))
                 await self._forget_original()
-            elif ephemeral:
+            elif ephemeral != self.deferred_ephemeral:
                 await self._forget_original()
-                await self.interaction.followup.send(clip(text), ephemeral=True)
+                await self.interaction.followup.send(clip(text), ephemeral=ephemeral)
             else:
                 await self.interaction.edit_original_response(content=clip(text), attachments=[], view=None)
         except discord.HTTPException:
@@ -195,8 +199,7 @@ class MessageRoundView:
 
     async def partial(self, preview: Preview) -> None:
         if len(preview.image) <= self.limit and self._throttle.ready():
-            file = discord.File(io.BytesIO(preview.image), filename=f"preview-{preview.index}.png")
-            await self._show(content="Drawing… (preview)", attachments=[file])
+            await self._show(content="Drawing… (preview)", attachments=[preview_file(preview)])
 
     async def deliver(self, result: RoundResult) -> list[str]:
         file = await image_file(result.image, result.mime, self.limit, f"easel-{result.number}")

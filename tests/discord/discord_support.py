@@ -19,7 +19,7 @@ from core.outcomes import Button, Notice, Preview, Refusal, RoundResult, RoundVi
 from core.settings import Settings, load_settings
 from core.studio import PendingNotice
 from tests.fakes._base import Call
-from tests.fakes.fake_discord import FakeDiscord, FakeGuild, FakeMember
+from tests.fakes.fake_discord import FakeDiscord, FakeGuild, FakeInteraction, FakeMember
 
 
 def png(width: int = 32, height: int = 32, color: tuple[int, int, int] = (10, 120, 200)) -> bytes:
@@ -219,3 +219,9 @@ def assert_no_mass_mentions(fake: FakeDiscord) -> None:
 
 def buttons(message: dict[str, Any]) -> list[tuple[str, str]]:
     return [(c["label"], c["custom_id"]) for row in message["components"] for c in row["components"]]
+
+
+async def answer(fake: FakeDiscord, interaction: FakeInteraction) -> dict[str, Any]:
+    """The message the user ends up seeing for an interaction (waits for it)."""
+    await fake.wait_until(lambda: bool(fake.replies(interaction)), what=f"answer to {interaction.id}")
+    return fake.replies(interaction)[-1]

@@ -10,7 +10,7 @@ import pytest
 from bots.discord_bot import DiscordBot
 from core.events import UserRef
 from core.outcomes import Notice
-from tests.discord.discord_support import FakeStudio, World
+from tests.discord.discord_support import FakeStudio, World, answer
 from tests.fakes.fake_discord import FLAG_EPHEMERAL, MANAGE_GUILD, MEMBER_PERMISSIONS, FakeDiscord
 
 VERBS: list[tuple[str, str, dict[str, Any], tuple[Any, ...]]] = [
@@ -40,28 +40,27 @@ async def test_quota_verbs(
         options = {"user": world.bob, **options}
     interaction = await fake.slash_command(world.guild.channel, actor, "quota", options, subcommand=sub)
     defer = await fake.wait_for("interaction_callback")
-    assert defer.params["type"] == 5
-    answer = await fake.wait_for("edit_original" if moderator else "followup")
+    assert defer.params["type"] == 5  # "thinking", before the core is asked anything
+    shown = await answer(fake, interaction)
     name, key, who, *args = studio.verbs[0]
     assert name == method and key.community == str(world.guild.id)
     assert who.user_id == str(actor.id) and who.is_moderator is moderator
     bob = UserRef(user_id=str(world.bob.id), username="bob", display_name="bob")
     assert tuple(args) == _expected(extra, bob, f"dc:i:{interaction.id}")
-    if moderator:  # public answer in place of "thinking"
-        assert answer.params["content"] == "Bob: 5 credits left today."
-        message = fake.original(interaction)
-        assert message is not None and not message["flags"] & FLAG_EPHEMERAL
+    if moderator:  # the core's public notice
+        assert shown["content"] == "Bob: 5 credits left today." and not fake.is_ephemeral(shown)
     else:  # refused by the core, only to the asker
-        assert answer.params["content"].startswith("Only moderators")
-        assert answer.params["flags"] & FLAG_EPHEMERAL
-        assert fake.original(interaction) is None
+        assert shown["content"].startswith("Only moderators") and fake.is_ephemeral(shown)
+    assert len(fake.replies(interaction)) == 1
 
 
 async def test_quota_show_on_yourself_is_ephemeral(fake: FakeDiscord, world: World, bot: DiscordBot,
                                                    studio: FakeStudio) -> None:
-    await fake.slash_command(world.guild.channel, world.alice, "quota", {}, subcommand="show")
-    followup = await fake.wait_for("followup")
-    assert followup.params["content"] == "3 credits left today" and followup.params["flags"] & FLAG_EPHEMERAL
+    interaction = await fake.slash_command(world.guild.channel, world.alice, "quota", {}, subcommand="show")
+    shown = await answer(fake, interaction)
+    assert shown["content"] == "3 credits left today" and fake.is_ephemeral(shown)
+    assert fake.calls_to("interaction_callback")[0].params["data"]["flags"] & FLAG_EPHEMERAL  # deferred so
+    assert not fake.calls_to("delete_original")  # one clean edit, no public "thinking" flash
     assert studio.verbs[0][0] == "credits" and studio.verbs[0][3] is None
 
 
@@ -70,29 +69,26 @@ async def test_moderator_status_is_read_from_each_interaction(
 ) -> None:
     # Same member, permission removed between two invocations: no cache decides.
     studio.notice = Notice("Everyone now gets 3 credits a day.", ephemeral=False)
-    await fake.slash_command(world.guild.channel, world.mod, "quota", {"daily": 3}, subcommand="default")
-    await fake.wait_for("edit_original")
-    await fake.slash_command(world.guild.channel, world.mod, "quota", {"daily": 4}, subcommand="default",
-                             permissions=MEMBER_PERMISSIONS)
-    await fake.wait_for("followup")
-    assert [v[2].is_moderator for v in studio.verbs] == [True, False]
-    await fake.slash_command(world.guild.channel, world.alice, "quota", {"daily": 4}, subcommand="default",
-                             permissions=MEMBER_PERMISSIONS | MANAGE_GUILD)
-    await fake.wait_for("edit_original", count=2)
-    assert studio.verbs[2][2].is_moderator
+    channel = world.guild.channel
+    await answer(fake, await fake.slash_command(channel, world.mod, "quota", {"daily": 3}, subcommand="default"))
+    await answer(fake, await fake.slash_command(channel, world.mod, "quota", {"daily": 4}, subcommand="default",
+                                                permissions=MEMBER_PERMISSIONS))
+    await answer(fake, await fake.slash_command(channel, world.alice, "quota", {"daily": 4}, subcommand="default",
+                                                permissions=MEMBER_PERMISSIONS | MANAGE_GUILD))
+    assert [v[2].is_moderator for v in studio.verbs] == [True, False, True]
 
 
 async def test_usage_goes_to_the_core(fake: FakeDiscord, world: World, bot: DiscordBot,
                                       studio: FakeStudio) -> None:
-    await fake.slash_command(world.guild.channel, world.mod, "usage")
-    await fake.wait_for("followup")
+    shown = await answer(fake, await fake.slash_command(world.guild.channel, world.mod, "usage"))
     assert studio.verbs[0][0] == "usage" and studio.verbs[0][2].is_moderator
+    assert fake.is_ephemeral(shown)
 
 
 async def test_quota_in_a_dm_targets_a_user(fake: FakeDiscord, world: World, bot: DiscordBot,
                                             studio: FakeStudio) -> None:
     dm = fake.dm_channel(world.alice.user)
-    await fake.slash_command(dm, world.alice, "quota", {"user": world.bob.user}, subcommand="show")
-    await fake.wait_for("followup")
+    await answer(fake, await fake.slash_command(dm, world.alice, "quota", {"user": world.bob.user},
+                                                subcommand="show"))
     _, key, who, target = studio.verbs[0]
     assert key.community == f"dm:{dm.id}" and not who.is_moderator and target.user_id == str(world.bob.id)

@@ -170,6 +170,7 @@ class FakeInteraction:
     original_id: int | None = None  # the message the interaction's @original refers to
     original_loading: bool = False
     source_message_id: int | None = None  # component interactions: the message holding the button
+    followup_ids: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -723,6 +724,7 @@ class FakeDiscord(FakeServer):
             return message
         message = self._compose(found.channel, params, uploads, self.bot_user,
                                 webhook_id=str(self.app_id), application_id=str(self.app_id))
+        found.followup_ids.append(int(message["id"]))
         return await self._store_and_echo(message, found.channel)
 
     def _followup_message(self, params: dict[str, Any]) -> dict[str, Any]:
@@ -1019,6 +1021,20 @@ class FakeDiscord(FakeServer):
         if interaction.original_id is None:
             return None
         return self.messages.get(interaction.original_id)
+
+    def replies(self, interaction: FakeInteraction) -> list[dict[str, Any]]:
+        """What the user sees for an interaction: its original response once it is no longer "thinking",
+        then its followups (deleted ones left out)."""
+        shown = []
+        original = self.original(interaction)
+        if original is not None and not int(original.get("flags") or 0) & FLAG_LOADING:
+            shown.append(original)
+        shown += [self.messages[i] for i in interaction.followup_ids if i in self.messages]
+        return shown
+
+    @staticmethod
+    def is_ephemeral(message: dict[str, Any]) -> bool:
+        return bool(int(message.get("flags") or 0) & FLAG_EPHEMERAL)
 
     def sends(self) -> list[Call]:
         return [c for c in self.calls if c.method in SENDING_CALLS]
