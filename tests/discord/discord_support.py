@@ -164,14 +164,14 @@ class FakeStudio:
 
 
 class ErrorLog(logging.Handler):
-    """Collects ERROR records from the adapter and discord.py; a test that expects some clears them."""
+    """Collects ERROR records from the adapter, the core and discord.py; a test that expects some takes them."""
 
     def __init__(self) -> None:
         super().__init__(logging.ERROR)
         self.records: list[logging.LogRecord] = []
 
     def emit(self, record: logging.LogRecord) -> None:
-        if record.name.startswith(("bots", "discord")):
+        if record.name.startswith(("bots", "core", "discord")):
             self.records.append(record)
 
     def take(self) -> list[str]:

@@ -16,11 +16,19 @@ from PIL import Image
 
 from bots.app import Core, open_core
 from bots.discord_bot import DiscordBot
-from core.errors import SafetyRefusal
+from core.errors import GENERIC_APOLOGY, SafetyRefusal
 from core.settings import Settings
 from core.studio import Studio
 from core.texts import NOT_MODERATOR
-from tests.discord.discord_support import World, answer, assert_no_mass_mentions, buttons, discord_settings, png
+from tests.discord.discord_support import (
+    ErrorLog,
+    World,
+    answer,
+    assert_no_mass_mentions,
+    buttons,
+    discord_settings,
+    png,
+)
 from tests.fakes.fake_discord import FLAG_EPHEMERAL, FakeDiscord, FakeInteraction, FakeMember
 from tests.fakes.fake_provider import FakeProvider
 from tests.fakes.fake_provider import png as provider_png
@@ -254,6 +262,21 @@ async def test_mass_mentions_never_ping(env: Env, fake: FakeDiscord, world: Worl
     await fake.wait_for("send_message")
     await env.settle()
     assert_no_mass_mentions(fake)
+
+
+async def test_a_rejected_upload_is_refunded_and_apologised_for(
+    env: Env, fake: FakeDiscord, world: World, error_log: ErrorLog
+) -> None:
+    first = await env.delivered(await env.imagine(world.alice, "a kite"))
+    fake.upload_limit = 100  # the channel now takes less than the guild's tier says: Discord answers 413
+    assert len(provider_png(64, 64, (2, 100, 150))) > fake.upload_limit
+    await fake.user_message(world.guild.channel, world.alice, "two kites", reply_to=first)
+    apology = await fake.wait_for("send_message", count=2)
+    await env.settle()
+    assert fake.calls_to("413 send_message")
+    assert apology.params["content"] == GENERIC_APOLOGY
+    assert "You have 2 credits left today" in await env.quota(world.alice, "show")  # only #1 was charged
+    assert any("round 2 failed" in line for line in error_log.take())
 
 
 async def _imagine_refusal(env: Env, user: FakeMember, **options: Any) -> str:

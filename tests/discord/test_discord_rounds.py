@@ -245,6 +245,7 @@ async def test_help_is_answered_at_once_and_only_to_the_asker(
     assert callback.params["type"] == 4
     assert callback.params["data"]["flags"] & FLAG_EPHEMERAL
     assert "/imagine" in callback.params["data"]["content"]
+    assert_no_mass_mentions(fake)
 
 
 async def test_dm_is_its_own_community_and_never_moderator(
