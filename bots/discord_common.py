@@ -6,6 +6,7 @@ import asyncio
 import io
 import logging
 import re
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -82,7 +83,17 @@ def sniff_extension(data: bytes) -> str:
     return "png"
 
 
-async def image_file(data: bytes, mime: str, limit: int, stem: str) -> discord.File:
+@dataclass(frozen=True, slots=True)
+class Upload:
+    data: bytes = field(repr=False)
+    filename: str
+
+    def file(self) -> discord.File:
+        """A fresh File each time: discord.py closes a File once a request used it."""
+        return discord.File(io.BytesIO(self.data), filename=self.filename)
+
+
+async def fitted_image(data: bytes, mime: str, limit: int, stem: str) -> Upload:
     """The image as an upload within `limit` bytes; re-encoded only when it does not fit."""
     if len(data) > limit:
         from core.pictures import fit_for_upload  # Pillow work: only when needed, off the event loop
@@ -90,7 +101,7 @@ async def image_file(data: bytes, mime: str, limit: int, stem: str) -> discord.F
         data, mime, ext = await asyncio.to_thread(fit_for_upload, data, mime, max_bytes=limit)
     else:
         ext = _EXTENSIONS.get(mime, "png")
-    return discord.File(io.BytesIO(data), filename=f"{stem}.{ext}")
+    return Upload(data, f"{stem}.{ext}")
 
 
 class AttachmentFetcher:

@@ -13,7 +13,7 @@ from typing import Any
 
 import discord
 
-from bots.discord_common import DEFAULT_UPLOAD_LIMIT, clip, image_file, sniff_extension
+from bots.discord_common import DEFAULT_UPLOAD_LIMIT, clip, fitted_image, sniff_extension
 from core.outcomes import Button, Preview, Refusal, RoundResult
 
 log = logging.getLogger(__name__)
@@ -22,6 +22,9 @@ EDIT_INTERVAL = 2.5  # seconds between progress edits of one message (platform-l
 # Interaction tokens live 15 minutes (D-f); past this age a result goes to the channel instead.
 TOKEN_SAFE_AGE = timedelta(minutes=14)
 CUSTOM_ID_PREFIX = "easel:"
+# The interaction's response cannot be edited any more: token expired (50027), webhook gone (10015), or the
+# "thinking" message was deleted (10008). The result then goes to the channel.
+GONE_CODES = (10008, 10015, 50027)
 
 
 class EaselButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=r"easel:(?P<action>[!-~]{1,94})"):
@@ -113,15 +116,22 @@ class InteractionRoundView:
 
     async def deliver(self, result: RoundResult) -> list[str]:
         """Raises on failure: the core then refunds."""
-        file = await image_file(result.image, result.mime, self.interaction.filesize_limit,
-                                f"easel-{result.number}")
-        content, view = clip(result.caption), buttons_view(result.buttons)
-        message: discord.Message
+        upload = await fitted_image(result.image, result.mime, self.interaction.filesize_limit,
+                                    f"easel-{result.number}")
+        content = clip(result.caption)
+        message: discord.Message | None = None
         if self.token_fresh():
-            message = await self.interaction.edit_original_response(content=content, attachments=[file],
-                                                                    view=view)
-        else:
-            message = await self._channel().send(content=content, file=file, view=view)
+            try:
+                message = await self.interaction.edit_original_response(
+                    content=content, attachments=[upload.file()], view=buttons_view(result.buttons))
+            except discord.HTTPException as exc:
+                if exc.code not in GONE_CODES:
+                    raise
+                log.warning("interaction %s response is gone (code %s): posting to the channel",
+                            self.interaction.id, exc.code)
+        if message is None:
+            message = await self._channel().send(content=content, file=upload.file(),
+                                                 view=buttons_view(result.buttons))
             await self._forget_original()
         self.finished = True
         return [str(message.id)]
@@ -143,6 +153,8 @@ class InteractionRoundView:
                 await self.interaction.followup.send(clip(text), ephemeral=ephemeral)
             else:
                 await self.interaction.edit_original_response(content=clip(text), attachments=[], view=None)
+        except discord.NotFound:
+            log.warning("could not answer interaction %s: its message is gone", self.interaction.id)
         except discord.HTTPException:
             log.exception("could not answer interaction %s", self.interaction.id)
 
@@ -151,14 +163,16 @@ class InteractionRoundView:
         await self._forget_original()
 
     async def _forget_original(self) -> None:
+        """Delete the original response, best effort (never raises: the result may already be out)."""
         if discord.utils.utcnow() - self.interaction.created_at >= timedelta(minutes=15):
             return
         try:
             await self.interaction.delete_original_response()
         except discord.NotFound:
             pass
-        except discord.HTTPException:
-            log.warning("could not delete the original response of interaction %s", self.interaction.id)
+        except Exception:
+            log.warning("could not delete the original response of interaction %s", self.interaction.id,
+                        exc_info=True)
 
     def _channel(self) -> discord.abc.Messageable:
         channel = self.interaction.channel
@@ -202,12 +216,17 @@ class MessageRoundView:
             await self._show(content="Drawing… (preview)", attachments=[preview_file(preview)])
 
     async def deliver(self, result: RoundResult) -> list[str]:
-        file = await image_file(result.image, result.mime, self.limit, f"easel-{result.number}")
-        content, view = clip(result.caption), buttons_view(result.buttons)
+        upload = await fitted_image(result.image, result.mime, self.limit, f"easel-{result.number}")
+        content = clip(result.caption)
+        sent: discord.Message | None = None
         if self.status is not None:
-            sent = await self.status.edit(content=content, attachments=[file], view=view)
-        else:
-            sent = await self._reply(content=content, file=file, view=view)
+            try:
+                sent = await self.status.edit(content=content, attachments=[upload.file()],
+                                              view=buttons_view(result.buttons))
+            except discord.NotFound:  # someone deleted the progress message: answer afresh
+                sent = None
+        if sent is None:
+            sent = await self._reply(content=content, file=upload.file(), view=buttons_view(result.buttons))
         self.finished = True
         return [str(sent.id)]
 
@@ -215,9 +234,12 @@ class MessageRoundView:
         self.finished = True
         try:
             if self.status is not None:
-                await self.status.edit(content=clip(refusal.text), attachments=[], view=None)
-            else:
-                await self._reply(content=clip(refusal.text))
+                try:
+                    await self.status.edit(content=clip(refusal.text), attachments=[], view=None)
+                    return
+                except discord.NotFound:
+                    pass
+            await self._reply(content=clip(refusal.text))
         except discord.HTTPException:
             log.exception("could not answer message %s", self.message.id)
 

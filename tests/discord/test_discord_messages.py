@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from bots.discord_bot import DiscordBot
 from core.errors import BadInputImage
 from core.events import ChannelKey, Platform
@@ -226,3 +228,20 @@ async def test_every_message_easel_sends_disables_mass_mentions(
     await fake.wait_for("followup")
     assert len(fake.sends()) >= 5
     assert_no_mass_mentions(fake)
+
+
+async def test_deleted_status_message_does_not_lose_the_result(
+    fake: FakeDiscord, world: World, bot: DiscordBot, studio: FakeStudio
+) -> None:
+    studio.queue_position = 3
+    studio.gate = asyncio.Event()
+    await fake.user_message(world.guild.channel, world.alice, "a fox", mention_bot=True)
+    await fake.wait_for("send_message")
+    status = fake.messages_in(world.guild.channel)[-1]
+    await fake.delete_message(status)
+    studio.gate.set()
+    result = await fake.wait_for("send_message", count=2)
+    await studio.wait_rounds(1)
+    assert fake.calls_to("404 edit_message")
+    assert result.files["files[0]"] == studio.image
+    assert studio.delivered == [[fake.messages_in(world.guild.channel)[-1]["id"]]]

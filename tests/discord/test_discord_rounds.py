@@ -267,3 +267,20 @@ async def test_handlers_run_concurrently(fake: FakeDiscord, world: World, bot: D
     await fake.wait_for("interaction_callback", count=2)  # both acknowledged while the first still runs
     studio.gate.set()
     await studio.wait_rounds(2)
+
+
+async def test_result_goes_to_the_channel_when_the_thinking_message_was_deleted(
+    fake: FakeDiscord, world: World, bot: DiscordBot, studio: FakeStudio
+) -> None:
+    studio.gate = asyncio.Event()
+    interaction = await fake.slash_command(world.guild.channel, world.alice, "imagine", {"prompt": "a fox"})
+    await fake.wait_for("interaction_callback")
+    thinking = fake.original(interaction)
+    assert thinking is not None
+    await fake.delete_message(thinking)  # a moderator cleans up the channel meanwhile
+    studio.gate.set()
+    sent = await fake.wait_for("send_message")
+    await studio.wait_rounds(1)
+    assert fake.calls_to("404 edit_original")
+    assert sent.params["content"] == "#1 · 9 credits left today" and sent.files["files[0]"] == studio.image
+    assert studio.delivered == [[fake.messages_in(world.guild.channel)[-1]["id"]]]

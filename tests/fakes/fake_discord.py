@@ -1014,6 +1014,14 @@ class FakeDiscord(FakeServer):
         await self.dispatch("MESSAGE_CREATE", self._with_member(data, author, channel))
         return data
 
+    async def delete_message(self, message: dict[str, Any]) -> None:
+        """Someone (a moderator, the author) deletes a message."""
+        self._delete(message)
+        event = {"id": message["id"], "channel_id": message["channel_id"]}
+        if "guild_id" in message:
+            event["guild_id"] = message["guild_id"]
+        await self.dispatch("MESSAGE_DELETE", event)
+
     # ------------------------------------------------------------------ test-side queries
 
     def original(self, interaction: FakeInteraction) -> dict[str, Any] | None:
