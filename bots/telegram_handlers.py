@@ -23,7 +23,7 @@ import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
-from telegram import Bot, Message, Update
+from telegram import Bot, Message, MessageEntity, Update
 from telegram.constants import ChatType
 from telegram.error import TelegramError
 from telegram.ext import Application, CallbackQueryHandler, CommandHandler, ContextTypes, MessageHandler, filters
@@ -125,7 +125,7 @@ class TelegramHandlers:
 
     async def on_quota(self, update: Update, context: Context) -> None:
         if message := self._human(update):
-            self.spawn(update, self._answer(update, message, self._quota(update, message, list(context.args or []))))
+            self.spawn(update, self._answer(update, message, self._quota(update, message, command_args(message))))
 
     async def on_usage(self, update: Update, context: Context) -> None:
         if message := self._human(update):
@@ -292,6 +292,16 @@ class TelegramHandlers:
     async def _help(self, message: Message) -> str:
         await self.studio.seen(actor_for(message), str(message.chat.id))
         return self.studio.help_text(TELEGRAM)
+
+
+def command_args(message: Message) -> list[str]:
+    """The words after the command, minus tapped mentions (a `text_mention` shows a display name, which may
+    be several words; `mentioned()` reads the user from the entity)."""
+    text = message.text or ""
+    for entity, shown in message.parse_entities([MessageEntity.TEXT_MENTION]).items():
+        if entity.user is not None:
+            text = text.replace(shown, " ", 1)
+    return text.split()[1:]
 
 
 def _after_command(text: str) -> str:

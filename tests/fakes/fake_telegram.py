@@ -97,6 +97,7 @@ class FakeTelegram(FakeServer):
             "can_connect_to_business": False, "has_main_web_app": False,
         }
         self.updates: list[dict[str, Any]] = []
+        self.last_update: dict[str, Any] = {}
         self._update_ids = itertools.count(1)
         self._ids = itertools.count(1000)
         self._file_ids = itertools.count(1)
@@ -292,6 +293,7 @@ class FakeTelegram(FakeServer):
         for `getUpdates`. An update that already has an `update_id` is delivered again as is (redelivery)."""
         body = dict(update)
         body.setdefault("update_id", next(self._update_ids))
+        self.last_update = body
         if self.webhook_url:
             if self._session is None:
                 self._session = aiohttp.ClientSession()

@@ -1,0 +1,181 @@
+"""`/quota`, `/usage`, `/help`, `/start` through the real PTB with a FakeStudio: argument shapes, targets,
+and who is a moderator (getChatMember, anonymous admins, never a linked channel, nobody in private)."""
+
+from __future__ import annotations
+
+import pytest
+
+from bots.telegram_args import QuotaCommand, UsageError, parse_quota
+from bots.telegram_bot import TelegramBot
+from core.events import UserRef
+from tests.fakes.fake_telegram import FakeTelegram
+from tests.telegram.telegram_support import FakeStudio
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        ([], QuotaCommand("show")),
+        (["@bob"], QuotaCommand("show", user=UserRef(username="bob"))),
+        (["12345"], QuotaCommand("show", user=UserRef(user_id="12345"))),
+        (["show", "@bob"], QuotaCommand("show", user=UserRef(username="bob"))),
+        (["set", "5"], QuotaCommand("set", 5)),
+        (["set", "5", "@bob"], QuotaCommand("set", 5, UserRef(username="bob"))),
+        (["SET", "0", "777"], QuotaCommand("set", 0, UserRef(user_id="777"))),
+        (["grant", "3", "@bob"], QuotaCommand("grant", 3, UserRef(username="bob"))),
+        (["default", "20"], QuotaCommand("default", 20)),
+        (["ban"], QuotaCommand("ban")),
+        (["unban", "@bob"], QuotaCommand("unban", None, UserRef(username="bob"))),
+    ],
+)
+def test_parse_quota(args: list[str], expected: QuotaCommand) -> None:
+    assert parse_quota(args) == expected
+
+
+@pytest.mark.parametrize(
+    "args", [["set"], ["set", "x"], ["grant", "@bob"], ["default"], ["default", "5", "@bob"], ["ban", "a", "b"],
+             ["bob"], ["set", "5", "bob"], ["hello", "world"]],
+)
+def test_parse_quota_refuses_bad_shapes(args: list[str]) -> None:
+    with pytest.raises(UsageError) as caught:
+        parse_quota(args)
+    assert "/quota" in str(caught.value)
+
+
+async def ask(tg: FakeTelegram, chat: dict[str, object], user: dict[str, object] | None, text: str,
+              count: int, **kw: object) -> str:
+    await tg.send_message(chat, user, text, **kw)  # type: ignore[arg-type]
+    sent = await tg.wait_for("sendMessage", count)
+    assert "parse_mode" not in sent.params
+    return str(sent.params["text"])
+
+
+async def test_my_credits_needs_no_moderator_check(tg: FakeTelegram, bot: TelegramBot, studio: FakeStudio) -> None:
+    group = tg.group_chat()
+    ann = tg.user("Ann", "ann")
+    assert await ask(tg, group, ann, "/quota", 1) == "3 credits left today"
+    name, key, actor, target = studio.quota_calls[0]
+    assert (name, target) == ("credits", None)
+    assert key.community == str(group["id"]) and actor.user_id == str(ann["id"])
+    assert tg.calls_to("getChatMember") == []
+    assert studio.seen_calls[0][0].username == "ann"
+
+
+async def test_moderator_verbs_by_an_admin(tg: FakeTelegram, bot: TelegramBot, studio: FakeStudio) -> None:
+    mod, bob = tg.user("Mod"), tg.user("Bob", "bob")
+    group = tg.group_chat(admins=[mod])
+    bobs = await tg.send_message(group, bob, "hello")
+    assert await ask(tg, group, mod, "/quota set 5", 1, reply_to=bobs) == "set 5"
+    assert await ask(tg, group, mod, "/quota grant 2 @bob", 2) == "granted 2"
+    assert await ask(tg, group, mod, "/quota default 20", 3) == "default 20"
+    assert await ask(tg, group, mod, "/quota ban", 4, reply_to=bobs) == "banned"
+    assert await ask(tg, group, mod, f"/quota unban {bob['id']}", 5) == "unbanned"
+    assert await ask(tg, group, mod, "/quota @bob", 6) == "3 credits left today"
+    calls = {c[0]: c for c in studio.quota_calls}
+    assert calls["set_daily"][3] == UserRef(user_id=str(bob["id"]), username="bob", display_name="Bob")
+    assert calls["set_daily"][4] == 5 and calls["set_daily"][5].startswith(f"tg:{group['id']}:")
+    assert calls["grant"][3] == UserRef(username="bob") and calls["grant"][4] == 2
+    assert calls["set_default"][3] == 20
+    assert calls["ban"][3].user_id == str(bob["id"])
+    assert calls["unban"][3] == UserRef(user_id=str(bob["id"]))
+    assert calls["credits"][3] == UserRef(username="bob")
+    assert all(c[2].is_moderator for c in studio.quota_calls)
+    # Asked of the Bot API for each command (a cache of a few seconds at most).
+    checks = tg.calls_to("getChatMember")
+    assert checks and checks[0].params == {"chat_id": str(group["id"]), "user_id": str(mod["id"])}
+    # A reply target is remembered so moderators can later write @bob.
+    assert any(a.user_id == str(bob["id"]) and a.username == "bob" for a, _ in studio.seen_calls)
+
+
+async def test_creator_is_a_moderator(tg: FakeTelegram, bot: TelegramBot, studio: FakeStudio) -> None:
+    owner = tg.user("Owner")
+    group = tg.group_chat(creator=owner)
+    assert await ask(tg, group, owner, "/quota default 4", 1) == "default 4"
+    assert studio.quota_calls[0][2].is_moderator
+
+
+async def test_moderator_verbs_by_a_member_are_refused(tg: FakeTelegram, bot: TelegramBot, studio: FakeStudio) -> None:
+    ann = tg.user("Ann")
+    group = tg.group_chat(admins=[tg.user("Mod")])
+    assert await ask(tg, group, ann, "/quota grant 50 @ann", 1) == "Only moderators can do that here."
+    assert await ask(tg, group, ann, "/quota default 99", 2) == "Only moderators can do that here."
+    # No target and not a moderator: said plainly, not "who do you mean?".
+    assert (await ask(tg, group, ann, "/quota ban", 3)).startswith("Only moderators can do that here")
+    assert all(not c[2].is_moderator for c in studio.quota_calls)
+    assert len(tg.calls_to("getChatMember")) >= 1
+
+
+async def test_missing_target_and_bad_arguments_get_usage(
+    tg: FakeTelegram, bot: TelegramBot, studio: FakeStudio
+) -> None:
+    mod = tg.user("Mod")
+    group = tg.group_chat(admins=[mod])
+    assert (await ask(tg, group, mod, "/quota set 5", 1)).startswith("Who do you mean?")
+    assert (await ask(tg, group, mod, "/quota set lots", 2)).startswith("/quota set needs a number")
+    assert studio.quota_calls == []
+
+
+async def test_anonymous_admin_is_a_moderator(tg: FakeTelegram, bot: TelegramBot, studio: FakeStudio) -> None:
+    group = tg.group_chat()
+    anonymous = tg.user("Group", "GroupAnonymousBot", user_id=1087968824, is_bot=True)
+    assert await ask(tg, group, anonymous, "/quota default 7", 1, sender_chat=group) == "default 7"
+    actor = studio.quota_calls[0][2]
+    assert actor.is_moderator and actor.user_id == str(group["id"])
+    assert tg.calls_to("getChatMember") == []
+
+
+async def test_a_linked_channel_or_the_anonymous_bot_id_alone_is_not_a_moderator(
+    tg: FakeTelegram, bot: TelegramBot, studio: FakeStudio
+) -> None:
+    group = tg.group_chat()
+    channel = {"id": -1009876, "type": "channel", "title": "Linked"}
+    anonymous = tg.user("Group", "GroupAnonymousBot", user_id=1087968824, is_bot=True)
+    await tg.send_message(group, anonymous, "/quota default 7", sender_chat=channel)  # posted as a channel
+    await tg.send_message(group, anonymous, "/quota default 8")  # the shared id without sender_chat
+    await tg.send_message(group, tg.user("Ann"), "/help")
+    await tg.wait_for("sendMessage")
+    assert studio.quota_calls == []
+
+
+async def test_nobody_moderates_a_private_chat(tg: FakeTelegram, bot: TelegramBot, studio: FakeStudio) -> None:
+    ann = tg.user("Ann")
+    chat = tg.private_chat(ann)
+    assert await ask(tg, chat, ann, "/quota default 100", 1) == "Only moderators can do that here."
+    assert not studio.quota_calls[0][2].is_moderator
+    assert tg.calls_to("getChatMember") == []
+
+
+async def test_tapped_mention_is_a_target(tg: FakeTelegram, bot: TelegramBot, studio: FakeStudio) -> None:
+    mod, cy = tg.user("Mod"), tg.user("Cy Young")  # Cy has no username: a tap inserts a text_mention
+    group = tg.group_chat(admins=[mod])
+    command = {"type": "bot_command", "offset": 0, "length": 6}
+    await tg.send_message(group, mod, "/quota grant 1 Cy Young", extra={"entities": [
+        command, {"type": "text_mention", "offset": 15, "length": 8, "user": cy}]})
+    await tg.wait_for("sendMessage")
+    await tg.send_message(group, mod, "/quota ban Cy Young", extra={"entities": [
+        command, {"type": "text_mention", "offset": 11, "length": 8, "user": cy}]})
+    await tg.wait_for("sendMessage", 2)
+    target = UserRef(user_id=str(cy["id"]), display_name="Cy Young")
+    assert [(c[0], c[3]) for c in studio.quota_calls] == [("grant", target), ("ban", target)]
+
+
+async def test_redelivered_grant_is_applied_once(tg: FakeTelegram, bot: TelegramBot, studio: FakeStudio) -> None:
+    mod = tg.user("Mod")
+    group = tg.group_chat(admins=[mod])
+    await ask(tg, group, mod, "/quota grant 2 @bob", 1)
+    await tg.push_update(tg.last_update)
+    await tg.send_message(group, mod, "/help")
+    second = await tg.wait_for("sendMessage", 2)
+    assert second.params["text"] == "help for telegram"  # the duplicate said nothing
+    assert [c[0] for c in studio.quota_calls] == ["grant", "grant"]
+    assert studio.quota_calls[0][-1] == studio.quota_calls[1][-1]
+
+
+async def test_usage_help_and_start(tg: FakeTelegram, bot: TelegramBot, studio: FakeStudio) -> None:
+    mod, ann = tg.user("Mod"), tg.user("Ann")
+    group = tg.group_chat(admins=[mod])
+    assert await ask(tg, group, ann, "/usage", 1) == "your usage"
+    assert await ask(tg, group, mod, "/usage", 2) == "community usage"
+    assert await ask(tg, group, ann, "/help", 3) == "help for telegram"
+    assert await ask(tg, tg.private_chat(ann), ann, "/start", 4) == "help for telegram"
+    assert await ask(tg, group, ann, "/help@easel_bot", 5) == "help for telegram"

@@ -1,0 +1,398 @@
+"""Rounds through the real PTB with a FakeStudio: what the adapter builds (RoundRequest fields) and how it
+renders progress, results, buttons and refusals on the Bot API."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import time
+
+from PIL import Image
+
+from bots.telegram_bot import TelegramBot
+from core.errors import BadInputImage
+from core.events import ChannelKey, Platform
+from core.outcomes import Refusal
+from tests.fakes.fake_provider import png
+from tests.fakes.fake_telegram import FakeTelegram
+from tests.telegram.conftest import StartBot
+from tests.telegram.telegram_support import FakeStudio
+
+
+def key_of(chat: dict[str, object], thread: str = "") -> ChannelKey:
+    return ChannelKey(Platform.TELEGRAM, str(chat["id"]), str(chat["id"]), thread)
+
+
+async def sentinel(tg: FakeTelegram, chat: dict[str, object], count: int = 1) -> None:
+    """Negative assertions: send /help after the update under test and wait for its answer. PTB handles
+    updates in order and the adapter filters before it spawns, so everything before is decided by then."""
+    await tg.send_message(chat, tg.user("Sentinel"), "/help")
+    await tg.wait_for("sendMessage", count)
+
+
+async def test_imagine_in_a_group(tg: FakeTelegram, bot: TelegramBot, studio: FakeStudio) -> None:
+    studio.gate = asyncio.Event()
+    ann = tg.user("Ann", "ann")
+    group = tg.group_chat()
+    msg = await tg.send_message(group, ann, "/imagine a red fox\nin the snow")
+    action = (await tg.wait_for("sendChatAction")).params  # at once, while the image is being made
+    assert action["action"] == "upload_photo" and action["chat_id"] == str(group["id"])
+    studio.gate.set()
+    sent = await tg.wait_for("sendPhoto")
+
+    request = studio.requests[0]
+    assert request.key == key_of(group)
+    assert request.actor.user_id == str(ann["id"]) and request.actor.username == "ann"
+    assert not request.actor.is_moderator
+    assert request.prompt == "a red fox\nin the snow"
+    assert request.idempotency_key == f"tg:{group['id']}:{msg['message_id']}"
+    assert request.reply_to is None and request.input_image is None
+
+    assert sent.files["photo"] == studio.result_image
+    assert sent.params["reply_parameters"] == {"message_id": msg["message_id"], "allow_sending_without_reply": True}
+    assert sent.params["caption"] == "#1 · a red fox\nin the snow · 9 credits left today"
+    assert "parse_mode" not in sent.params
+    keyboard = sent.params["reply_markup"]["inline_keyboard"]
+    assert keyboard == [[{"text": "Reroll", "callback_data": "e:reroll:1"}]]
+    await studio.wait_finished()
+    result = tg.sent_messages("sendPhoto")[0]
+    assert studio.delivered == [[str(result["message_id"])]]
+
+
+async def test_imagine_addressed_to_this_bot_or_another(tg: FakeTelegram, bot: TelegramBot, studio: FakeStudio) -> None:
+    group = tg.group_chat()
+    await tg.send_message(group, tg.user("Ann"), "/imagine@other_bot not for us")
+    await tg.send_message(group, tg.user("Ann"), "/imagine@easel_bot for us")
+    await tg.wait_for("sendPhoto")
+    assert [r.prompt for r in studio.requests] == ["for us"]
+
+
+async def test_private_text_is_a_prompt_and_group_chatter_is_ignored(
+    tg: FakeTelegram, bot: TelegramBot, studio: FakeStudio
+) -> None:
+    ann = tg.user("Ann")
+    group = tg.group_chat()
+    await tg.send_message(group, ann, "just chatting")
+    await tg.send_message(tg.private_chat(ann), ann, "a blue whale")
+    sent = await tg.wait_for("sendPhoto")
+    assert [r.prompt for r in studio.requests] == ["a blue whale"]
+    assert sent.params["chat_id"] == str(ann["id"])
+    # In a private chat PTB would not quote by default: the result still replies to the prompt.
+    assert "reply_parameters" in sent.params
+
+
+async def test_empty_imagine_goes_to_the_core(tg: FakeTelegram, bot: TelegramBot, studio: FakeStudio) -> None:
+    await tg.send_message(tg.group_chat(), tg.user("Ann"), "/imagine")
+    await tg.wait_for("sendPhoto")
+    assert studio.requests[0].prompt == ""  # the core words the refusal
+
+
+async def test_reply_to_an_easel_image_is_an_edit_round(tg: FakeTelegram, bot: TelegramBot, studio: FakeStudio) -> None:
+    ann, bob = tg.user("Ann"), tg.user("Bob")
+    group = tg.group_chat()
+    await tg.send_message(group, ann, "/imagine a castle")
+    await tg.wait_for("sendPhoto")
+    await studio.wait_finished()
+    image = tg.sent_messages("sendPhoto")[0]
+    reply = await tg.send_message(group, bob, "make it night", reply_to=image)
+    sent = await tg.wait_for("sendPhoto", 2)
+    request = studio.requests[1]
+    assert request.reply_to == str(image["message_id"])
+    assert request.prompt == "make it night" and request.actor.user_id == str(bob["id"])
+    assert request.input_image is None
+    assert sent.params["reply_parameters"]["message_id"] == reply["message_id"]
+    # `/imagine <instruction>` replying to the image is the same thing.
+    await studio.wait_finished(2)
+    await tg.send_message(group, bob, "/imagine now in winter", reply_to=image)
+    await tg.wait_for("sendPhoto", 3)
+    assert studio.requests[2].reply_to == str(image["message_id"])
+
+
+async def test_replies_that_are_not_to_a_round_are_ignored_in_groups(
+    tg: FakeTelegram, bot: TelegramBot, studio: FakeStudio
+) -> None:
+    ann = tg.user("Ann")
+    group = tg.group_chat()
+    await tg.send_message(group, ann, "/help")
+    await tg.wait_for("sendMessage")
+    answer = tg.sent_messages()[0]
+    await tg.send_message(group, ann, "thanks!", reply_to=answer)  # a reply to Easel's text, not an image
+    other = await tg.send_message(group, tg.user("Bob"), "look at this")
+    await tg.send_message(group, ann, "nice", reply_to=other)  # a reply to a person
+    await sentinel(tg, group, 2)
+    assert studio.requests == []
+
+
+async def test_photo_with_imagine_caption_edits_that_photo(
+    tg: FakeTelegram, bot: TelegramBot, studio: FakeStudio
+) -> None:
+    original = png(300, 200, (10, 200, 30))
+    group = tg.group_chat()
+    msg = await tg.send_message(group, tg.user("Ann"), "/imagine add a hat", photo=original)
+    await tg.wait_for("sendPhoto")
+    request = studio.requests[0]
+    assert request.prompt == "add a hat"
+    assert request.input_image is not None
+    largest = msg["photo"][-1]
+    assert request.input_image.declared_bytes == largest["file_size"]
+    assert tg.calls_to("getFile")[0].params["file_id"] == largest["file_id"]  # not photo[0], the thumbnail
+    assert studio.fetched == [original]
+
+
+async def test_imagine_replying_to_a_photo_or_image_document_edits_it(
+    tg: FakeTelegram, bot: TelegramBot, studio: FakeStudio
+) -> None:
+    group = tg.group_chat()
+    ann, bob = tg.user("Ann"), tg.user("Bob")
+    photo = await tg.send_message(group, ann, None, photo=png(40, 40, (1, 2, 3)))
+    await tg.send_message(group, bob, "/imagine make it purple", reply_to=photo)
+    await tg.wait_for("sendPhoto")
+    doc = await tg.send_message(group, ann, "sketch", document=(png(50, 30, (9, 9, 9)), "image/png", "s.png"))
+    await tg.send_message(group, bob, "/imagine ink it", reply_to=doc)
+    await tg.wait_for("sendPhoto", 2)
+    assert [r.prompt for r in studio.requests] == ["make it purple", "ink it"]
+    assert studio.fetched == [png(40, 40, (1, 2, 3)), png(50, 30, (9, 9, 9))]
+    assert all(r.reply_to is None for r in studio.requests)
+
+
+async def test_private_photo_with_a_plain_caption_is_an_edit(
+    tg: FakeTelegram, bot: TelegramBot, studio: FakeStudio
+) -> None:
+    ann = tg.user("Ann")
+    chat = tg.private_chat(ann)
+    await tg.send_message(chat, ann, "make the sky pink", photo=png(20, 20))
+    await tg.wait_for("sendPhoto")
+    assert studio.requests[0].prompt == "make the sky pink" and studio.requests[0].input_image is not None
+    group = tg.group_chat()
+    await tg.send_message(group, ann, "my holiday", photo=png(20, 20))  # in a group: just a photo
+    await sentinel(tg, group)
+    assert len(studio.requests) == 1
+
+
+async def test_oversized_input_is_refused_before_getfile(
+    tg: FakeTelegram, bot: TelegramBot, studio: FakeStudio
+) -> None:
+    group = tg.group_chat()
+    await tg.send_message(group, tg.user("Ann"), "/imagine sharpen", photo=png(20, 20), file_size=25_000_000)
+    refusal = await tg.wait_for("sendMessage")
+    assert refusal.params["text"] == "That image is 25.0 MB; the most I can take is 20 MB. Send a smaller one."
+    assert tg.calls_to("getFile") == [] and tg.downloads == []
+    assert studio.requests[0].input_image is not None
+    assert studio.requests[0].input_image.declared_bytes == 25_000_000
+
+
+async def test_public_api_download_cap_applies_over_max_input_bytes(
+    tg: FakeTelegram, bot: TelegramBot, studio: FakeStudio
+) -> None:
+    """EASEL_MAX_INPUT_BYTES may be larger than the public Bot API's 20 MB; the fetch then caps at the API's
+    limit (only for api.telegram.org), here exercised directly."""
+    from bots.telegram_common import PUBLIC_GETFILE_CAP, input_image
+
+    assert bot.application is not None
+    group = tg.group_chat()
+    msg = await tg.send_message(group, tg.user("Ann"), None, photo=png(8, 8), file_size=30_000_000)
+    await sentinel(tg, group)
+    from telegram import Message
+
+    message = Message.de_json(msg, bot.application.bot)
+    assert message is not None
+    image = input_image(bot.application.bot, message, PUBLIC_GETFILE_CAP)
+    assert image is not None
+    try:
+        await image.fetch(50_000_000)
+    except BadInputImage as error:
+        assert "the most I can take is 20 MB" in error.message
+    else:
+        raise AssertionError("a 30 MB file must be refused before getFile")
+    assert tg.calls_to("getFile") == []
+
+
+async def test_queue_position_placeholder_previews_and_cleanup(
+    tg: FakeTelegram, start_bot: StartBot, studio: FakeStudio
+) -> None:
+    await start_bot(preview_interval=0)
+    studio.positions = [3, 1]
+    studio.previews = 2
+    ann = tg.user("Ann")
+    chat = tg.private_chat(ann)
+    msg = await tg.send_message(chat, ann, "a tiny robot")
+    placeholder = await tg.wait_for("sendMessage")
+    assert placeholder.params["text"] == "Queued: 2 ahead of you."
+    assert placeholder.params["reply_parameters"]["message_id"] == msg["message_id"]
+    await tg.wait_for("editMessageText", 2)
+    assert [c.params["text"] for c in tg.calls_to("editMessageText")] == ["Queued: you're next.", "Working on it…"]
+    first = await tg.wait_for("editMessageMedia")
+    second = await tg.wait_for("editMessageMedia", 2)
+    assert first.params["media"]["type"] == "photo"
+    assert second.files[second.params["media"]["media"].removeprefix("attach://")] == png(16, 16, (60, 0, 0))
+    await tg.wait_for("sendPhoto")
+    deleted = await tg.wait_for("deleteMessage")
+    assert deleted.params["message_id"] == str(tg.calls_to("editMessageMedia")[0].params["message_id"])
+    assert tg.deleted and tg.sent_messages("sendPhoto")[0]["caption"].startswith("#1")
+
+
+async def test_previews_are_paced(tg: FakeTelegram, bot: TelegramBot, studio: FakeStudio) -> None:
+    studio.previews = 3
+    group = tg.group_chat()
+    await tg.send_message(group, tg.user("Ann"), "/imagine waves")
+    await tg.wait_for("sendPhoto", 2)  # one preview photo, then the result
+    await studio.wait_finished()
+    assert tg.calls_to("editMessageMedia") == []  # the 2nd and 3rd preview came within 3 s: skipped
+    assert tg.calls_to("sendPhoto")[0].params["caption"] == "Drawing… (preview)"
+    assert len(tg.deleted) == 1
+
+
+async def test_refusal_is_plain_text_in_the_chat(tg: FakeTelegram, bot: TelegramBot, studio: FakeStudio) -> None:
+    studio.refusal = Refusal("You have no credits left today (*resets* at 00:00 UTC_).", "over_quota")
+    group = tg.group_chat()
+    msg = await tg.send_message(group, tg.user("Ann"), "/imagine a dragon")
+    sent = await tg.wait_for("sendMessage")
+    assert sent.params["text"] == "You have no credits left today (*resets* at 00:00 UTC_)."
+    assert "parse_mode" not in sent.params
+    assert sent.params["reply_parameters"]["message_id"] == msg["message_id"]
+    await studio.wait_finished()
+    assert tg.calls_to("sendPhoto") == []
+
+
+async def test_refusal_replaces_the_queue_placeholder(tg: FakeTelegram, bot: TelegramBot, studio: FakeStudio) -> None:
+    studio.positions = [2]
+    studio.refusal = Refusal("The provider's safety system declined that prompt.", "safety")
+    group = tg.group_chat()
+    await tg.send_message(group, tg.user("Ann"), "/imagine something")
+    await studio.wait_finished()
+    texts = [c.params["text"] for c in tg.calls_to("editMessageText")]
+    assert texts[-1] == "The provider's safety system declined that prompt."
+    assert len(tg.calls_to("sendMessage")) == 1  # only the placeholder
+
+
+async def test_button_press(tg: FakeTelegram, bot: TelegramBot, studio: FakeStudio) -> None:
+    group = tg.group_chat()
+    ann, bob = tg.user("Ann"), tg.user("Bob", "bobby")
+    await tg.send_message(group, ann, "/imagine a kite")
+    await tg.wait_for("sendPhoto")
+    await studio.wait_finished()
+    image = tg.sent_messages("sendPhoto")[0]
+    update = await tg.press_button(bob, image, "e:reroll:1")
+    answer = await tg.wait_for("answerCallbackQuery")
+    assert answer.params["callback_query_id"] == update["callback_query"]["id"]
+    sent = await tg.wait_for("sendPhoto", 2)
+    press = studio.presses[0]
+    assert press.action == "reroll:1"
+    assert press.key == key_of(group)
+    assert press.actor.user_id == str(bob["id"]) and press.actor.username == "bobby"
+    assert press.idempotency_key == f"tg:cb:{update['callback_query']['id']}"
+    assert sent.params["reply_parameters"]["message_id"] == image["message_id"]
+    methods = [c.method for c in tg.calls]
+    assert methods.index("answerCallbackQuery") < methods.index("sendPhoto", methods.index("answerCallbackQuery"))
+
+
+async def test_messages_easel_must_ignore(tg: FakeTelegram, bot: TelegramBot, studio: FakeStudio) -> None:
+    group = tg.group_chat()
+    robot = tg.user("Robot", "robot_bot", is_bot=True)
+    channel = {"id": -100777, "type": "channel", "title": "News"}
+    await tg.send_message(group, robot, "/imagine from a bot")
+    await tg.send_message(group, tg.user("Ann"), "/imagine via a bot", via_bot=robot)
+    await tg.send_message(group, tg.bot_user, "/imagine from myself")
+    await tg.send_message(group, tg.user("Channel", is_bot=True), "/imagine as a channel", sender_chat=channel)
+    await tg.send_message(group, tg.user("Tg", user_id=777000), "/imagine forward",
+                          extra={"is_automatic_forward": True})
+    await tg.send_message(group, tg.user("Ann"), "/imagine edited later", edited=True)
+    await sentinel(tg, group)
+    assert studio.requests == []
+
+
+async def test_scheduled_message_without_id_keys_on_the_update(
+    tg: FakeTelegram, bot: TelegramBot, studio: FakeStudio
+) -> None:
+    group = tg.group_chat()
+    await tg.send_message(group, tg.user("Ann"), "/imagine scheduled", message_id=0)
+    await tg.wait_for("sendPhoto")
+    assert studio.requests[0].idempotency_key == f"tg:u:{tg.last_update['update_id']}"
+
+
+async def test_redelivered_update_keeps_its_key(tg: FakeTelegram, bot: TelegramBot, studio: FakeStudio) -> None:
+    group = tg.group_chat()
+    await tg.send_message(group, tg.user("Ann"), "/imagine once")
+    update = tg.last_update
+    await tg.wait_for("sendPhoto")
+    await tg.push_update(update)  # same update_id, same message: Telegram redelivers after a crash
+    await tg.wait_for("sendPhoto", 2)
+    assert studio.requests[0].idempotency_key == studio.requests[1].idempotency_key  # the core dedupes
+
+
+async def test_forum_topic_round_stays_in_its_topic(tg: FakeTelegram, bot: TelegramBot, studio: FakeStudio) -> None:
+    studio.gate = asyncio.Event()
+    forum = tg.group_chat(forum=True)
+    await tg.send_message(forum, tg.user("Ann"), "/imagine topic art", thread_id=42)
+    await tg.wait_for("sendChatAction")
+    studio.gate.set()
+    sent = await tg.wait_for("sendPhoto")
+    assert studio.requests[0].key == key_of(forum, "42")
+    assert sent.params["message_thread_id"] == "42"
+    assert tg.calls_to("sendChatAction")[0].params["message_thread_id"] == "42"
+
+
+async def test_migration_moves_the_community(tg: FakeTelegram, bot: TelegramBot, studio: FakeStudio) -> None:
+    group = tg.group_chat(supergroup=False)
+    new = await tg.migrate(group, tg.user("Owner"))
+    await studio.wait_finished()
+    assert studio.migrations == [(Platform.TELEGRAM, str(group["id"]), str(new["id"]))]
+
+
+async def test_flood_wait_is_respected_and_the_photo_sent(
+    tg: FakeTelegram, bot: TelegramBot, studio: FakeStudio
+) -> None:
+    tg.flood_next("sendPhoto", retry_after=0.05)
+    group = tg.group_chat()
+    await tg.send_message(group, tg.user("Ann"), "/imagine busy day")
+    await tg.wait_for("sendPhoto", 2)
+    await studio.wait_finished()
+    sends = [t for t in tg.timeline if t.method == "sendPhoto"]
+    assert [t.status for t in sends] == [429, 200]
+    assert sends[1].at - sends[0].at >= 0.05
+    assert len(studio.delivered) == 1
+
+
+async def test_oversized_output_is_reencoded_to_fit(tg: FakeTelegram, bot: TelegramBot, studio: FakeStudio) -> None:
+    studio.result_image = png(9800, 300, (120, 30, 200))
+    studio.result_size = (9800, 300)  # width + height > 10000: Telegram would refuse the photo
+    await tg.send_message(tg.group_chat(), tg.user("Ann"), "/imagine a mural")
+    sent = await tg.wait_for("sendPhoto")
+    with Image.open(io.BytesIO(sent.files["photo"])) as image:
+        assert sum(image.size) <= 10_000 and image.format == "JPEG"
+    assert [t.status for t in tg.timeline if t.method == "sendPhoto"] == [200]
+
+
+async def test_output_that_cannot_be_fitted_goes_as_a_document(
+    tg: FakeTelegram, start_bot: StartBot, studio: FakeStudio
+) -> None:
+    await start_bot()
+    studio.result_image = b"\x89PNG\r\n\x1a\nnot really" + b"\0" * (11 * 1024 * 1024)
+    studio.result_size = (1024, 1024)
+    await tg.send_message(tg.group_chat(), tg.user("Ann"), "/imagine huge")
+    sent = await tg.wait_for("sendDocument")
+    assert sent.files["document"] == studio.result_image
+    assert sent.params["reply_markup"]["inline_keyboard"][0][0]["callback_data"] == "e:reroll:1"
+    await studio.wait_finished()
+    assert len(studio.delivered) == 1
+
+
+async def test_a_slow_round_does_not_hold_up_other_chats(
+    tg: FakeTelegram, bot: TelegramBot, studio: FakeStudio
+) -> None:
+    gate = asyncio.Event()
+
+    async def slow_then_fast(request: object, view: object) -> None:
+        if getattr(request, "prompt", "") == "slow":
+            await gate.wait()
+        await studio._round(request.prompt, request, view)  # type: ignore[attr-defined]
+
+    studio.on_submit = slow_then_fast  # type: ignore[assignment]
+    started = time.monotonic()
+    await tg.send_message(tg.group_chat(), tg.user("Ann"), "/imagine slow")
+    await tg.send_message(tg.group_chat(), tg.user("Bob"), "/imagine fast")
+    first = await tg.wait_for("sendPhoto")
+    assert first.params["caption"].startswith("#1 · fast")
+    gate.set()
+    await tg.wait_for("sendPhoto", 2)
+    assert time.monotonic() - started < 2
