@@ -49,7 +49,10 @@ def intents() -> discord.Intents:
 
 
 class EaselClient(discord.Client):
-    def __init__(self, bot: DiscordBot, *, guild_ready_timeout: float) -> None:
+    def __init__(self, bot: DiscordBot, fetcher: AttachmentFetcher, *, guild_ready_timeout: float) -> None:
+        # Easel never joins voice: skip discord.py's start-up warnings about missing voice libraries.
+        discord.VoiceClient.warn_nacl = False
+        discord.VoiceClient.warn_dave = False
         super().__init__(
             intents=intents(),
             allowed_mentions=discord.AllowedMentions.none(),  # no @everyone/@here/roles/users/reply pings
@@ -57,7 +60,9 @@ class EaselClient(discord.Client):
             max_ratelimit_timeout=60.0,  # a longer rate-limit wait fails (and refunds) instead of hanging
         )
         self.bot = bot
-        self.tree = build_tree(self, bot.interactions)
+        self.handlers = InteractionHandlers(bot.studio, fetcher)
+        self.messages = MessageHandler(self, bot.studio, fetcher)
+        self.tree = build_tree(self, self.handlers)
 
     async def setup_hook(self) -> None:
         self.add_dynamic_items(EaselButton)
@@ -67,16 +72,18 @@ class EaselClient(discord.Client):
         await self.bot.send_notices()
 
     async def on_message(self, message: discord.Message) -> None:
-        await self.bot.messages.on_message(message)
+        await self.messages.on_message(message)
 
     async def on_easel_press(self, interaction: discord.Interaction, action: str) -> None:
-        await self.bot.interactions.press(interaction, action)
+        await self.handlers.press(interaction, action)
 
     async def on_error(self, event_method: str, /, *args: Any, **kwargs: Any) -> None:
         log.exception("Discord event %s failed", event_method)
 
 
 class DiscordBot:
+    connect_timeout = 120.0  # seconds from login to READY before start-up gives up
+
     def __init__(self, settings: Settings, studio: Studio, *, on_fatal: Callable[[str], None] | None = None,
                  guild_ready_timeout: float = 2.0) -> None:
         self.settings = settings
@@ -113,16 +120,19 @@ class DiscordBot:
         self._stopping = False
         self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60, sock_connect=10))
         fetcher = AttachmentFetcher(self._session, self.settings.discord_api_url)
-        self.interactions = InteractionHandlers(self.studio, fetcher)
-        self._client = EaselClient(self, guild_ready_timeout=self.guild_ready_timeout)
-        self.messages = MessageHandler(self._client, self.studio, fetcher)
+        self._client = EaselClient(self, fetcher, guild_ready_timeout=self.guild_ready_timeout)
         try:
             await self._client.login(token)
             self._gateway = asyncio.create_task(self._client.connect(reconnect=True), name="easel-discord")
             ready = asyncio.create_task(self._client.wait_until_ready())
-            await asyncio.wait({self._gateway, ready}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({self._gateway, ready}, timeout=self.connect_timeout,
+                               return_when=asyncio.FIRST_COMPLETED)
             if not ready.done():
                 ready.cancel()
+                if not self._gateway.done():
+                    raise FatalPlatformError(f"The Discord gateway did not become ready within "
+                                             f"{self.connect_timeout:g} s; check EASEL_DISCORD_GATEWAY_URL and "
+                                             "the network.")
                 error = self._gateway.exception() if not self._gateway.cancelled() else None
                 raise FatalPlatformError(fatal_message(error))
         except discord.LoginFailure:
@@ -137,6 +147,9 @@ class DiscordBot:
                 f"Could not reach Discord at {self.settings.discord_api_url} ({type(exc).__name__}); "
                 "check EASEL_DISCORD_API_URL and the network."
             ) from None
+        except BaseException:  # cancelled while starting (a signal): leave nothing running
+            await self.stop()
+            raise
         self._gateway.add_done_callback(self._gateway_ended)
         log.info("Discord: connected as %s", self._client.user)
 

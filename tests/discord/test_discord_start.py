@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import discord
 import pytest
@@ -11,8 +12,9 @@ from discord.gateway import DiscordWebSocket
 from bots.discord_bot import DiscordBot
 from core.errors import FatalPlatformError
 from core.events import ChannelKey, Platform
+from core.settings import Settings
 from core.studio import PendingNotice
-from tests.discord.discord_support import ErrorLog, FakeStudio, StartBot, World
+from tests.discord.discord_support import ErrorLog, FakeStudio, StartBot, World, discord_settings
 from tests.fakes.fake_discord import INTENT_MESSAGE_CONTENT, FakeDiscord
 
 
@@ -143,9 +145,23 @@ async def test_stop_is_idempotent_and_closes_the_gateway(fake: FakeDiscord, bot:
     await fake.wait_until(lambda: not fake.connected, what="gateway closed")
 
 
-async def test_missing_token_is_fatal(fake: FakeDiscord, studio: FakeStudio, tmp_path: object) -> None:
-    from tests.discord.discord_support import discord_settings
-
-    settings = discord_settings(fake, tmp_path, DISCORD_TOKEN="")  # type: ignore[arg-type]
+async def test_missing_token_is_fatal(fake: FakeDiscord, studio: FakeStudio, tmp_path: Path) -> None:
+    settings = discord_settings(fake, tmp_path, DISCORD_TOKEN="")
     with pytest.raises(FatalPlatformError, match="DISCORD_TOKEN"):
         await DiscordBot(settings, studio).start()  # type: ignore[arg-type]
+
+
+async def test_unreachable_rest_api_is_fatal(fake: FakeDiscord, studio: FakeStudio, tmp_path: Path) -> None:
+    settings = discord_settings(fake, tmp_path, EASEL_DISCORD_API_URL="http://127.0.0.1:9/api/v10")
+    with pytest.raises(FatalPlatformError, match="EASEL_DISCORD_API_URL"):
+        await DiscordBot(settings, studio).start()  # type: ignore[arg-type]
+
+
+async def test_a_gateway_that_never_gets_ready_is_fatal(fake: FakeDiscord, world: World, settings: Settings,
+                                                        studio: FakeStudio) -> None:
+    fake.identify_hangs = True
+    bot = DiscordBot(settings, studio, guild_ready_timeout=0.01)  # type: ignore[arg-type]
+    bot.connect_timeout = 0.2
+    with pytest.raises(FatalPlatformError, match="EASEL_DISCORD_GATEWAY_URL"):
+        await bot.start()
+    assert not bot.ready

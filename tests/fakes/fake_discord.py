@@ -230,6 +230,7 @@ class FakeDiscord(FakeServer):
         self.token = token
         self.gateway_token = token  # set it apart from `token` to make only the gateway refuse (4004)
         self.privileged_intents = privileged_intents  # enabled in the "developer portal"
+        self.identify_hangs = False  # never answer IDENTIFY (a gateway that accepts but stalls)
         self.ack_deadline = ack_deadline  # seconds after dispatch; later callbacks get 10062
         self.upload_limit = upload_limit
         self._ids = itertools.count(1)
@@ -778,6 +779,8 @@ class FakeDiscord(FakeServer):
         elif op == 2:
             self.identifies.append(data)
             self.record(Call("GATEWAY IDENTIFY", {k: v for k, v in data.items() if k != "token"}))
+            if self.identify_hangs:
+                return
             if data.get("token") != self.gateway_token:
                 await ws.close(code=4004, message=b"Authentication failed.")
                 return
