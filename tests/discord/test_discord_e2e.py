@@ -16,7 +16,7 @@ from PIL import Image
 
 from bots.app import Core, open_core
 from bots.discord_bot import DiscordBot
-from core.errors import GENERIC_APOLOGY, SafetyRefusal
+from core.errors import GENERIC_APOLOGY, FatalPlatformError, SafetyRefusal
 from core.settings import Settings
 from core.studio import Studio
 from core.texts import NOT_MODERATOR
@@ -277,6 +277,22 @@ async def test_a_rejected_upload_is_refunded_and_apologised_for(
     assert apology.params["content"] == GENERIC_APOLOGY
     assert "You have 2 credits left today" in await env.quota(world.alice, "show")  # only #1 was charged
     assert any("round 2 failed" in line for line in error_log.take())
+
+
+@pytest.mark.parametrize("fault", ["bad-token", "missing-intent"])
+async def test_fatal_platform_errors_stop_start_up(fake: FakeDiscord, world: World, tmp_path: Path,
+                                                    provider: FakeProvider, fault: str) -> None:
+    doomed = Env(fake, world, provider, discord_settings(fake, tmp_path))
+    if fault == "bad-token":
+        fake.token = "a-different-token"  # the configured token is no longer valid
+    else:
+        fake.privileged_intents = 0
+    try:
+        with pytest.raises(FatalPlatformError, match="DISCORD_TOKEN" if fault == "bad-token" else "Message Content"):
+            await doomed.open()
+    finally:
+        await doomed.close()
+    assert len(fake.calls_to("GATEWAY IDENTIFY")) == (0 if fault == "bad-token" else 1)
 
 
 async def _imagine_refusal(env: Env, user: FakeMember, **options: Any) -> str:
