@@ -50,7 +50,7 @@ from bots.telegram_send import retrying, send_text
 from bots.telegram_view import CALLBACK_PREFIX, EditPacer, TelegramRoundView, Where
 from core import texts
 from core.errors import GENERIC_APOLOGY, DuplicateRequest, NotModerator, UserFacingError
-from core.events import Actor, ChannelKey, RoundRequest
+from core.events import Actor, ChannelKey, RoundRequest, UserRef
 from core.outcomes import Notice, Refusal
 from core.settings import Settings
 from core.studio import Studio
@@ -254,6 +254,8 @@ class TelegramHandlers:
             # Learn the @username of people moderators point at, for later `<user>` lookups.
             seen = Actor(TELEGRAM, target.user_id, target.display_name or target.user_id, target.username)
             await self.studio.seen(seen, str(message.chat.id))
+        if command.verb == "show" and _is_self(target, actor_for(message)):
+            target = None  # `/quota @me`: one's own credits need no moderator
         needs_moderator = command.verb != "show" or target is not None
         actor = actor_for(message, await self.mods.is_moderator(message) if needs_moderator else False)
         key = message_key(message)
@@ -292,6 +294,14 @@ class TelegramHandlers:
     async def _help(self, message: Message) -> str:
         await self.studio.seen(actor_for(message), str(message.chat.id))
         return self.studio.help_text(TELEGRAM)
+
+
+def _is_self(target: UserRef | None, actor: Actor) -> bool:
+    if target is None:
+        return False
+    if target.user_id is not None:
+        return target.user_id == actor.user_id
+    return bool(target.username and actor.username and target.username.lower() == actor.username.lower())
 
 
 def command_args(message: Message) -> list[str]:

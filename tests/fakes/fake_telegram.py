@@ -141,6 +141,10 @@ class FakeTelegram(FakeServer):
     def base_file_url(self) -> str:
         return f"{self.origin}/file/bot"
 
+    async def __aenter__(self) -> FakeTelegram:
+        await super().__aenter__()
+        return self
+
     async def before_stop(self) -> None:
         self._stopping = True
         async with self._updates_changed:

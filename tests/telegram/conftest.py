@@ -64,7 +64,8 @@ async def start_bot(tg: FakeTelegram, settings: Settings, studio: FakeStudio) ->
     async def start(studio_: Any = None, settings_: Settings | None = None, **kwargs: Any) -> TelegramBot:
         kwargs.setdefault("request_timeout", 5.0)
         kwargs.setdefault("stop_grace", 2.0)
-        bot = TelegramBot(settings_ or settings, studio_ if studio_ is not None else studio, **kwargs)
+        chosen: Any = studio_ if studio_ is not None else studio  # a FakeStudio or the real Studio
+        bot = TelegramBot(settings_ or settings, chosen, **kwargs)
         started.append(bot)
         await bot.start()
         assert bot.application is not None

@@ -11,8 +11,8 @@ from PIL import Image
 
 from bots.telegram_bot import TelegramBot
 from core.errors import BadInputImage
-from core.events import ChannelKey, Platform
-from core.outcomes import Refusal
+from core.events import ChannelKey, Platform, RoundRequest
+from core.outcomes import Refusal, RoundView
 from tests.fakes.fake_provider import png
 from tests.fakes.fake_telegram import FakeTelegram
 from tests.telegram.conftest import StartBot
@@ -382,12 +382,12 @@ async def test_a_slow_round_does_not_hold_up_other_chats(
 ) -> None:
     gate = asyncio.Event()
 
-    async def slow_then_fast(request: object, view: object) -> None:
-        if getattr(request, "prompt", "") == "slow":
+    async def slow_then_fast(request: RoundRequest, view: RoundView) -> None:
+        if request.prompt == "slow":
             await gate.wait()
-        await studio._round(request.prompt, request, view)  # type: ignore[attr-defined]
+        await studio._round(request.prompt, request, view)
 
-    studio.on_submit = slow_then_fast  # type: ignore[assignment]
+    studio.on_submit = slow_then_fast
     started = time.monotonic()
     await tg.send_message(tg.group_chat(), tg.user("Ann"), "/imagine slow")
     await tg.send_message(tg.group_chat(), tg.user("Bob"), "/imagine fast")

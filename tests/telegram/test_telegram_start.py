@@ -77,9 +77,9 @@ async def test_second_poller_is_fatal_once(tg: FakeTelegram, start_bot: StartBot
     bot = await start_bot(on_fatal=on_fatal)
     await tg.wait_for("getUpdates")
     # Another process polls with the same token: Telegram ends our parked long poll with 409.
-    async with aiohttp.ClientSession() as session:
-        async with session.post(f"{tg.base_url}{tg.token}/getUpdates", data={"timeout": "0"}) as response:
-            assert response.status == 200
+    url = f"{tg.base_url}{tg.token}/getUpdates"
+    async with aiohttp.ClientSession() as session, session.post(url, data={"timeout": "0"}) as response:
+        assert response.status == 200
     await asyncio.wait_for(told.wait(), 5)
     assert len(fatal) == 1 and "another instance is polling" in fatal[0]
     assert not bot.ready
@@ -189,6 +189,8 @@ async def test_webhook_rejects_a_body_that_is_not_an_update(
 ) -> None:
     await webhook_bot(tg_settings, start_bot, hook_server)
     headers = {"X-Telegram-Bot-Api-Secret-Token": "s3cret-hook_ok"}
-    async with aiohttp.ClientSession() as session:
-        async with session.post(hook_server[0], data=b"not json", headers=headers) as response:
-            assert response.status == 400
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(hook_server[0], data=b"not json", headers=headers) as response,
+    ):
+        assert response.status == 400
