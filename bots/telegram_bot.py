@@ -193,11 +193,11 @@ class TelegramBot:
         finally:
             await app.shutdown()
 
-    async def idle(self, timeout: float = 10.0) -> None:
-        """Wait until every update handled so far has been dealt with (rounds included)."""
-        async with asyncio.timeout(timeout):
-            while self._tasks:
-                await asyncio.wait(set(self._tasks))
+    async def idle(self) -> None:
+        """Wait until every update handled so far has been dealt with (rounds included). Callers bound it
+        with `asyncio.timeout`."""
+        while self._tasks:
+            await asyncio.wait(set(self._tasks))
 
     async def _abandon(self, app: AnyApplication) -> None:
         self.application = None
