@@ -113,6 +113,8 @@ class TelegramRoundView:
         self._start_action()
         text = queued_text(position)
         if self._placeholder is None:
+            if self.where.group and not self._pace():
+                return  # a busy group: the chat action says enough, and stays within 20 messages a minute
             self._placeholder = await send_text(
                 self.bot, self.where.chat_id, text, reply_to_id=self.where.reply_to_id, thread_id=self.where.thread_id
             )
