@@ -179,3 +179,33 @@ async def test_usage_help_and_start(tg: FakeTelegram, bot: TelegramBot, studio: 
     assert await ask(tg, group, ann, "/help", 3) == "help for telegram"
     assert await ask(tg, tg.private_chat(ann), ann, "/start", 4) == "help for telegram"
     assert await ask(tg, group, ann, "/help@easel_bot", 5) == "help for telegram"
+
+
+async def test_moderator_check_on_its_own(tg: FakeTelegram, bot: TelegramBot) -> None:
+    """ModeratorCheck by itself (the adapter also drops channel posts earlier): a channel speaking in the
+    group, even a linked one, is never a moderator; the group speaking as itself is; members are asked."""
+    from telegram import Message
+
+    from bots.telegram_mods import ModeratorCheck
+
+    assert bot.application is not None
+    ptb = bot.application.bot
+    admin, ann = tg.user("Admin"), tg.user("Ann")
+    group = tg.group_chat(admins=[admin])
+    check = ModeratorCheck(ptb, ttl=0)
+
+    def message(**fields: object) -> Message:
+        built = Message.de_json({"message_id": 1, "date": 0, "chat": group, **fields}, ptb)
+        assert built is not None
+        return built
+
+    anonymous = tg.user("Group", "GroupAnonymousBot", user_id=1087968824, is_bot=True)
+    channel = {"id": -1004242, "type": "channel", "title": "Linked"}
+    assert await check.is_moderator(message(**{"from": anonymous, "sender_chat": group}))
+    assert not await check.is_moderator(message(**{"from": anonymous, "sender_chat": channel}))
+    assert await check.is_moderator(message(**{"from": admin}))
+    assert not await check.is_moderator(message(**{"from": ann}))
+    assert len(tg.calls_to("getChatMember")) == 2
+    # Demoted: with ttl=0 the next command asks again and sees it.
+    tg.chats[group["id"]].admins.clear()
+    assert not await check.is_moderator(message(**{"from": admin}))

@@ -396,3 +396,24 @@ async def test_a_slow_round_does_not_hold_up_other_chats(
     gate.set()
     await tg.wait_for("sendPhoto", 2)
     assert time.monotonic() - started < 2
+
+
+async def test_edited_messages_never_start_rounds_even_if_delivered(
+    tg: FakeTelegram, bot: TelegramBot, studio: FakeStudio
+) -> None:
+    """Polling never asks for edits (allowed_updates); should one arrive anyway (a webhook set by another tool,
+    a self-hosted server), the handlers still take new messages only."""
+    from telegram import Update
+
+    assert bot.application is not None
+    group = tg.group_chat()
+    ann = tg.user("Ann")
+    edited = {"message_id": 77, "date": 0, "edit_date": 1, "chat": group, "from": ann, "text": "/imagine edited",
+              "entities": [{"type": "bot_command", "offset": 0, "length": 8}]}
+    await bot.application.process_update(Update.de_json({"update_id": 901, "edited_message": edited},
+                                                        bot.application.bot))
+    private = dict(edited, chat=tg.private_chat(ann), text="an edited prompt", entities=[])
+    await bot.application.process_update(Update.de_json({"update_id": 902, "edited_message": private},
+                                                        bot.application.bot))
+    await bot.idle()
+    assert studio.requests == []
