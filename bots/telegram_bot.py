@@ -89,9 +89,11 @@ class TelegramBot:
         self._ready = False
         self._fatal = False
         self._updater_lock = asyncio.Lock()
-        # httpx logs every request URL, token included, at INFO (platform-limits S-1).
-        if logging.getLogger("httpx").getEffectiveLevel() < logging.WARNING:
-            logging.getLogger("httpx").setLevel(logging.WARNING)
+        # httpx logs every request URL, token included, at INFO (platform-limits S-1); bots.logs does the
+        # same for `easel run`, this covers any other embedding.
+        for name in ("httpx", "httpcore"):
+            if logging.getLogger(name).level < logging.WARNING:
+                logging.getLogger(name).setLevel(logging.WARNING)
 
     @property
     def ready(self) -> bool:

@@ -343,3 +343,17 @@ async def test_webhook_with_the_real_core(
         assert [j.prompt for j in provider.jobs] == ["via webhook"]
         assert tg.webhook_deliveries == [200, 200]
         await bot.stop()
+
+
+async def test_group_upgraded_to_supergroup_keeps_quotas_and_rounds(rig: Rig) -> None:
+    await rig.boot()
+    tg = rig.tg
+    owner, ann = tg.user("Owner"), tg.user("Ann")
+    group = tg.group_chat(creator=owner, supergroup=False)
+    assert "3 credits a day" in await rig.ask(group, owner, "/quota default 3")
+    await rig.image(group, ann, "/imagine before the move")
+    supergroup = await tg.migrate(group, owner)
+    await rig.ask(supergroup, owner, "/help")  # a sentinel: updates are handled in order
+    assert rig.bot is not None
+    await rig.bot.idle()
+    assert "2 credits left today" in await rig.ask(supergroup, ann, "/quota")

@@ -5,18 +5,20 @@ from __future__ import annotations
 
 import asyncio
 import io
+import logging
 import time
 
+import pytest
 from PIL import Image
 
 from bots.telegram_bot import TelegramBot
-from core.errors import BadInputImage
+from core.errors import GENERIC_APOLOGY, BadInputImage
 from core.events import ChannelKey, Platform, RoundRequest
 from core.outcomes import Refusal, RoundView
 from tests.fakes.fake_provider import png
 from tests.fakes.fake_telegram import FakeTelegram
 from tests.telegram.conftest import StartBot
-from tests.telegram.telegram_support import FakeStudio
+from tests.telegram.telegram_support import ErrorLog, FakeStudio
 
 
 def key_of(chat: dict[str, object], thread: str = "") -> ChannelKey:
@@ -417,3 +419,38 @@ async def test_edited_messages_never_start_rounds_even_if_delivered(
                                                         bot.application.bot))
     await bot.idle()
     assert studio.requests == []
+
+
+async def test_unexpected_errors_get_the_generic_apology_never_their_text(
+    tg: FakeTelegram, bot: TelegramBot, studio: FakeStudio, error_log: ErrorLog
+) -> None:
+    async def broken(request: RoundRequest, view: RoundView) -> None:
+        raise RuntimeError("db password is hunter2")
+
+    studio.on_submit = broken
+    group = tg.group_chat()
+    bot.application.error_handlers.clear()  # type: ignore[union-attr]  # this error is expected, not a test failure
+    await tg.send_message(group, tg.user("Ann"), "/imagine anything")
+    sent = await tg.wait_for("sendMessage")
+    assert sent.params["text"] == GENERIC_APOLOGY
+    await bot.idle()
+    logged = error_log.take()
+    assert logged and "hunter2" not in sent.params["text"]
+    assert all("hunter2" not in r.getMessage() or r.exc_info for r in logged)
+
+
+async def test_no_log_line_carries_the_token(
+    tg: FakeTelegram, bot: TelegramBot, studio: FakeStudio, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A photo edit downloads through `{root}/file/bot<token>/...`; nothing Easel or the libraries log at
+    INFO or above may show that URL or the token (platform-limits S-1)."""
+    caplog.set_level(logging.INFO)
+    group = tg.group_chat()
+    await tg.send_message(group, tg.user("Ann"), "/imagine brighter", photo=png(30, 30))
+    await tg.wait_for("sendPhoto")
+    await bot.idle()
+    assert studio.fetched and tg.downloads
+    secret = tg.token.split(":", 1)[1]
+    assert caplog.records
+    ours = [r for r in caplog.records if not r.name.startswith("aiohttp.access")]  # the fake server's own log
+    assert not [r.getMessage() for r in ours if secret in r.getMessage()]
