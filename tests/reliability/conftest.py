@@ -7,7 +7,6 @@ as they are; helpers only observe."""
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import io
 import json
 import logging
@@ -19,7 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import discord
 import pytest
+from discord.gateway import DiscordWebSocket
 
 from bots.logs import QUIET_LOGGERS, setup_logging
 from core.settings import Settings, load_settings
@@ -89,27 +90,26 @@ class LogCapture:
 
 
 @pytest.fixture
-def debug_logs() -> Iterator[Callable[[Settings, list[str]], LogCapture]]:
-    """`capture(settings, extra_secrets)` installs logging exactly as `easel run` does, at DEBUG."""
+def debug_logs() -> Iterator[Callable[[], LogCapture]]:
+    """`capture()` installs logging exactly as `easel run` does (`setup_logging` with the secrets of the
+    settings) with EASEL_LOG_LEVEL=DEBUG; call it before starting the stack to see start-up lines too."""
     root = logging.getLogger()
     saved_level = root.level
     saved_handlers = list(root.handlers)
     saved_filters = {h: list(h.filters) for h in saved_handlers}
     saved_quiet = {name: logging.getLogger(name).level for name in (*QUIET_LOGGERS, "httpx")}
     saved_hook = sys.excepthook
-    installed: list[LogCapture] = []
 
-    def capture(settings: Settings, secrets: list[str]) -> LogCapture:
+    def capture() -> LogCapture:
         stream = io.StringIO()
-        # The same settings with EASEL_LOG_LEVEL=DEBUG.
-        setup_logging(dataclasses.replace(settings, log_level="DEBUG"), secrets, stream=stream)
+        settings = env_settings(Path("unused"), TELEGRAM_TOKEN=TELEGRAM_TOKEN, DISCORD_TOKEN=DISCORD_TOKEN,
+                                EASEL_LOG_LEVEL="DEBUG")
+        setup_logging(settings, settings.secrets(), stream=stream)
         raw, errors = _Collect(), _Collect()
         errors.setLevel(logging.ERROR)
         root.handlers.insert(0, raw)  # in front of the filters, which rewrite records in place
         root.addHandler(errors)
-        found = LogCapture(stream, raw, errors)
-        installed.append(found)
-        return found
+        return LogCapture(stream, raw, errors)
 
     yield capture
     for handler in list(root.handlers):
@@ -121,6 +121,13 @@ def debug_logs() -> Iterator[Callable[[Settings, list[str]], LogCapture]]:
     for name, level in saved_quiet.items():
         logging.getLogger(name).setLevel(level)
     sys.excepthook = saved_hook
+
+
+@pytest.fixture(autouse=True)
+def _restore_discord_globals(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Discord adapter points discord.py's class attributes at the fake; put them back afterwards."""
+    monkeypatch.setattr(discord.http.Route, "BASE", discord.http.Route.BASE)
+    monkeypatch.setattr(DiscordWebSocket, "DEFAULT_GATEWAY", DiscordWebSocket.DEFAULT_GATEWAY)
 
 
 # ---------------------------------------------------------------------------------------------- database
@@ -180,7 +187,9 @@ def ledger(path: Path, default_daily: int | None = None, known_pending: Collecti
     with read_db(path) as conn:
         rows = conn.execute("SELECT id, idem_key, status, reason, platform, community, user_id, day FROM rounds")
         rounds = {r["id"]: r for r in rows}
-        entries = conn.execute("SELECT round_id, kind, amount, platform, community, user_id, day FROM ledger").fetchall()
+        entries = conn.execute(
+            "SELECT round_id, kind, amount, platform, community, user_id, day FROM ledger"
+        ).fetchall()
         policies = {(r["platform"], r["community"], r["user_id"]): r["daily"]
                     for r in conn.execute("SELECT * FROM policies")}
     per_round: dict[int, Counter[str]] = {}
@@ -242,30 +251,36 @@ def outbound_text(calls: Iterable[Call]) -> str:
     """Every parameter a fake recorded (message bodies, captions, keyboards), as one text to scan."""
     parts = []
     for call in calls:
+        # `_path`/`_query` are the request URL (webhook routes carry the interaction token there by design).
+        body = {k: v for k, v in call.params.items() if not k.startswith("_")}
         parts.append(call.method)
-        parts.append(json.dumps(call.params, default=str, sort_keys=True))
+        parts.append(json.dumps(body, default=str, sort_keys=True))
     return "\n".join(parts)
 
 
-def secret_hits(text: str, secrets: Iterable[str]) -> dict[str, int]:
-    return {label: text.count(value) for label, value in _labelled(secrets) if value and value in text}
+NAMES = {TELEGRAM_TOKEN: "telegram_token", DISCORD_TOKEN: "discord_token", OPENAI_KEY: "openai_key",
+         FILE_URL_MARK: "telegram_file_url"}
 
 
-def _labelled(secrets: Iterable[str]) -> list[tuple[str, str]]:
-    named = {TELEGRAM_TOKEN: "telegram_token", DISCORD_TOKEN: "discord_token", OPENAI_KEY: "openai_key",
-             FILE_URL_MARK: "telegram_file_url"}
-    return [(named.get(s, f"secret#{i}"), s) for i, s in enumerate(secrets)]
+def secret_hits(text: str, secrets: Iterable[str], label: str = "interaction_token") -> dict[str, int]:
+    """Occurrences per kind of secret (known values by name, any other value under `label`)."""
+    hits: Counter[str] = Counter()
+    for value in secrets:
+        if value and value in text:
+            hits[NAMES.get(value, label)] += text.count(value)
+    return dict(hits)
 
 
 def scan_for_secrets(
     *, secrets: list[str], logs: LogCapture | None, db: Path | None, fakes: Iterable[FakeServer] = (),
-    extra_text: str = "",
+    extra_text: str = "", log_secrets: list[str] | None = None,
 ) -> dict[str, Any]:
     """Scan redacted logs, outbound bodies and a DB dump. Returns counts per place (all must be zero) plus
-    what the redaction filter removed (informational)."""
+    what the redaction filter removed (informational). `log_secrets` narrows the log scan when a known bug
+    is covered by its own xfail test."""
     places: dict[str, dict[str, int]] = {}
     if logs is not None:
-        places["logs"] = secret_hits(logs.text, secrets)
+        places["logs"] = secret_hits(logs.text, secrets if log_secrets is None else log_secrets)
     if db is not None:
         places["database"] = secret_hits(json.dumps(dump_db(db), default=str), secrets)
     for fake in fakes:
@@ -275,7 +290,7 @@ def scan_for_secrets(
     return {
         "hits": {place: hits for place, hits in places.items() if hits},
         "log_bytes": len(logs.text) if logs is not None else 0,
-        "redacted_by_filter": dict(logs.raw_hits(secrets)) if logs is not None else {},
+        "raw_records_with_secrets": dict(logs.raw_hits(secrets)) if logs is not None else {},
     }
 
 

@@ -23,7 +23,15 @@ from core.events import Actor, ChannelKey, Platform, Quality, RoundRequest, Size
 from core.openai_images import build_provider
 from tests.fakes.fake_openai import FakeOpenAI
 from tests.fakes.recording_view import RecordingView
-from tests.reliability.conftest import OPENAI_KEY, env_settings, ledger, scan_for_secrets, write_summary
+from tests.reliability.conftest import (
+    DISCORD_TOKEN,
+    OPENAI_KEY,
+    TELEGRAM_TOKEN,
+    env_settings,
+    ledger,
+    scan_for_secrets,
+    write_summary,
+)
 from tests.reliability.faults import CountingProvider, FaultPlan
 
 SEED = int(os.environ.get("EASEL_RELIABILITY_SEED", "7"))
@@ -67,7 +75,7 @@ async def test_fault_mix_every_request_answered_once_and_charged_exactly(
             EASEL_PROVIDER_CONCURRENCY=CAP, EASEL_PROVIDER_TIMEOUT=1, EASEL_DAILY_CREDITS=DAILY,
             EASEL_USER_CONCURRENCY=4, EASEL_PARTIAL_IMAGES=1,
         )
-        logs = debug_logs(settings, [])  # type: ignore[operator]
+        logs = debug_logs()  # type: ignore[operator]
         plan.load(fake)
         provider = CountingProvider(build_provider(settings, backoff=0.01))
         requests = _requests(rng, count, users=40)
@@ -88,7 +96,7 @@ async def test_fault_mix_every_request_answered_once_and_charged_exactly(
                           if v.refusal is not None and v.refusal.reason in OVER_QUOTA_BUG_REASONS}
             book = ledger(db, default_daily=DAILY, known_pending=over_quota)
             secrets = scan_for_secrets(
-                secrets=[OPENAI_KEY], logs=logs, db=db,
+                secrets=[OPENAI_KEY, TELEGRAM_TOKEN, DISCORD_TOKEN], logs=logs, db=db,
                 extra_text="\n".join(v.refusal.text for v in views if v.refusal),
             )
         finals = Counter(sum(e in ("deliver", "refuse") for e in v.events) for v in views)
