@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
-import os
 from collections.abc import Callable, Coroutine
 from datetime import timedelta
 from typing import Any
@@ -35,10 +34,6 @@ from bots.telegram_view import PREVIEW_INTERVAL, EditPacer
 from core.errors import ConfigError, FatalPlatformError
 from core.settings import Settings
 from core.studio import Studio
-
-# Opt in to PTB's future behaviour for time periods (timedelta, not int): without it, merely constructing
-# RetryAfter emits a deprecation warning. Set before any Bot is built; `retry_after_seconds` handles both.
-os.environ.setdefault("PTB_TIMEDELTA", "true")
 
 log = logging.getLogger(__name__)
 

@@ -5,12 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import TypeVar
 
 from telegram import Bot, Message, ReplyParameters
 from telegram.error import RetryAfter
+
+# Opt in to PTB's coming behaviour for time periods (timedelta, not int): without it, merely constructing
+# RetryAfter (PTB does, on every 429) emits a deprecation warning. PTB reads it at each use;
+# `retry_after_seconds` handles both forms.
+os.environ.setdefault("PTB_TIMEDELTA", "true")
 
 log = logging.getLogger(__name__)
 
