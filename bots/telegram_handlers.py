@@ -110,7 +110,7 @@ class TelegramHandlers:
         caption = message.caption or ""
         if self._is_imagine(message):
             self.spawn(update, self._imagine(update, message, _after_command(caption), source=message))
-        elif message.chat.type == ChatType.PRIVATE and caption.strip():
+        elif message.chat.type == ChatType.PRIVATE and caption.strip() and not _has_command(message):
             self.spawn(update, self._imagine(update, message, caption, source=message))
 
     async def on_text(self, update: Update, context: Context) -> None:
@@ -221,9 +221,9 @@ class TelegramHandlers:
 
     def _is_imagine(self, message: Message) -> bool:
         """Does the caption start with /imagine (or /imagine@<this bot>)?"""
-        entities = message.caption_entities
-        if not entities or entities[0].type != "bot_command" or entities[0].offset != 0:
+        if not _has_command(message):
             return False
+        entities = message.caption_entities
         command = (message.caption or "")[: entities[0].length].lower()
         name, _, bot = command[1:].partition("@")
         return name == "imagine" and (not bot or bot == (self.bot.username or "").lower())
@@ -294,6 +294,11 @@ class TelegramHandlers:
     async def _help(self, message: Message) -> str:
         await self.studio.seen(actor_for(message), str(message.chat.id))
         return self.studio.help_text(TELEGRAM)
+
+
+def _has_command(message: Message) -> bool:
+    entities = message.caption_entities
+    return bool(entities) and entities[0].type == MessageEntity.BOT_COMMAND and entities[0].offset == 0
 
 
 def _is_self(target: UserRef | None, actor: Actor) -> bool:

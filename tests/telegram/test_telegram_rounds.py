@@ -165,6 +165,7 @@ async def test_private_photo_with_a_plain_caption_is_an_edit(
     await tg.send_message(chat, ann, "make the sky pink", photo=png(20, 20))
     await tg.wait_for("sendPhoto")
     assert studio.requests[0].prompt == "make the sky pink" and studio.requests[0].input_image is not None
+    await tg.send_message(chat, ann, "/quota", photo=png(20, 20))  # another command is not a prompt
     group = tg.group_chat()
     await tg.send_message(group, ann, "my holiday", photo=png(20, 20))  # in a group: just a photo
     await sentinel(tg, group)
