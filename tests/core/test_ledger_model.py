@@ -3,13 +3,17 @@
 Each example gets a fresh data dir and its own event loop (`asyncio.Runner`); the machine is synchronous and
 runs the async core to completion inside every rule. Rounds go two ways:
 
-- through `Studio.submit` with the fake provider (scripted provider failures, delivery failures, concurrent
-  pairs and concurrent duplicates): the whole round runs inside one step;
-- "by hand" with `rounds.claim` + `quotas.reserve` on the store's single writer, left open across steps
-  (and across midnight) and later committed or refunded, the way the studio does it.
+- through `Studio.submit` with the fake provider (scripted provider failures, delivery failures, rounds whose
+  provider call spans midnight, concurrent pairs of one user, concurrent duplicates): each runs to its end
+  inside one step;
+- "by hand" with `rounds.claim` + `quotas.reserve` on the store's single writer, the way the studio does it,
+  left open across steps (and across midnight) and later committed or refunded.
 
-Moderators grant, set daily credits and the community default, ban and unban (each command redelivered up to
-three times); the injectable clock advances, sits on 23:59:59.999999 and rolls over to the next UTC day.
+Every round's event is redelivered at random (finished or still open): nothing happens. Second reserves and
+second refunds are attempted: the database refuses them. Moderators (by platform role or EASEL_OPERATORS)
+grant, set daily credits and the community default, ban and unban, each command redelivered up to three
+times; non-moderators try every verb and change nothing. The injectable clock advances, stops on
+23:59:59.999999 and rolls over to the next UTC day.
 
 After every step the ledger must satisfy the accounting invariants of platform-limits.md §4 (see
 `ledger_problems`), a user's net charge in a day never exceeds the highest allowance they had that day plus
@@ -224,7 +228,6 @@ class LedgerMachine(RuleBasedStateMachine):
         self.model = Model(DEFAULT_DAILY)
         self.requests: list[RoundRequest] = []  # every round's request, for redelivery
         self.open: list[int] = []  # rounds reserved by hand and not finished yet
-        self.finished: list[int] = []  # rounds finished by hand (delivered or refunded) or refused
         self._keys = 0
 
     def teardown(self) -> None:
@@ -254,16 +257,15 @@ class LedgerMachine(RuleBasedStateMachine):
         assert row is not None, f"no round recorded for {idem_key}"
         return int(row[0])
 
-    def record(self, request: RoundRequest, cost: int, outcome: str) -> None:
-        """Book a round the studio ran to its end: outcome 'ok', 'refunded', or a refusal before reserving."""
+    def record(self, request: RoundRequest, cost: int, outcome: str, day: str) -> None:
+        """Book a round the studio ran to its end: outcome 'ok', 'refunded', or a refusal before reserving.
+        `day` is the UTC day it reserved on."""
         rid = self.round_id(request.idempotency_key)
         key = request.key
         if outcome == "ok":
-            self.model.rounds[rid] = ModelRound(
-                key.community, request.actor.user_id, cost, "delivered", self.clock.day, charged=True
-            )
+            self.model.rounds[rid] = ModelRound(key.community, request.actor.user_id, cost, "delivered", day, True)
         elif outcome == "refunded":
-            self.model.rounds[rid] = ModelRound(key.community, request.actor.user_id, cost, "failed", self.clock.day)
+            self.model.rounds[rid] = ModelRound(key.community, request.actor.user_id, cost, "failed", day)
         else:
             self.model.rounds[rid] = ModelRound(key.community, request.actor.user_id, 0, "refused")
         self.requests.append(request)
@@ -297,32 +299,44 @@ class LedgerMachine(RuleBasedStateMachine):
         community=st.sampled_from(COMMUNITIES),
         shape=st.sampled_from(SHAPES),
         outcome=st.sampled_from(OUTCOMES),
+        spans_midnight=st.booleans(),
     )
-    def studio_round(self, user: str, community: str, shape: tuple[Size, Quality], outcome: str) -> None:
+    def studio_round(
+        self, user: str, community: str, shape: tuple[Size, Quality], outcome: str, spans_midnight: bool
+    ) -> None:
+        """One round through the studio. With `spans_midnight` it reserves on the last microsecond of a UTC day
+        and the provider answers (or fails) on the next: the charge or refund still belongs to the first day."""
+        if spans_midnight:
+            self.clock.now = quotas.next_reset(self.clock.now) - timedelta(microseconds=1)
+            self.provider.on_call = lambda job: self.clock_moves("next_day", 1)
         request = self.request(user, community, shape)
         cost = self.settings.cost(*shape)
-        expected = self.model.expect(community, user, cost, self.clock.day)
-        left_after = self.model.left(community, user, self.clock.day) - cost
+        day = self.clock.day
+        expected = self.model.expect(community, user, cost, day)
+        left_after = self.model.left(community, user, day) - cost
         if expected == "ok" and outcome in PROVIDER_FAILURES:
             self.provider.fail_next(PROVIDER_FAILURES[outcome][0]())
         view = RecordingView(fail_delivery=ConnectionError("chat gone") if outcome == "delivery" else None)
         calls = len(self.provider.jobs)
-        self.run(self.core.studio.submit(request, view))
-        self.provider.failures.clear()
+        try:
+            self.run(self.core.studio.submit(request, view))
+        finally:
+            self.provider.failures.clear()
+            self.provider.on_call = None
         if expected != "ok":
             assert view.refusal is not None and view.refusal.reason == expected, view
             assert len(self.provider.jobs) == calls, "a refused round reached the provider"
-            self.record(request, cost, expected)
+            self.record(request, cost, expected, day)
             return
         assert len(self.provider.jobs) == calls + 1
         if outcome == "ok":
             assert view.result is not None, view.refusal
             assert view.result.credits_left == left_after
-            self.record(request, cost, "ok")
+            self.record(request, cost, "ok", day)
         else:
             reason = PROVIDER_FAILURES[outcome][1] if outcome in PROVIDER_FAILURES else "error"
             assert view.refusal is not None and view.refusal.reason == reason, view
-            self.record(request, cost, "refunded")
+            self.record(request, cost, "refunded", day)
 
     @rule(
         user=st.sampled_from(USERS),
@@ -341,9 +355,9 @@ class LedgerMachine(RuleBasedStateMachine):
         async def both() -> None:
             await asyncio.gather(*(self.core.studio.submit(r, v) for r, v in zip(requests, views, strict=True)))
 
+        day, banned = self.clock.day, (community, user) in self.model.banned
         self.run(both())
         got = tuple(v.result is not None for v in views)
-        day, banned = self.clock.day, (community, user) in self.model.banned
         possible = set()
         for order in ((0, 1), (1, 0)):
             left, ok = self.model.left(community, user, day), [False, False]
@@ -356,7 +370,7 @@ class LedgerMachine(RuleBasedStateMachine):
             if not delivered:
                 assert view.refusal is not None
                 assert view.refusal.reason == ("banned" if banned else "over_quota")
-            self.record(request, cost, "ok" if delivered else "refused")
+            self.record(request, cost, "ok" if delivered else "refused", day)
 
     @rule(
         user=st.sampled_from(USERS),
@@ -367,7 +381,8 @@ class LedgerMachine(RuleBasedStateMachine):
         """The same event delivered several times at once runs one round."""
         request = self.request(user, community, (Size.SQUARE, Quality.MEDIUM))
         cost = self.settings.cost(Size.SQUARE, Quality.MEDIUM)
-        expected = self.model.expect(community, user, cost, self.clock.day)
+        day = self.clock.day
+        expected = self.model.expect(community, user, cost, day)
         views = [RecordingView() for _ in range(copies)]
         calls = len(self.provider.jobs)
 
@@ -378,7 +393,7 @@ class LedgerMachine(RuleBasedStateMachine):
         answered = [v for v in views if v.events]
         assert len(answered) == 1, [v.events for v in views]
         assert len(self.provider.jobs) == calls + (expected == "ok")
-        self.record(request, cost, expected)
+        self.record(request, cost, expected, day)
 
     @precondition(lambda self: self.requests)
     @rule(pick=st.integers(0, 10_000))
@@ -398,6 +413,33 @@ class LedgerMachine(RuleBasedStateMachine):
 
     @rule(user=st.sampled_from(USERS), community=st.sampled_from(COMMUNITIES), shape=st.sampled_from(SHAPES))
     def reserve_by_hand(self, user: str, community: str, shape: tuple[Size, Quality]) -> None:
+        self._reserve_by_hand(user, community, shape)
+
+    @precondition(lambda self: self.open)
+    @rule(pick=st.integers(0, 10_000), deliver=st.booleans())
+    def finish_by_hand(self, pick: int, deliver: bool) -> None:
+        """Commit (delivered) or refund an open reservation, possibly on a later day than it was made."""
+        self._finish_by_hand(self.open[pick % len(self.open)], deliver)
+
+    @rule(
+        user=st.sampled_from(USERS),
+        community=st.sampled_from(COMMUNITIES),
+        shape=st.sampled_from(SHAPES),
+        deliver=st.booleans(),
+        minutes=st.integers(0, 1500),
+    )
+    def across_midnight(
+        self, user: str, community: str, shape: tuple[Size, Quality], deliver: bool, minutes: int
+    ) -> None:
+        """Reserve on the last microsecond of a UTC day, finish it after midnight (up to a day later)."""
+        self.clock_moves("last_moment", 0)
+        rid = self._reserve_by_hand(user, community, shape)
+        self.clock_moves("next_day", minutes)
+        if rid is not None:
+            self._finish_by_hand(rid, deliver)
+
+    def _reserve_by_hand(self, user: str, community: str, shape: tuple[Size, Quality]) -> int | None:
+        """Claim and reserve the way the studio does, in two transactions; returns the round id if reserved."""
         request = self.request(user, community, shape)
         cost = self.settings.cost(*shape)
         expected = self.model.expect(community, user, cost, self.clock.day)
@@ -440,69 +482,57 @@ class LedgerMachine(RuleBasedStateMachine):
             return "ok"
 
         assert self.write(reserve) == expected
-        if expected == "ok":
-            self.model.rounds[item.id] = ModelRound(community, user, cost, "reserved", self.clock.day, charged=True)
-            self.open.append(item.id)
-        else:
-            self.model.rounds[item.id] = ModelRound(community, user, 0, "refused")
-            self.finished.append(item.id)
         self.requests.append(request)
+        if expected != "ok":
+            self.model.rounds[item.id] = ModelRound(community, user, 0, "refused")
+            return None
+        self.model.rounds[item.id] = ModelRound(community, user, cost, "reserved", self.clock.day, charged=True)
+        self.open.append(item.id)
+        return item.id
 
-    @precondition(lambda self: self.open)
-    @rule(pick=st.integers(0, 10_000), deliver=st.booleans())
-    def finish_by_hand(self, pick: int, deliver: bool) -> None:
-        """Commit (delivered) or refund an open reservation, possibly on a later day than it was made."""
-        rid = self.open.pop(pick % len(self.open))
+    def _finish_by_hand(self, rid: int, deliver: bool) -> None:
+        self.open.remove(rid)
         now = self.clock()
         expected = self.model.rounds[rid]
         if deliver:
             self.write(lambda c: rounds.update(c, rid, now, status="delivered"))
             expected.status = "delivered"
-        else:
-
-            def txn(conn: sqlite3.Connection) -> int:
-                amount = quotas.refund(conn, rid, now)
-                rounds.update(conn, rid, now, status="failed", reason="error")
-                return amount
-
-            assert self.write(txn) == expected.cost
-            expected.status, expected.charged = "failed", False
-        self.finished.append(rid)
-
-    @precondition(lambda self: self.finished)
-    @rule(pick=st.integers(0, 10_000))
-    def refund_again(self, pick: int) -> None:
-        """A second refund of a refunded (or never reserved) round writes nothing. (A delivered round is never
-        refunded by the studio, so it is not tried here.)"""
-        rid = self.finished[pick % len(self.finished)]
-        if self.model.rounds[rid].status == "delivered":
             return
-        before = self.read(dump)
-        assert self.write(lambda c: quotas.refund(c, rid, self.clock())) == 0
-        assert self.read(dump) == before
 
-    @precondition(lambda self: any(r.day is not None for r in self.model.rounds.values()))
+        def txn(conn: sqlite3.Connection) -> int:
+            amount = quotas.refund(conn, rid, now)
+            rounds.update(conn, rid, now, status="failed", reason="error")
+            return amount
+
+        assert self.write(txn) == expected.cost
+        expected.status, expected.charged = "failed", False
+
+    @precondition(lambda self: self.model.rounds)
     @rule(pick=st.integers(0, 10_000))
-    def reserve_again(self, pick: int) -> None:
-        """A second reserve for a reserved round (open, delivered or refunded) cannot be written: the database
-        refuses it (or the quota does first)."""
-        ids = [rid for rid, r in self.model.rounds.items() if r.day is not None]
+    def write_twice(self, pick: int) -> None:
+        """A second reserve for a round that has one cannot be written (the database refuses it, or the quota
+        does first), and a second refund of a refunded or never-reserved round writes nothing. (A delivered
+        round is never refunded by the studio, so that is not tried.)"""
+        ids = sorted(self.model.rounds)
         rid = ids[pick % len(ids)]
         item = self.model.rounds[rid]
         before = self.read(dump)
-        with pytest.raises((sqlite3.IntegrityError, OverQuota, Banned)):
-            self.write(
-                lambda c: quotas.reserve(
-                    c,
-                    round_id=rid,
-                    platform=Platform.CONSOLE,
-                    community=item.community,
-                    user_id=item.user,
-                    cost=max(item.cost, 1),
-                    now=self.clock(),
-                    default_daily=self.settings.daily_credits,
+        if item.day is not None:
+            with pytest.raises((sqlite3.IntegrityError, OverQuota, Banned)):
+                self.write(
+                    lambda c: quotas.reserve(
+                        c,
+                        round_id=rid,
+                        platform=Platform.CONSOLE,
+                        community=item.community,
+                        user_id=item.user,
+                        cost=item.cost,
+                        now=self.clock(),
+                        default_daily=self.settings.daily_credits,
+                    )
                 )
-            )
+        if item.status in ("failed", "refused"):
+            assert self.write(lambda c: quotas.refund(c, rid, self.clock())) == 0
         assert self.read(dump) == before
 
     # -- moderators ----------------------------------------------------------------------------------------
@@ -532,26 +562,21 @@ class LedgerMachine(RuleBasedStateMachine):
         assert texts.credits_phrase(self.model.left(community, user, self.clock.day)) in notice.text
 
     @rule(
-        user=st.sampled_from(USERS),
+        whom=st.sampled_from([*USERS, quotas.COMMUNITY_DEFAULT]),
         community=st.sampled_from(COMMUNITIES),
         daily=st.integers(0, 8),
         by_operator=st.booleans(),
         copies=st.integers(1, 3),
     )
-    def set_daily(self, user: str, community: str, daily: int, by_operator: bool, copies: int) -> None:
-        self.model.user_daily[(community, user)] = daily
-        notice = self.moderate("set_daily", community, user, daily, by_operator, copies)
-        assert texts.credits_phrase(self.model.left(community, user, self.clock.day)) in notice.text
-
-    @rule(
-        community=st.sampled_from(COMMUNITIES),
-        daily=st.integers(0, 8),
-        by_operator=st.booleans(),
-        copies=st.integers(1, 3),
-    )
-    def set_default(self, community: str, daily: int, by_operator: bool, copies: int) -> None:
-        self.model.community_daily[community] = daily
-        self.moderate("set_default", community, "", daily, by_operator, copies)
+    def set_allowance(self, whom: str, community: str, daily: int, by_operator: bool, copies: int) -> None:
+        """A user's own daily credits, or (whom "*") the community default."""
+        if whom == quotas.COMMUNITY_DEFAULT:
+            self.model.community_daily[community] = daily
+            self.moderate("set_default", community, "", daily, by_operator, copies)
+            return
+        self.model.user_daily[(community, whom)] = daily
+        notice = self.moderate("set_daily", community, whom, daily, by_operator, copies)
+        assert texts.credits_phrase(self.model.left(community, whom, self.clock.day)) in notice.text
 
     @rule(
         user=st.sampled_from(USERS),
@@ -580,18 +605,19 @@ class LedgerMachine(RuleBasedStateMachine):
 
     # -- time ------------------------------------------------------------------------------------------------
 
-    @rule(minutes=st.integers(1, 600))
-    def time_passes(self, minutes: int) -> None:
-        self.clock.now += timedelta(minutes=minutes)
+    @rule(how=st.sampled_from(["minutes", "last_moment", "next_day"]), minutes=st.integers(1, 600))
+    def time_passes(self, how: str, minutes: int) -> None:
+        self.clock_moves(how, minutes)
 
-    @rule()
-    def last_moment_of_the_day(self) -> None:
+    def clock_moves(self, how: str, minutes: int) -> None:
+        """Time passes by some minutes, or stops on the last microsecond of the UTC day, or jumps past midnight."""
         midnight = quotas.next_reset(self.clock.now)
-        self.clock.now = midnight - timedelta(microseconds=1)
-
-    @rule()
-    def next_day(self) -> None:
-        self.clock.now = quotas.next_reset(self.clock.now) + timedelta(minutes=1)
+        if how == "minutes":
+            self.clock.now += timedelta(minutes=minutes)
+        elif how == "last_moment":
+            self.clock.now = midnight - timedelta(microseconds=1)
+        else:
+            self.clock.now = midnight + timedelta(minutes=minutes)
 
     # -- invariants ------------------------------------------------------------------------------------------
 
@@ -660,4 +686,4 @@ LedgerMachine.TestCase.settings = settings(
 TestLedgerModel = LedgerMachine.TestCase
 # A passing run takes ~5 s; a failing one spends up to a few minutes shrinking to a minimal list of steps,
 # which pytest's default 60 s timeout would cut short (and hide behind a Timeout).
-TestLedgerModel.pytestmark = [pytest.mark.timeout(600)]
+TestLedgerModel.pytestmark = [pytest.mark.timeout(600)]  # type: ignore[attr-defined]
