@@ -14,6 +14,7 @@ import zlib
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
+from core import texts
 from core.errors import GENERIC_APOLOGY, BadRequest, DuplicateRequest, UserFacingError
 from core.events import Actor, ChannelKey, InputImage, Platform, Quality, RoundRequest, Size, UserRef
 from core.outcomes import Notice, Preview, Refusal, RoundResult
@@ -41,7 +42,7 @@ class ConsoleView:
         self.folder = folder
 
     async def queued(self, position: int) -> None:
-        self.out(f"  queued: {position} ahead of you" if position > 1 else "  queued: you're next")
+        self.out(f"  {texts.queued(position)}")
 
     async def started(self) -> None:
         self.out("  working on it…")

@@ -14,6 +14,7 @@ from typing import Any
 import discord
 
 from bots.discord_common import DEFAULT_UPLOAD_LIMIT, clip, fitted_image, sniff_extension
+from core import texts
 from core.outcomes import Button, Preview, Refusal, RoundResult
 
 log = logging.getLogger(__name__)
@@ -77,8 +78,7 @@ def preview_file(preview: Preview) -> discord.File:
     return discord.File(io.BytesIO(preview.image), filename=f"preview-{preview.index}.{sniff_extension(preview.image)}")
 
 
-def queued_text(position: int) -> str:
-    return f"Queued: {position} ahead of you." if position > 0 else "Queued: you're next."
+queued_text = texts.queued  # wording lives in the core
 
 
 class InteractionRoundView:

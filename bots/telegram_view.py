@@ -25,7 +25,7 @@ from telegram.constants import ChatAction
 from telegram.error import NetworkError, RetryAfter, TelegramError
 
 from bots.telegram_send import CAPTION_LIMIT, clip, reply_to, retry_after_seconds, retrying, send_text
-from core import pictures
+from core import pictures, texts
 from core.outcomes import Button, Preview, Refusal, RoundResult
 
 log = logging.getLogger(__name__)
@@ -42,12 +42,7 @@ WORKING = "Working on it…"
 Fit = Callable[..., tuple[bytes, str, str]]
 
 
-def queued_text(position: int) -> str:
-    """`position` is the core's 1-based place in the provider queue."""
-    ahead = position - 1
-    if ahead <= 0:
-        return "Queued: you're next."
-    return f"Queued: {ahead} ahead of you."
+queued_text = texts.queued  # wording lives in the core
 
 
 def keyboard(buttons: tuple[Button, ...]) -> InlineKeyboardMarkup | None:

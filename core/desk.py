@@ -118,6 +118,8 @@ class QuotaDesk:
             return Notice(report.text, ephemeral=True)
         self._require_moderator(actor)
         user_id, name = await self._resolve(key.platform, target)
+        if user_id == actor.user_id:
+            name = ""
         report = await self.report(key, user_id, name)
         return Notice(report.text, ephemeral=True)
 

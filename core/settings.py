@@ -218,39 +218,8 @@ def load_settings(environ: Mapping[str, str] | None = None, dotenv: Path | None 
             shown = "(value hidden)" if name in SECRET_NAMES else repr(value)
             raise ConfigError(f"{name}={shown} is not valid: {exc}") from None
 
-    take("OPENAI_API_KEY", "openai_api_key", str)
-    take("OPENAI_BASE_URL", "openai_base_url", _url)
-    take("DISCORD_TOKEN", "discord_token", str)
-    take("TELEGRAM_TOKEN", "telegram_token", str)
-    take("EASEL_DATA_DIR", "data_dir", lambda v: Path(v).expanduser())
-    take("EASEL_DAILY_CREDITS", "daily_credits", _int_range(0, 1_000_000))
-    take("EASEL_OPERATORS", "operators", _operators)
-    take("EASEL_IMAGE_MODEL", "image_model", _nonblank)
-    take("EASEL_IMAGE_API", "image_api", _choice("responses", "images"))
-    take("EASEL_HOST_MODEL", "host_model", _nonblank)
-    take("EASEL_TELEGRAM_API_URL", "telegram_api_url", lambda v: _url(v).rstrip("/"))
-    take("EASEL_DISCORD_API_URL", "discord_api_url", lambda v: _url(v).rstrip("/"))
-    take("EASEL_DISCORD_GATEWAY_URL", "discord_gateway_url", _ws_url)
-    take("EASEL_HTTP_PORT", "http_port", _int_range(0, 65535))
-    take("EASEL_HTTP_HOST", "http_host", _nonblank)
-    take("EASEL_PROVIDER_TIMEOUT", "provider_timeout", _float_range(1, 3600))
-    take("EASEL_PROVIDER_CONCURRENCY", "provider_concurrency", _int_range(1, 1000))
-    take("EASEL_USER_CONCURRENCY", "user_concurrency", _int_range(1, 100))
-    take("EASEL_QUEUE_LIMIT", "queue_limit", _int_range(1, 100_000))
-    take("EASEL_PARTIAL_IMAGES", "partial_images", _int_range(0, 3))
-    take("EASEL_PROVIDER_RETRIES", "provider_retries", _int_range(0, 10))
-    take("EASEL_CREDIT_COSTS", "credit_costs", _costs)
-    take("EASEL_PRICES", "prices", _prices)
-    take("EASEL_MAX_PROMPT_CHARS", "max_prompt_chars", _int_range(1, 32_000))
-    take("EASEL_MAX_INPUT_BYTES", "max_input_bytes", _int_range(1024, 50_000_000))
-    take("EASEL_MAX_INPUT_PIXELS", "max_input_pixels", _int_range(1024, 178_000_000))
-    take("EASEL_IMAGE_CACHE_DAYS", "image_cache_days", _float_range(0.01, 36500))
-    take("EASEL_IMAGE_CACHE_MB", "image_cache_mb", _int_range(1, 10_000_000))
-    take("EASEL_SHUTDOWN_GRACE", "shutdown_grace", _float_range(0, 3600))
-    take("EASEL_TELEGRAM_WEBHOOK_URL", "telegram_webhook_url", _url)
-    take("EASEL_TELEGRAM_WEBHOOK_SECRET", "telegram_webhook_secret", _webhook_secret)
-    take("EASEL_LOG_LEVEL", "log_level", lambda v: _choice("DEBUG", "INFO", "WARNING", "ERROR")(v.upper()))
-    take("EASEL_LOG_FORMAT", "log_format", _choice("text", "json"))
+    for name, attr, conv in _parsers():
+        take(name, attr, conv)
 
     settings = Settings(**{"openai_api_key": "", **parsed})
     if settings.telegram_webhook_url and not settings.telegram_webhook_secret:
@@ -258,6 +227,45 @@ def load_settings(environ: Mapping[str, str] | None = None, dotenv: Path | None 
     if settings.telegram_webhook_url and settings.http_port is None:
         raise ConfigError("EASEL_HTTP_PORT is required when EASEL_TELEGRAM_WEBHOOK_URL is set")
     return settings
+
+
+def _parsers() -> tuple[tuple[str, str, Callable[[str], Any]], ...]:
+    """Each variable, the Settings field it fills, and how its text becomes a value."""
+    return (
+        ("OPENAI_API_KEY", "openai_api_key", str),
+        ("OPENAI_BASE_URL", "openai_base_url", _url),
+        ("DISCORD_TOKEN", "discord_token", str),
+        ("TELEGRAM_TOKEN", "telegram_token", str),
+        ("EASEL_DATA_DIR", "data_dir", lambda v: Path(v).expanduser()),
+        ("EASEL_DAILY_CREDITS", "daily_credits", _int_range(0, 1_000_000)),
+        ("EASEL_OPERATORS", "operators", _operators),
+        ("EASEL_IMAGE_MODEL", "image_model", _nonblank),
+        ("EASEL_IMAGE_API", "image_api", _choice("responses", "images")),
+        ("EASEL_HOST_MODEL", "host_model", _nonblank),
+        ("EASEL_TELEGRAM_API_URL", "telegram_api_url", lambda v: _url(v).rstrip("/")),
+        ("EASEL_DISCORD_API_URL", "discord_api_url", lambda v: _url(v).rstrip("/")),
+        ("EASEL_DISCORD_GATEWAY_URL", "discord_gateway_url", _ws_url),
+        ("EASEL_HTTP_PORT", "http_port", _int_range(0, 65535)),
+        ("EASEL_HTTP_HOST", "http_host", _nonblank),
+        ("EASEL_PROVIDER_TIMEOUT", "provider_timeout", _float_range(1, 3600)),
+        ("EASEL_PROVIDER_CONCURRENCY", "provider_concurrency", _int_range(1, 1000)),
+        ("EASEL_USER_CONCURRENCY", "user_concurrency", _int_range(1, 100)),
+        ("EASEL_QUEUE_LIMIT", "queue_limit", _int_range(1, 100_000)),
+        ("EASEL_PARTIAL_IMAGES", "partial_images", _int_range(0, 3)),
+        ("EASEL_PROVIDER_RETRIES", "provider_retries", _int_range(0, 10)),
+        ("EASEL_CREDIT_COSTS", "credit_costs", _costs),
+        ("EASEL_PRICES", "prices", _prices),
+        ("EASEL_MAX_PROMPT_CHARS", "max_prompt_chars", _int_range(1, 32_000)),
+        ("EASEL_MAX_INPUT_BYTES", "max_input_bytes", _int_range(1024, 50_000_000)),
+        ("EASEL_MAX_INPUT_PIXELS", "max_input_pixels", _int_range(1024, 178_000_000)),
+        ("EASEL_IMAGE_CACHE_DAYS", "image_cache_days", _float_range(0.01, 36500)),
+        ("EASEL_IMAGE_CACHE_MB", "image_cache_mb", _int_range(1, 10_000_000)),
+        ("EASEL_SHUTDOWN_GRACE", "shutdown_grace", _float_range(0, 3600)),
+        ("EASEL_TELEGRAM_WEBHOOK_URL", "telegram_webhook_url", _url),
+        ("EASEL_TELEGRAM_WEBHOOK_SECRET", "telegram_webhook_secret", _webhook_secret),
+        ("EASEL_LOG_LEVEL", "log_level", lambda v: _choice("DEBUG", "INFO", "WARNING", "ERROR")(v.upper())),
+        ("EASEL_LOG_FORMAT", "log_format", _choice("text", "json")),
+    )
 
 
 def _nonblank(value: str) -> str:

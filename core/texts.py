@@ -34,6 +34,14 @@ REPLY_HINT = {
 }
 
 
+def queued(position: int) -> str:
+    """`position` is the 1-based place in the provider queue."""
+    ahead = position - 1
+    if ahead <= 0:
+        return "Queued: you're next."
+    return f"Queued: {ahead} ahead of you."
+
+
 def help_text(platform: Platform) -> str:
     if platform is Platform.TELEGRAM:
         make = "/imagine <prompt> — make an image (in a private chat, just type the prompt)"

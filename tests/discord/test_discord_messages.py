@@ -167,7 +167,7 @@ async def test_message_progress_uses_one_status_message_that_becomes_the_result(
     await studio.wait_rounds(1)
     assert len(fake.calls_to("send_message")) == 1
     status = fake.calls_to("send_message")[0]
-    assert status.params["content"] == "Queued: 1 ahead of you."
+    assert status.params["content"] == "Queued: you're next."
     final = fake.calls_to("edit_message")[-1]
     assert final.params["content"] == "#1 · 9 credits left today" and final.files["files[0]"] == studio.image
     assert studio.delivered == [[final.params["_path"]["message_id"]]]

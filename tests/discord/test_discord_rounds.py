@@ -69,7 +69,7 @@ async def test_partial_previews_edit_the_response_throttled(
     await studio.wait_rounds(1)
     edits = fake.calls_to("edit_original")
     # queued (first edit passes the throttle), started, then previews within 2.5 s are dropped, then the result
-    assert [e.params.get("content") for e in edits] == ["Queued: 2 ahead of you.", "Drawing…",
+    assert [e.params.get("content") for e in edits] == ["Queued: 1 ahead of you.", "Drawing…",
                                                         "#1 · 9 credits left today"]
     studio.queue_position = None
     await fake.slash_command(world.guild.channel, world.bob, "imagine", {"prompt": "a fox"})
