@@ -67,3 +67,14 @@ def test_cache_is_content_addressed_and_pruned(tmp_path: Path) -> None:
     cache.prune()
     kept = [sha for sha, mime in ((b, "image/jpeg"), (c, "image/png"), (d, "image/png")) if cache.get(sha, mime)]
     assert kept == [c, d]  # over the cap: the oldest went first
+
+
+def test_concurrent_puts_of_the_same_image(tmp_path: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    cache = ImageCache(tmp_path / "img", max_age_days=1, max_bytes=10**9)
+    data = os.urandom(200_000)
+    with ThreadPoolExecutor(8) as pool:
+        shas = list(pool.map(lambda _: cache.put(data, "image/png"), range(32)))
+    assert len(set(shas)) == 1 and cache.get(shas[0], "image/png") == data
+    assert not list((tmp_path / "img").glob("*/*.tmp"))

@@ -263,3 +263,11 @@ async def test_shutdown_drain_refunds_and_tells(make_settings: Callable[..., Set
         assert await credits_left(core) == 10
         late = await run(core, request("p", "k2"))
         assert late.refusal is not None and late.refusal.reason == "busy"
+
+
+async def test_naming_yourself_is_your_own_report(core: Core) -> None:
+    from core.events import UserRef
+
+    await core.studio.seen(BOB, KEY.community)
+    notice = await core.studio.credits(KEY, BOB, UserRef(username="bob"))
+    assert notice.text.startswith("You have 10 credits left today")
