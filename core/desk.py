@@ -116,10 +116,10 @@ class QuotaDesk:
         if target is None or target.user_id == actor.user_id:
             report = await self.report(key, actor.user_id, "")
             return Notice(report.text, ephemeral=True)
-        self._require_moderator(actor)
         user_id, name = await self._resolve(key.platform, target)
         if user_id == actor.user_id:
-            name = ""
+            return await self.credits(key, actor)
+        self._require_moderator(actor)
         report = await self.report(key, user_id, name)
         return Notice(report.text, ephemeral=True)
 
