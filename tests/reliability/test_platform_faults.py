@@ -94,7 +94,8 @@ async def test_telegram_flood_control_and_provider_faults(tmp_path: Path, debug_
         secrets = scan_for_secrets(secrets=SECRETS, logs=logs, db=s.settings.db_path, fakes=[tg])
         summary = write_summary(
             "platform-faults-telegram", seed=SEED, requests=len(ids), seconds=round(elapsed, 2),
-            floods=len(waits), shortest_flood_wait=min(waits, default=None), other_sends_to_flooded_chat=early, provider_injected=dict(injected),
+            floods=len(waits), shortest_flood_wait=min(waits, default=None), other_sends_to_flooded_chat=early,
+            provider_injected=dict(injected),
             delivered=photos, refusals=dict(refusals), billed=oai.billed, billed_not_delivered=oai.billed - photos,
             ledger=book.summary(), secrets=secrets,
         )
@@ -125,7 +126,8 @@ def _flood_waits(tg: Any) -> tuple[list[float], int]:
             continue
         chat = call.params.get("chat_id")
         early += sum(1 for c, t in timed[index + 1:]
-                     if c.params.get("chat_id") == chat and t.at - moment.at < FLOOD and _identity(c) != _identity(call))
+                     if c.params.get("chat_id") == chat and t.at - moment.at < FLOOD
+                     and _identity(c) != _identity(call))
         retry = next((t for c, t in timed[index + 1:] if _identity(c) == _identity(call)), None)
         if retry is not None:
             waits.append(round(retry.at - moment.at, 4))

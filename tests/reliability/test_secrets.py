@@ -19,6 +19,7 @@ from tests.reliability.conftest import (
     TELEGRAM_TOKEN,
     scan_for_secrets,
     settle,
+    wait_until,
     write_summary,
 )
 from tests.reliability.stacks import discord_stack, telegram_stack
@@ -42,7 +43,9 @@ async def test_telegram_photo_edit_keeps_file_urls_and_token_out_of_logs_db_and_
         chat = tg.private_chat(ann)
         await tg.send_message(chat, ann, "/imagine make it blue", photo=_jpeg())
         await tg.send_message(chat, ann, "/imagine make it green", document=(_jpeg(), "image/jpeg", "x.jpg"))
-        await tg.wait_for("sendPhoto", count=2, timeout=10)
+        await wait_until(tg, lambda: len(tg.calls_to("sendPhoto")) + len(tg.calls_to("sendMessage")) >= 2,
+                         what="two answers")
+        assert len(tg.calls_to("sendPhoto")) == 2, [c.params.get("text") for c in tg.calls_to("sendMessage")]
         await settle(s.tasks)
         assert len(tg.downloads) == 2  # both photos were fetched through getFile + the file URL
         secrets = scan_for_secrets(secrets=SECRETS, logs=logs, db=s.settings.db_path, fakes=[tg])
