@@ -131,21 +131,7 @@ class QuotaDesk:
         self._require_moderator(actor)
         _check_amount(daily, "daily credits")
         user_id, name = await self._resolve(key.platform, target)
-        now = self.clock()
-
-        def txn(conn: sqlite3.Connection) -> None:
-            self._audit(conn, key, actor, "set_daily", user_id, daily, idempotency_key, now)
-            quotas.set_policy(
-                conn,
-                platform=key.platform,
-                community=key.community,
-                user_id=user_id,
-                actor_id=actor.user_id,
-                now=now,
-                daily=daily,
-            )
-
-        await self.store.write(txn)
+        await self._apply(key, actor, "set_daily", user_id, daily, idempotency_key, daily=daily)
         report = await self.report(key, user_id, name)
         return Notice(f"{name} now gets {daily} credits a day here. {report.text}")
 
@@ -153,43 +139,14 @@ class QuotaDesk:
         self._require_moderator(actor)
         _check_amount(credits, "credits", minimum=1)
         user_id, name = await self._resolve(key.platform, target)
-        now = self.clock()
-
-        def txn(conn: sqlite3.Connection) -> None:
-            self._audit(conn, key, actor, "grant", user_id, credits, idempotency_key, now)
-            quotas.grant(
-                conn,
-                platform=key.platform,
-                community=key.community,
-                user_id=user_id,
-                amount=credits,
-                actor_id=actor.user_id,
-                idem_key=idempotency_key,
-                now=now,
-            )
-
-        await self.store.write(txn)
+        await self._apply(key, actor, "grant", user_id, credits, idempotency_key)
         report = await self.report(key, user_id, name)
         return Notice(f"Granted {credits} extra credits to {name} for today. {report.text}")
 
     async def set_default(self, key: ChannelKey, actor: Actor, daily: int, idempotency_key: str) -> Notice:
         self._require_moderator(actor)
         _check_amount(daily, "daily credits")
-        now = self.clock()
-
-        def txn(conn: sqlite3.Connection) -> None:
-            self._audit(conn, key, actor, "set_default", None, daily, idempotency_key, now)
-            quotas.set_policy(
-                conn,
-                platform=key.platform,
-                community=key.community,
-                user_id=quotas.COMMUNITY_DEFAULT,
-                actor_id=actor.user_id,
-                now=now,
-                daily=daily,
-            )
-
-        await self.store.write(txn)
+        await self._apply(key, actor, "set_default", quotas.COMMUNITY_DEFAULT, daily, idempotency_key, daily=daily)
         return Notice(f"Everyone here now gets {daily} credits a day, from today, unless a moderator set their own.")
 
     async def ban(self, key: ChannelKey, actor: Actor, target: UserRef, idempotency_key: str) -> Notice:
@@ -203,25 +160,57 @@ class QuotaDesk:
     ) -> Notice:
         self._require_moderator(actor)
         user_id, name = await self._resolve(key.platform, target)
-        now = self.clock()
-
-        def txn(conn: sqlite3.Connection) -> None:
-            self._audit(conn, key, actor, "ban" if banned else "unban", user_id, None, idempotency_key, now)
-            quotas.set_policy(
-                conn,
-                platform=key.platform,
-                community=key.community,
-                user_id=user_id,
-                actor_id=actor.user_id,
-                now=now,
-                banned=banned,
-            )
-
-        await self.store.write(txn)
+        action = "ban" if banned else "unban"
+        await self._apply(key, actor, action, user_id, None, idempotency_key, banned=banned)
         if banned:
             return Notice(f"{name} can no longer make images here. Use unban to undo.")
         report = await self.report(key, user_id, name)
         return Notice(f"{name} can make images here again. {report.text}")
+
+    async def _apply(
+        self,
+        key: ChannelKey,
+        actor: Actor,
+        action: str,
+        user_id: str,
+        value: int | None,
+        idempotency_key: str,
+        *,
+        daily: int | None = None,
+        banned: bool | None = None,
+    ) -> None:
+        """One transaction: the audit row (a repeat of the key is a redelivery: nothing happens), then the
+        policy change, or for `grant` a ledger row."""
+        now = self.clock()
+        platform, community = key.platform.value, key.community
+
+        def txn(conn: sqlite3.Connection) -> None:
+            target = None if user_id == quotas.COMMUNITY_DEFAULT else user_id
+            self._audit(conn, key, actor, action, target, value, idempotency_key, now)
+            if action == "grant" and value is not None:
+                quotas.grant(
+                    conn,
+                    platform=platform,
+                    community=community,
+                    user_id=user_id,
+                    amount=value,
+                    actor_id=actor.user_id,
+                    idem_key=idempotency_key,
+                    now=now,
+                )
+            else:
+                quotas.set_policy(
+                    conn,
+                    platform=platform,
+                    community=community,
+                    user_id=user_id,
+                    actor_id=actor.user_id,
+                    now=now,
+                    daily=daily,
+                    banned=banned,
+                )
+
+        await self.store.write(txn)
 
     def _audit(
         self,
