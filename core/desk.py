@@ -249,6 +249,12 @@ class QuotaDesk:
         """A Telegram group became a supergroup: its rounds, credits and policies move to the new id."""
 
         def txn(conn: sqlite3.Connection) -> None:
+            # A policy the new chat already has (set after the upgrade) wins over the old group's.
+            conn.execute(
+                "DELETE FROM policies WHERE platform = ? AND community = ? AND user_id IN "
+                "(SELECT user_id FROM policies WHERE platform = ? AND community = ?)",
+                (platform, old, platform, new),
+            )
             for table in ("rounds", "ledger", "policies", "audit", "notices"):
                 conn.execute(
                     f"UPDATE {table} SET community = ? WHERE platform = ? AND community = ?",  # noqa: S608

@@ -316,20 +316,17 @@ class Studio(QuotaDesk):
     def _reserve(self, conn: sqlite3.Connection, item: Round, input_sha: str | None) -> quotas.Balance:
         now = self.clock()
         cost = item_cost(self.settings, item)
-        try:
-            balance = quotas.reserve(
-                conn,
-                round_id=item.id,
-                platform=item.key.platform,
-                community=item.key.community,
-                user_id=item.user_id,
-                cost=cost,
-                now=now,
-                default_daily=self.settings.daily_credits,
-            )
-        except UserFacingError as refusal:
-            rounds.update(conn, item.id, now, status="refused", reason=refusal.reason)
-            raise _Recorded(refusal) from None
+        # Over quota or banned raises here and rolls this transaction back; `_finish_failed` records why.
+        balance = quotas.reserve(
+            conn,
+            round_id=item.id,
+            platform=item.key.platform,
+            community=item.key.community,
+            user_id=item.user_id,
+            cost=cost,
+            now=now,
+            default_daily=self.settings.daily_credits,
+        )
         rounds.update(conn, item.id, now, status="reserved", cost=cost, input_sha=input_sha)
         return balance
 
@@ -437,18 +434,15 @@ class Studio(QuotaDesk):
         self, item: Round, error: UserFacingError | None, view: RoundView, *, reserved: bool
     ) -> None:
         """Refund (once), record why, and tell the user. `error` None means an unexpected failure."""
-        if isinstance(error, _Recorded):
-            error = error.refusal
-        else:
-            status = "refused" if error is not None and not reserved else "failed"
-            reason = error.reason if error is not None else "error"
-            now = self.clock()
+        status = "refused" if error is not None and not reserved else "failed"
+        reason = error.reason if error is not None else "error"
+        now = self.clock()
 
-            def txn(conn: sqlite3.Connection) -> None:
-                quotas.refund(conn, item.id, now)
-                rounds.update(conn, item.id, now, status=status, reason=reason)
+        def txn(conn: sqlite3.Connection) -> None:
+            quotas.refund(conn, item.id, now)
+            rounds.update(conn, item.id, now, status=status, reason=reason)
 
-            await self.store.write(txn)
+        await self.store.write(txn)
         self.metrics.rounds.labels(item.key.platform.value, error.reason if error else "error").inc()
         await self._refuse(view, item.key.platform, error)
 
@@ -499,14 +493,6 @@ class Studio(QuotaDesk):
 
     def help_text(self, platform: Platform) -> str:
         return texts.help_text(platform)
-
-
-class _Recorded(UserFacingError):
-    """A refusal already written to the round inside the reserve transaction."""
-
-    def __init__(self, refusal: UserFacingError) -> None:
-        super().__init__(refusal.message, reason=refusal.reason, ephemeral=refusal.ephemeral)
-        self.refusal = refusal
 
 
 def _context(item: Round) -> dict[str, object]:

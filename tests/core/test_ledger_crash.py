@@ -202,13 +202,8 @@ async def test_repeated_kill_and_restart_cycles(tmp_path: Path) -> None:
         pending = await restart_and_check(settings, before, notices_before=pending)
 
 
-BUG = (
-    "core bug: Studio._reserve raises _Recorded inside store.write, so the transaction that marks the round "
-    "`refused` is rolled back; the round stays `pending` and the next start reports it as interrupted"
-)
-
-
-@pytest.mark.xfail(strict=True, reason=BUG)
+# Regression: a refusal raised inside the reserve transaction used to roll back the `refused` status, so the
+# next start reported an over-quota request as "interrupted by a restart".
 async def test_refusal_at_reserve_is_recorded_and_not_reported_as_interrupted(
     make_settings: Callable[..., Settings],
 ) -> None:

@@ -663,11 +663,6 @@ class LedgerMachine(RuleBasedStateMachine):
         assert set(actual) == set(self.model.rounds)
         for rid, expected in self.model.rounds.items():
             status, cost = actual[rid]
-            if expected.status == "refused" and status == "pending":
-                # Known core bug (see test_ledger_crash.py::test_refusal_at_reserve_is_recorded): a refusal
-                # raised inside the reserve transaction rolls back the `refused` status. Harmless to the
-                # ledger; tolerated here so this machine keeps guarding the ledger until it is fixed.
-                continue
             assert status == expected.status, (rid, status, expected)
             if expected.status != "refused":
                 assert cost == expected.cost

@@ -271,3 +271,18 @@ async def test_naming_yourself_is_your_own_report(core: Core) -> None:
     await core.studio.seen(BOB, KEY.community)
     notice = await core.studio.credits(KEY, BOB, UserRef(username="bob"))
     assert notice.text.startswith("You have 10 credits left today")
+
+
+async def test_migration_keeps_credits_when_new_chat_already_has_a_policy(core: Core, provider: FakeProvider) -> None:
+    old = ChannelKey(Platform.TELEGRAM, "-1", "-1")
+    new = ChannelKey(Platform.TELEGRAM, "-1009", "-1009")
+    mod = Actor(Platform.TELEGRAM, "9", "Mod", is_moderator=True)
+    user = Actor(Platform.TELEGRAM, "5", "Ann")
+    view = RecordingView()
+    await core.studio.submit(RoundRequest(key=old, actor=user, prompt="fox", idempotency_key="m1"), view)
+    await core.studio.set_default(old, mod, 3, "d-old")
+    await core.studio.set_default(new, mod, 7, "d-new")  # set in the supergroup before the upgrade was seen
+    await core.studio.migrate_community(Platform.TELEGRAM, "-1", "-1009")
+    report = await core.studio.report(new, "5", "")
+    assert (report.daily, report.used_today, report.left_today) == (7, 1, 6)
+    assert await core.studio.is_round_message(new, view.message_ids[0])
