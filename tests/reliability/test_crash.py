@@ -99,6 +99,18 @@ def _state(db: Path) -> tuple[int, int]:
 
 @pytest.mark.parametrize("cycles", [2, pytest.param(20, marks=pytest.mark.slow, id="20")])
 async def test_sigkill_with_rounds_in_flight_then_restart(tmp_path: Path, cycles: int) -> None:
+    await _cycles(tmp_path, cycles, just_fetched=False)
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "adapter bug: PTB's Updater confirms a getUpdates batch (the next poll's offset) as soon as the updates are "
+    "queued, before Easel's handlers claim them in the database; a SIGKILL in that window loses every request "
+    "of the batch: no round, no answer, no notice after restart (platform-limits finding 4)"))
+async def test_sigkill_right_after_a_batch_is_confirmed_loses_nothing(tmp_path: Path) -> None:
+    await _cycles(tmp_path, 1, just_fetched=True)
+
+
+async def _cycles(tmp_path: Path, cycles: int, *, just_fetched: bool) -> None:
     rng = random.Random(SEED)
     data, log = tmp_path / "data", tmp_path / "easel.log"
     db = data / "easel.db"
@@ -112,16 +124,26 @@ async def test_sigkill_with_rounds_in_flight_then_restart(tmp_path: Path, cycles
         asked: list[str] = []
         try:
             for cycle in range(cycles):
+                cycle_started = time.monotonic()
                 finished_first = rng.randint(0, 10)
                 oai.allow = oai.arrived + finished_first
                 kill_after = oai.arrived + finished_first + rng.randint(1, CAP)
+                photos_after = len(tg.calls_to("sendPhoto")) + rng.randint(0, finished_first)
+                polls_after = len(tg.calls_to("getUpdates")) + 1  # the parked poll returns the batch, the next confirms
                 for n in range(IN_FLIGHT):
                     chat = groups[n % len(groups)]
                     sent = await tg.send_message(chat, rng.choice(people), f"/imagine cycle {cycle} picture {n}")
                     asked.append(f"tg:{chat['id']}:{sent['message_id']}")
-                await wait_until(oai, lambda target=kill_after: oai.arrived >= target, timeout=30,
-                                 what="rounds in flight at the provider")
+                if just_fetched:
+                    await wait_until(tg, lambda p=polls_after: len(tg.calls_to("getUpdates")) >= p, timeout=30,
+                                     what="the batch fetched and confirmed")
+                else:
+                    await wait_until(oai, lambda k=kill_after: oai.arrived >= k, timeout=30,
+                                     what="rounds in flight at the provider")
+                    await wait_until(tg, lambda p=photos_after: len(tg.calls_to("sendPhoto")) >= p, timeout=30,
+                                     what="a few rounds delivered")
                 open_at_kill = _state(db)[0]
+                to_kill = time.monotonic() - cycle_started
                 proc.send_signal(signal.SIGKILL)
                 assert await proc.wait() == -signal.SIGKILL
                 _forgive_dead_client(tg)
@@ -133,14 +155,18 @@ async def test_sigkill_with_rounds_in_flight_then_restart(tmp_path: Path, cycles
                 # Re-checked on every call the fake receives: the notices and redelivered rounds are calls.
                 await wait_until(
                     tg, lambda c=cycle, b=notices_before: _state(db)[0] == 0
-                    and len(_notices(tg)) - b >= len(_interrupted(db, c)) > 0,
+                    and len(_notices(tg)) - b >= len(_interrupted(db, c)),
                     timeout=RECOVERY_BUDGET + 15, what="every round finished or refunded, every user told")
                 recovery = time.monotonic() - restarted
                 book = ledger(db)
                 told = _notices(tg)[notices_before:]
                 interrupted = _interrupted(db, cycle)
+                # Redelivered (unconfirmed) updates are claimed by the new process; confirmed-but-unclaimed are lost.
                 missing = [key for key in asked if key not in book.idem_keys]
-                figures.append({"cycle": cycle, "open_at_kill": open_at_kill, "integrity": check,
+                figures.append({"cycle": cycle, "kill": "just-fetched" if just_fetched else "mid-provider",
+                                "open_at_kill": open_at_kill, "delivered": book.delivered,
+                                "to_kill_s": round(to_kill, 2),
+                                "integrity": check,
                                 "recovery_s": round(recovery, 2), "interrupted": len(interrupted),
                                 "notices": len(told), "lost_requests": len(missing), "problems": book.problems[:3]})
                 assert check == "ok", figures[-1]
@@ -158,7 +184,8 @@ async def test_sigkill_with_rounds_in_flight_then_restart(tmp_path: Path, cycles
     book = ledger(db)
     output = log.read_text(encoding="utf-8", errors="replace")
     leaks = secret_hits(output, [TELEGRAM_TOKEN, OPENAI_KEY, FILE_URL_MARK])
-    write_summary(f"crash-{cycles}", seed=SEED, cycles=cycles, in_flight=IN_FLIGHT, exit_code=code,
+    write_summary(f"crash-{cycles}" + ("-just-fetched" if just_fetched else ""), seed=SEED, cycles=cycles,
+                  in_flight=IN_FLIGHT, exit_code=code,
                   final_ledger=book.summary(), log_bytes=len(output), log_secret_hits=leaks, per_cycle=figures)
     assert code == 0, output[-2000:]
     assert book.problems == [] and integrity(db) == "ok"
