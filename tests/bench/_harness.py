@@ -58,6 +58,7 @@ PLATFORMS = ("telegram", "discord")
 
 _ARRIVAL: contextvars.ContextVar[float] = contextvars.ContextVar("bench_arrival", default=0.0)
 _TAG = re.compile(r"bench#(\d+)")
+_ABORTED = "ConnectionResetError: Connection lost"
 
 
 def tag_of(text: str | None) -> int | None:
@@ -157,16 +158,19 @@ def write_json(name: str, payload: Mapping[str, Any], directory: Path | None = N
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"{name}.json"
     body = {"benchmark": name, "machine": machine(), "written_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **payload}
-    path.write_text(json.dumps(body, indent=2, default=_jsonable) + "\n")
+    path.write_text(json.dumps(_clean(body), indent=2, default=str, allow_nan=False) + "\n")
     return path
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, float) and math.isnan(value):
+def _clean(value: Any) -> Any:
+    """Strict JSON: NaN and infinities become null."""
+    if isinstance(value, float) and not math.isfinite(value):
         return None
-    if hasattr(value, "__dict__"):
-        return vars(value)
-    return str(value)
+    if isinstance(value, Mapping):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set):
+        return [_clean(v) for v in value]
+    return value
 
 
 def ms(seconds: float) -> float:
@@ -494,9 +498,13 @@ class Rig:
             lambda c: c.execute("SELECT status, count(*) FROM rounds GROUP BY status").fetchall())
         return {str(status): int(count) for status, count in rows}
 
+    def aborted_requests(self) -> int:
+        """Requests the client dropped mid-way (the fake saw the connection close while reading the body)."""
+        return sum(1 for e in self.fake.fake_errors if _ABORTED in e)
+
     def faults(self) -> list[str]:
-        """Everything that should not happen in a clean run."""
-        found = [f"fake: {e[-400:]}" for e in self.fake.fake_errors[:3]]
+        """Everything that should not happen in a clean run (aborted requests are counted apart)."""
+        found = [f"fake: {e[-400:]}" for e in self.fake.fake_errors if _ABORTED not in e][:3]
         found += [c.method for c in self.fake.calls if c.method.startswith(("UNHANDLED", "4", "5"))][:10]
         found += [f"app: {e!r}" for e in self.app_errors[:5]]
         found += self.problems.lines()

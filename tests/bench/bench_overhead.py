@@ -113,6 +113,7 @@ async def run_platform(platform: str, levels: Sequence[int], rounds: dict[int, i
         result["outcomes"] = await rig.outcomes()
         result["provider_calls"] = provider.calls
         result["faults"] = rig.faults()
+        result["aborted_requests"] = rig.aborted_requests()
     return result
 
 
@@ -120,6 +121,9 @@ def rows(results: Sequence[dict[str, Any]]) -> list[Row]:
     out: list[Row] = []
     for res in results:
         size = "1024² PNG" if res["image_bytes"] > 100_000 else "64² PNG"
+        if res.get("aborted_requests"):
+            out.append(Row(f"overhead, {res['platform']}", "requests the adapter aborted mid-way",
+                           f"{res['aborted_requests']} in {res['provider_calls']} rounds"))
         for level, modes in res["levels"].items():
             for mode, figures in modes.items():
                 label = f"overhead, {res['platform']}, {level} concurrent ({mode}), {size}"
