@@ -13,7 +13,7 @@ import logging
 import sqlite3
 import sys
 from collections import Counter
-from collections.abc import Callable, Collection, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -181,9 +181,7 @@ class Ledger:
         }
 
 
-def ledger(path: Path, default_daily: int | None = None, known_pending: Collection[str] = ()) -> Ledger:
-    """`known_pending`: idempotency keys of refused rounds that a known core bug leaves `pending` (see
-    test_provider_faults.test_over_quota_refusal_leaves_no_open_round); not reported as problems."""
+def ledger(path: Path, default_daily: int | None = None) -> Ledger:
     with read_db(path) as conn:
         rows = conn.execute("SELECT id, idem_key, status, reason, platform, community, user_id, day FROM rounds")
         rounds = {r["id"]: r for r in rows}
@@ -211,7 +209,7 @@ def ledger(path: Path, default_daily: int | None = None, known_pending: Collecti
             problems.append(f"round {round_id}: delivered but net charge {net}")
         if status in ("failed", "refused") and net != 0:
             problems.append(f"round {round_id}: {status} ({row['reason']}) but still charged")
-        if status in ("pending", "reserved", "running", "generated") and row["idem_key"] not in known_pending:
+        if status in ("pending", "reserved", "running", "generated"):
             problems.append(f"round {round_id}: still open ({status})")
     orphans = set(per_round) - set(rounds)
     if orphans:

@@ -167,9 +167,7 @@ async def test_discord_rate_limits_and_server_errors_with_provider_faults(tmp_pa
         await settle(s.tasks)
         elapsed = time.monotonic() - started
         visible = {i.id: fake.replies(i) for i in asked}
-        # Over-quota refusals stay `pending` (core bug, xfail in test_provider_faults): tolerated here only.
-        over_quota = {f"dc:i:{i}" for i, v in visible.items() if v and v[0]["content"].startswith("That needs")}
-        book = ledger(s.settings.db_path, default_daily=ENV["EASEL_DAILY_CREDITS"], known_pending=over_quota)
+        book = ledger(s.settings.db_path, default_daily=ENV["EASEL_DAILY_CREDITS"])
         duplicates = sum(len(v) - 1 for v in visible.values())
         delivered = sum(1 for v in visible.values() if v and v[0]["attachments"])
         injected = plan.consumed(oai.requests)

@@ -37,7 +37,6 @@ from tests.reliability.faults import CountingProvider, FaultPlan
 SEED = int(os.environ.get("EASEL_RELIABILITY_SEED", "7"))
 CAP = 8
 DAILY = 6
-OVER_QUOTA_BUG_REASONS = ("over_quota", "banned")
 
 
 def _requests(rng: random.Random, count: int, users: int) -> list[RoundRequest]:
@@ -91,10 +90,7 @@ async def test_fault_mix_every_request_answered_once_and_charged_exactly(
             await asyncio.gather(*(one(r, v) for r, v in zip(requests, views, strict=True)))
             elapsed = time.monotonic() - started
             db = settings.db_path
-            # Over-quota refusals stay `pending` (a core bug, see the xfail test below): tolerated here only.
-            over_quota = {r.idempotency_key for r, v in zip(requests, views, strict=True)
-                          if v.refusal is not None and v.refusal.reason in OVER_QUOTA_BUG_REASONS}
-            book = ledger(db, default_daily=DAILY, known_pending=over_quota)
+            book = ledger(db, default_daily=DAILY)
             secrets = scan_for_secrets(
                 secrets=[OPENAI_KEY, TELEGRAM_TOKEN, DISCORD_TOKEN], logs=logs, db=db,
                 extra_text="\n".join(v.refusal.text for v in views if v.refusal),
@@ -123,11 +119,6 @@ async def test_fault_mix_every_request_answered_once_and_charged_exactly(
     assert not logs.error_lines(), logs.error_lines()[:5]  # type: ignore[attr-defined]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "core bug: Studio._reserve records the over-quota/banned refusal (status 'refused') inside the write "
-    "transaction and then raises _Recorded, so Store.write rolls that update back; _finish_failed skips "
-    "_Recorded, so the round stays 'pending' forever and the next start 'recovers' it with a false "
-    "'interrupted because Easel restarted' notice"))
 async def test_over_quota_refusal_leaves_no_open_round(tmp_path: Path) -> None:
     from tests.fakes.fake_provider import FakeProvider
 
