@@ -57,6 +57,9 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     # Authorization headers: `Bearer x` (OpenAI) and `Bot x` (Discord), in any quoting.
     (re.compile(r"(?i)(authorization[\"']?\s*[:=]\s*[\"']?(?:bearer|bot)\s+)[A-Za-z0-9._~+/=-]+"), r"\1" + REDACTED),
     (re.compile(r"(?i)\b(bearer\s+)[A-Za-z0-9._~+/=-]{8,}"), r"\1" + REDACTED),
+    # Token fields inside logged dicts or JSON (discord.py logs gateway events at DEBUG, and an
+    # INTERACTION_CREATE carries {'token': '...'}, the interaction's 15-minute credential).
+    (re.compile(r"""((?i:["']?(?:access_|refresh_)?token["']?)\s*[:=]\s*["'])[^"']{1,4096}"""), r"\1" + REDACTED),
     # Discord bot tokens: base64(user id) . timestamp . hmac (also catches JWTs, which is fine).
     (re.compile(r"(?<![A-Za-z0-9_-])[A-Za-z0-9_-]{20,}+\.[A-Za-z0-9_-]{4,}+\.[A-Za-z0-9_-]{20,}"), REDACTED),
 )

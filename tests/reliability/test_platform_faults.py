@@ -172,8 +172,7 @@ async def test_discord_rate_limits_and_server_errors_with_provider_faults(tmp_pa
         delivered = sum(1 for v in visible.values() if v and v[0]["attachments"])
         injected = plan.consumed(oai.requests)
         tokens = [i.token for i in fake.interactions.values()]
-        secrets = scan_for_secrets(secrets=SECRETS + tokens, logs=logs, db=s.settings.db_path, fakes=[fake],
-                                   log_secrets=SECRETS)  # tokens in DEBUG logs: see test_secrets.py (xfail)
+        secrets = scan_for_secrets(secrets=SECRETS + tokens, logs=logs, db=s.settings.db_path, fakes=[fake])
         summary = write_summary(
             "platform-faults-discord", seed=SEED, requests=len(asked), seconds=round(elapsed, 2),
             rate_limited=len([c for c in fake.calls if c.method.startswith("429 ")]),

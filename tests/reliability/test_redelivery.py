@@ -173,9 +173,7 @@ async def test_discord_every_event_three_times_shuffled(tmp_path: Path, debug_lo
         elapsed = time.monotonic() - started
         book = ledger(s.settings.db_path, default_daily=ENV["EASEL_DAILY_CREDITS"])
         tokens = [i.token for i in fake.interactions.values()]
-        # Interaction tokens in DEBUG logs are a known bug with its own xfail test (test_secrets.py).
-        secrets = scan_for_secrets(secrets=SECRETS + tokens, logs=logs, db=s.settings.db_path, fakes=[fake],
-                                   log_secrets=SECRETS)
+        secrets = scan_for_secrets(secrets=SECRETS + tokens, logs=logs, db=s.settings.db_path, fakes=[fake])
         distinct = len(commands) + len(replies) + len(presses)
         second_acks = len(fake.calls_to("400 interaction_callback"))
         reply_sends = Counter(str(c.params["message_reference"]["message_id"]) for c in fake.calls_to("send_message")

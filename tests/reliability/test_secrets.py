@@ -8,7 +8,6 @@ import io
 from pathlib import Path
 from typing import Any
 
-import pytest
 from PIL import Image
 
 from tests.fakes.fake_provider import FakeProvider
@@ -53,11 +52,6 @@ async def test_telegram_photo_edit_keeps_file_urls_and_token_out_of_logs_db_and_
     assert secrets["hits"] == {}, secrets
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bots.logs bug: at EASEL_LOG_LEVEL=DEBUG discord.py logs every gateway event ('For Shard ID %s: WebSocket "
-    "Event: %s'), and an INTERACTION_CREATE payload carries the interaction token as {'token': '...'}; no "
-    "RedactingFilter pattern covers a token field in a dict/JSON (only /interactions/<id>/<token> and "
-    "/webhooks/<id>/<token> URL paths)"))
 async def test_discord_interaction_tokens_stay_out_of_debug_logs(tmp_path: Path, debug_logs: Any) -> None:
     logs = debug_logs()
     async with discord_stack(tmp_path / "data", provider=FakeProvider()) as s:
