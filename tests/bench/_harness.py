@@ -108,11 +108,11 @@ def machine() -> dict[str, Any]:
         "system": f"{platform.system()} {platform.release()}",
         "discord.py": discord.__version__,
         "python-telegram-bot": _version("telegram"),
-        "loadavg_1m": _loadavg(),
+        "loadavg_1m": loadavg(),
     }
 
 
-def _loadavg() -> float | None:
+def loadavg() -> float | None:
     """Other processes on the machine compete for the cores: recorded with every result."""
     with suppress(OSError):
         return os.getloadavg()[0]

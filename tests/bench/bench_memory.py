@@ -38,6 +38,7 @@ from tests.bench._harness import (
     Timeline,
     UploadHold,
     big_png,
+    loadavg,
     open_rig,
     print_table,
     rows_to_dicts,
@@ -189,6 +190,7 @@ def _isolated(platform: str, rounds: int, trace: bool) -> dict[str, Any]:
 async def run(platforms: Sequence[str] = PLATFORMS, rounds: int = 64, trace: bool = True,
               isolated: bool = False) -> dict[str, Any]:
     """`isolated`: each pass in its own process (what `main` does); else in this one (the smoke test)."""
+    load = loadavg()
     results = []
     for platform in platforms:
         for traced in (False, True) if trace else (False,):
@@ -196,7 +198,8 @@ async def run(platforms: Sequence[str] = PLATFORMS, rounds: int = 64, trace: boo
                 results.append(await asyncio.to_thread(_isolated, platform, rounds, traced))
             else:
                 results.append(await run_platform(platform, rounds, trace=traced))
-    return {"params": {"platforms": list(platforms), "rounds": rounds, "tracemalloc": trace,
+    return {"loadavg_1m_at_start": load,
+            "params": {"platforms": list(platforms), "rounds": rounds, "tracemalloc": trace,
                        "provider": "BenchProvider (hand-written, a fresh ~1.6 MB 1024x1024 PNG per round)"},
             "results": results, "rows": rows_to_dicts(rows(results))}
 

@@ -39,6 +39,7 @@ from tests.bench._harness import (
     big_png,
     closed_loop,
     fmt_ms,
+    loadavg,
     open_rig,
     print_table,
     rows_to_dicts,
@@ -145,10 +146,12 @@ def rows(results: Sequence[dict[str, Any]]) -> list[Row]:
 async def run(platforms: Sequence[str] = PLATFORMS, levels: Sequence[int] = (1, 10, 100),
               rounds: dict[int, int] | None = None, big: bool = False,
               in_flight_rounds: int = IN_FLIGHT_ROUNDS) -> dict[str, Any]:
+    load = loadavg()
     rounds = rounds or DEFAULT_ROUNDS
     results = [await run_platform(p, levels, rounds, big=big, in_flight_rounds=in_flight_rounds)
                for p in platforms]
-    return {"params": {"platforms": list(platforms), "levels": list(levels), "rounds": rounds, "big": big,
+    return {"loadavg_1m_at_start": load,
+            "params": {"platforms": list(platforms), "levels": list(levels), "rounds": rounds, "big": big,
                        "in_flight_rounds": in_flight_rounds,
                        "provider": "BenchProvider (hand-written, answers at once)", "provider_concurrency": 128},
             "results": results, "rows": rows_to_dicts(rows(results))}

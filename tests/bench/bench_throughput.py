@@ -29,6 +29,7 @@ from tests.bench._harness import (
     Timeline,
     closed_loop,
     fmt_ms,
+    loadavg,
     open_rig,
     print_table,
     rows_to_dicts,
@@ -132,8 +133,10 @@ def rows(results: Sequence[dict[str, Any]]) -> list[Row]:
 
 async def run(platforms: Sequence[str] = ("discord",), *, users: int = 200, rounds: int = 5, cap: int = 32,
               latency: float = 0.5) -> dict[str, Any]:
+    load = loadavg()
     results = [await run_platform(p, users=users, rounds=rounds, cap=cap, latency=latency) for p in platforms]
-    return {"params": {"platforms": list(platforms), "users": users, "rounds_per_user": rounds, "cap": cap,
+    return {"loadavg_1m_at_start": load,
+            "params": {"platforms": list(platforms), "users": users, "rounds_per_user": rounds, "cap": cap,
                        "provider_latency_s": latency, "provider": "BenchProvider (hand-written, sleeps)"},
             "results": results, "rows": rows_to_dicts(rows(results))}
 
