@@ -123,6 +123,16 @@ def test_discord_tokens_and_interaction_urls_are_redacted(logged: Logged, tokens
     assert "not shown" not in out
 
 
+def test_token_fields_in_logged_payloads_are_redacted(logged: Logged) -> None:
+    read, _ = logged(**_no_secrets())
+    log = logging.getLogger("discord.gateway")
+    log.warning("WebSocket Event: %s", {"t": "INTERACTION_CREATE", "d": {"id": "1", "token": INTERACTION_TOKEN}})
+    log.warning('raw: {"token":"%s","type":2}', INTERACTION_TOKEN)
+    out = read()
+    assert INTERACTION_TOKEN not in out
+    assert "'token': '[redacted]'" in out and '"token":"[redacted]"' in out and "INTERACTION_CREATE" in out
+
+
 def test_secrets_given_explicitly_are_redacted_whatever_their_shape(logged: Logged) -> None:
     read, _ = logged(secrets=["123:fake", "hunter2-webhook"], **_no_secrets())
     log = logging.getLogger("bots.telegram_bot")
