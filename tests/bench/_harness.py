@@ -6,7 +6,10 @@ A round is named by a tag in its prompt (`bench#<n> ...`). Its timeline (`time.p
 - `in`: the update arrives. Discord: the fake dispatches INTERACTION_CREATE on the gateway. Telegram: the update
   is pushed to the fake (queued for the bot's long poll).
 - `ack`: the fake receives the interaction callback (Discord only).
+- `done`: the core has finished the round (`Studio.submit` returned: the charge is committed).
+- `submit`: the adapter hands the round to the core (`Studio.submit`).
 - `call` / `answer`: the hand-written `BenchProvider` is entered / returns its image.
+- `deliver`: the core hands the result to the adapter's view (`RoundView.deliver`).
 - `upload`: the fake receives the request that carries the result (Discord: PATCH `@original` with the file;
   Telegram: `sendPhoto`), stamped when its headers arrive, before the body is read.
 
@@ -46,8 +49,11 @@ from bots.app import Core, open_core
 from bots.discord_bot import DiscordBot
 from bots.logs import setup_logging
 from bots.telegram_bot import TelegramBot
+from core.events import RoundRequest
 from core.images import GeneratedImage, ImageJob, OnPartial, Usage
+from core.outcomes import Preview, Refusal, RoundResult, RoundView
 from core.settings import load_settings
+from core.studio import Studio
 from tests.fakes._base import Call
 from tests.fakes.fake_discord import FakeDiscord, FakeMember
 from tests.fakes.fake_telegram import FakeTelegram, StoredFile
@@ -440,6 +446,49 @@ class BenchTelegram(_Stamping, FakeTelegram):
                                 kind=kind, ext=ext)
 
 
+# -- the seam between adapter and core -------------------------------------------------------------------------
+
+
+class StampingView:
+    """Wraps the adapter's RoundView on its way into the core: stamps `deliver` when the core hands over the
+    result (so each interval splits into the core's part and the adapter's part)."""
+
+    def __init__(self, view: RoundView, timeline: Timeline, tag: int | None) -> None:
+        self._view, self._timeline, self._tag = view, timeline, tag
+
+    async def queued(self, position: int) -> None:
+        await self._view.queued(position)
+
+    async def started(self) -> None:
+        await self._view.started()
+
+    async def partial(self, preview: Preview) -> None:
+        await self._view.partial(preview)
+
+    async def deliver(self, result: RoundResult) -> list[str]:
+        self._timeline.mark(self._tag, "deliver")
+        return await self._view.deliver(result)
+
+    async def refuse(self, refusal: Refusal) -> None:
+        await self._view.refuse(refusal)
+
+
+def stamp_studio(studio: Studio, timeline: Timeline) -> None:
+    """Stamp `submit` when the adapter hands a round to the core and `done` when the core has finished it
+    (charge committed), and wrap its view (see StampingView)."""
+    submit = studio.submit
+
+    async def stamped(request: RoundRequest, view: RoundView) -> None:
+        tag = tag_of(request.prompt)
+        timeline.mark(tag, "submit")
+        try:
+            await submit(request, StampingView(view, timeline, tag))
+        finally:
+            timeline.mark(tag, "done")
+
+    studio.submit = stamped  # type: ignore[method-assign]
+
+
 # -- a rig: fake platform + real adapter + real core --------------------------------------------------------
 
 
@@ -575,6 +624,7 @@ async def _discord_rig(stack: AsyncExitStack, tmp: Path, timeline: Timeline, pro
                                        EASEL_DISCORD_GATEWAY_URL=fake.gateway_url, **env), dotenv=None)
     problems = await stack.enter_async_context(_logging_to(tmp / "easel.log", settings))
     core = await stack.enter_async_context(open_core(settings, provider=provider))
+    stamp_studio(core.studio, timeline)
     bot = DiscordBot(settings, core.studio, guild_ready_timeout=0.01)
     await bot.start()
     stack.push_async_callback(bot.stop)
@@ -596,6 +646,7 @@ async def _telegram_rig(stack: AsyncExitStack, tmp: Path, timeline: Timeline, pr
                                        **env), dotenv=None)
     problems = await stack.enter_async_context(_logging_to(tmp / "easel.log", settings))
     core = await stack.enter_async_context(open_core(settings, provider=provider))
+    stamp_studio(core.studio, timeline)
     bot = TelegramBot(settings, core.studio, request_timeout=30.0, poll_timeout=10.0, stop_grace=5.0)
     await bot.start()
     stack.push_async_callback(bot.stop)
@@ -618,7 +669,7 @@ async def _telegram_rig(stack: AsyncExitStack, tmp: Path, timeline: Timeline, pr
 
 async def closed_loop(rig: Rig, workers: int, rounds: int, *, warmup: int = 0, timeout: float = 60.0,
                       first_user: int = 0, settle: bool = True) -> list[int]:
-    """`workers` users, each sending its next round when the previous one's result upload arrives (so each
+    """`workers` users, each sending its next round when the core has finished the previous one (so each
     has one round in flight). Returns the measured tags (warm-up rounds left out), in order of sending.
     `settle`: then wait for every round in the core to finish (not while some are parked at the provider)."""
     measured: list[int] = []
@@ -630,7 +681,7 @@ async def closed_loop(rig: Rig, workers: int, rounds: int, *, warmup: int = 0, t
                 measured.append(tag)
             await rig.submit_as(user, tag)
             try:
-                await rig.timeline.wait(tag, "upload", timeout)
+                await rig.timeline.wait(tag, "done", timeout)
             except AssertionError as error:
                 recent = [c.method for c in rig.fake.calls[-8:]]
                 raise AssertionError(f"{error}; faults: {rig.faults()}; last calls: {recent}") from None

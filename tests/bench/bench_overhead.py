@@ -7,11 +7,16 @@ platform, per round:
   being called;
 - provider answer -> upload: the provider returning to the fake receiving sendPhoto / PATCH @original.
 
+Each is split where the adapter hands the round to the core (`Studio.submit`) and where the core hands the
+result back (`RoundView.deliver`): "to core" is the platform, the client library and the adapter's parsing;
+"in core" is Easel's core (dedupe, ledger, queue, image store: SQLite commits and file writes); "to upload"
+is the adapter rendering the result and the library sending it.
+
 The provider is the hand-written `BenchProvider` (no HTTP, no sleep), answering with a 64x64 PNG (`--big`: a
 ~1.6 MB 1024x1024 PNG, a fresh copy per round). The provider cap is 128, above every level, so no round waits
 in the queue (queueing is benchmark 2's subject). Two load shapes per level of concurrency K:
 
-- `saturated`: K users each send their next `/imagine` as soon as the previous result's upload arrives: K
+- `saturated`: K users each send their next `/imagine` as soon as the core has finished the previous one: K
   rounds flow through Easel at every moment and the process never idles (a stress test: with all of them
   on one event loop, latency grows with K times the CPU one round costs).
 - `in-flight`: K-1 rounds are parked at the provider (as in production, where a generation takes 10-60 s),
@@ -52,6 +57,11 @@ NAME = "overhead"
 TARGET_P99_MS = 25.0  # at 100 concurrent rounds
 TARGET_MEDIAN_MS = 5.0  # "a few milliseconds"
 SATURATED, IN_FLIGHT = "saturated", "in-flight"
+# Each interval split at the adapter/core seam: (figure, label) for each part.
+SPLITS = {
+    "update_to_provider_ms": (("update_to_submit_ms", "to core"), ("submit_to_provider_ms", "in core")),
+    "answer_to_upload_ms": (("answer_to_deliver_ms", "in core"), ("deliver_to_upload_ms", "to upload")),
+}
 # Rounds measured per level (after one warm-up round per user).
 DEFAULT_ROUNDS = {1: 200, 10: 400, 100: 600}
 IN_FLIGHT_ROUNDS = 200
@@ -75,6 +85,11 @@ async def _measure(rig: Rig, workers: int, per_worker: int, *, first_user: int, 
         "update_to_provider_ms": summary(timeline.spans("in", "call", tags)),
         "answer_to_upload_ms": summary(timeline.spans("answer", "upload", tags)),
         "update_to_upload_ms": summary(timeline.spans("in", "upload", tags)),
+        # The split between the adapter with its library (and the fake) and the core:
+        "update_to_submit_ms": summary(timeline.spans("in", "submit", tags)),  # platform, library, adapter
+        "submit_to_provider_ms": summary(timeline.spans("submit", "call", tags)),  # core
+        "answer_to_deliver_ms": summary(timeline.spans("answer", "deliver", tags)),  # core
+        "deliver_to_upload_ms": summary(timeline.spans("deliver", "upload", tags)),  # adapter, library, platform
         "uploads": timeline.count("upload", tags),
     }
 
@@ -135,8 +150,11 @@ def rows(results: Sequence[dict[str, Any]]) -> list[Row]:
                     if level == "100":
                         target = f"median ≤ {TARGET_MEDIAN_MS:g} ms, p99 < {TARGET_P99_MS:g} ms"
                         met = s["median"] <= TARGET_MEDIAN_MS and s["p99"] < TARGET_P99_MS
+                    first, second = SPLITS[key]
+                    a, b = figures[first[0]], figures[second[0]]
                     out.append(Row(label, name, f"median {fmt_ms(s['median'])}, p99 {fmt_ms(s['p99'])} "
-                                                f"(n={s['n']})", target, met))
+                                                f"(n={s['n']}; medians: {first[1]} {fmt_ms(a['median'])}, "
+                                                f"{second[1]} {fmt_ms(b['median'])})", target, met))
                 out.append(Row(label, "throughput, CPU",
                                f"{figures['rounds_per_s']:.0f} rounds/s, {figures['cpu_ms_per_round']:.1f} ms "
                                "CPU/round (whole process)"))

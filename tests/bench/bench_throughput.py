@@ -2,7 +2,7 @@
 
 1,000 rounds from 200 users through the real adapter and core: the provider (hand-written `BenchProvider`)
 takes 0.5 s per image, the global cap is 32 (EASEL_PROVIDER_CONCURRENCY=32), credits are plentiful. Each user
-sends 5 rounds, the next as soon as the previous result's upload arrives: all 200 start at once, so 32 run
+sends 5 rounds, the next as soon as the core has finished the previous one: all 200 start at once, so 32 run
 and up to 168 wait in the queue (EASEL_QUEUE_LIMIT=200, the default), and no user ever has more than one round
 of its own in flight, which keeps clear of EASEL_USER_CONCURRENCY=2 (the default) without raising it.
 
