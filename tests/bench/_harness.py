@@ -615,7 +615,8 @@ async def _discord_rig(stack: AsyncExitStack, tmp: Path, timeline: Timeline, pro
         DiscordWebSocket.DEFAULT_GATEWAY = gateway if isinstance(gateway, yarl.URL) else yarl.URL(str(gateway))
 
     stack.callback(restore)
-    fake = await stack.enter_async_context(BenchDiscord(timeline))
+    fake = BenchDiscord(timeline)
+    await stack.enter_async_context(fake)
     fake.keep_uploads = keep_uploads
     guild = await fake.guild("Bench", channels=tuple(f"c{i}" for i in range(channels)))
     members: list[FakeMember] = [fake.member(guild, f"user{i}") for i in range(users)]
@@ -638,7 +639,8 @@ async def _discord_rig(stack: AsyncExitStack, tmp: Path, timeline: Timeline, pro
 
 async def _telegram_rig(stack: AsyncExitStack, tmp: Path, timeline: Timeline, provider: BenchProvider,
                         users: int, channels: int, keep_uploads: bool, env: Mapping[str, Any]) -> Rig:
-    fake = await stack.enter_async_context(BenchTelegram(timeline))
+    fake = BenchTelegram(timeline)
+    await stack.enter_async_context(fake)
     fake.keep_uploads = keep_uploads
     people = [fake.user(f"User{i}", f"user{i}") for i in range(users)]
     groups = [fake.group_chat(f"Group {i}") for i in range(channels)]
