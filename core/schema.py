@@ -149,3 +149,22 @@ def m001_initial(db: sqlite_utils.Database) -> None:
     db.execute("INSERT INTO meta (key, value) VALUES ('schema', '1')")
     # The key of the HMAC that turns user ids into the provider's safety_identifier: never leaves the DB.
     db.execute("INSERT INTO meta (key, value) VALUES ('safety_salt', ?)", [secrets.token_hex(32)])
+
+
+@MIGRATIONS()
+def m002_inbox(db: sqlite_utils.Database) -> None:
+    # Platform updates written before the platform is told they arrived (Telegram: the getUpdates offset), so
+    # a crash between "received" and "handled" loses nothing: the adapter replays what is left at start-up.
+    _run_script(
+        db,
+        """
+        CREATE TABLE inbox (
+            platform TEXT NOT NULL,
+            idem_key TEXT NOT NULL,
+            payload TEXT NOT NULL,
+            received_at TEXT NOT NULL,
+            PRIMARY KEY (platform, idem_key)
+        );
+        CREATE INDEX inbox_received ON inbox (platform, received_at);
+        """,
+    )

@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-from core import pictures, quotas, rounds, texts
+from core import inbox, pictures, quotas, rounds, texts
 from core.cache import ImageCache
 from core.desk import QuotaDesk, utcnow
 from core.errors import (
@@ -490,6 +490,19 @@ class Studio(QuotaDesk):
     async def notice_sent(self, notice_id: int) -> None:
         stamp = self.clock().isoformat()
         await self.store.write(lambda c: c.execute("UPDATE notices SET sent_at = ? WHERE id = ?", (stamp, notice_id)))
+
+    # -- inbox (core.inbox): updates recorded before the platform is told they arrived ---------------------
+
+    async def inbox_put(self, platform: Platform, items: list[tuple[str, str]]) -> None:
+        """Record a batch of (idempotency key, payload JSON) in one transaction; known keys are left alone."""
+        await inbox.put(self.store, platform, items, self.clock())
+
+    async def inbox_done(self, platform: Platform, idem_key: str) -> None:
+        await inbox.done(self.store, platform, idem_key)
+
+    async def inbox_pending(self, platform: Platform) -> list[str]:
+        """Payloads recorded but not handled (a crash or a stop interrupted them), oldest first."""
+        return await inbox.pending(self.store, platform, self.clock())
 
     def help_text(self, platform: Platform) -> str:
         return texts.help_text(platform)

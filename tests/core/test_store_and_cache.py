@@ -22,7 +22,7 @@ async def test_pragmas_and_migrations_apply_once(tmp_path: Path) -> None:
             sync = await store.write(lambda c: c.execute("PRAGMA synchronous").fetchone()[0])
             assert mode == "wal" and sync == 2  # FULL
             applied = await store.read(lambda c: c.execute("SELECT COUNT(*) FROM _sqlite_migrations").fetchone()[0])
-            assert applied == 1
+            assert applied == 2  # m001_initial, m002_inbox
             assert await store.writable()
 
 
