@@ -16,7 +16,7 @@ import sqlite3
 import time
 import unicodedata
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -37,6 +37,7 @@ from core.images import GeneratedImage, ImageJob, ImageProvider, ParentImage
 from core.metrics import Metrics
 from core.outcomes import Button, Preview, Refusal, RoundResult, RoundView
 from core.pricing import estimate_usd, estimated_usage
+from core.progress import ProgressPump, quietly
 from core.rounds import Round
 from core.settings import SIZES, Settings
 from core.slots import FairSlots, QueueFull
@@ -355,7 +356,7 @@ class Studio(QuotaDesk):
 
     async def _generate(self, item: Round, job: ImageJob, view: RoundView) -> GeneratedImage:
         async def position(place: int) -> None:
-            await _quietly(view.queued(place), "queued", item.id)
+            await quietly(view.queued(place), "queued", item.id)
 
         self.metrics.queue_depth.inc()
         try:
@@ -366,23 +367,30 @@ class Studio(QuotaDesk):
             self.metrics.queue_depth.dec()
         self.metrics.in_flight.inc()
         started = time.monotonic()
+        pump = ProgressPump(view, item.id)
         try:
-            await _quietly(view.started(), "started", item.id)
+            pump.started()
 
             async def on_partial(image: bytes, index: int) -> None:
-                await _quietly(view.partial(Preview(image=image, index=index, round_id=item.id)), "partial", item.id)
+                pump.partial(Preview(image=image, index=index, round_id=item.id))
 
             async with asyncio.timeout(self.settings.provider_timeout):
-                return await self.provider.create(job, on_partial)
+                generated = await self.provider.create(job, on_partial)
         except TimeoutError:
+            pump.cancel()
             raise ProviderTimeout(
                 f"The image took longer than {self.settings.provider_timeout:g} s and was abandoned. It was not "
                 "charged; try again, perhaps at a lower quality."
             ) from None
+        except BaseException:
+            pump.cancel()
+            raise
         finally:
             self.slots.release()
             self.metrics.in_flight.dec()
             self.metrics.provider_latency.labels(self.settings.image_api).observe(time.monotonic() - started)
+        await pump.close()
+        return generated
 
     async def _store_result(
         self, item: Round, parent: Round | None, generated: GeneratedImage, left: int
@@ -467,7 +475,7 @@ class Studio(QuotaDesk):
         else:
             refusal = Refusal(error.message, error.reason, error.ephemeral)
         self.metrics.refusals.labels(platform.value, refusal.reason).inc()
-        await _quietly(view.refuse(refusal), "refuse", 0)
+        await quietly(view.refuse(refusal), "refuse", 0)
 
     # -- notices ----------------------------------------------------------------------------------------
 
@@ -531,13 +539,3 @@ def _add_notice(conn: sqlite3.Connection, key: ChannelKey, reply_to: str | None,
         "VALUES (?, ?, ?, ?, ?, ?, ?)",
         (key.platform, key.community, key.channel, key.thread, reply_to, text, now.isoformat()),
     )
-
-
-async def _quietly(call: Awaitable[object], what: str, round_id: int) -> None:
-    """Progress rendering must never sink a round: log and go on."""
-    try:
-        await call
-    except asyncio.CancelledError:
-        raise
-    except Exception:
-        log.exception("view.%s failed for round %d", what, round_id)

@@ -11,6 +11,7 @@ import pytest
 from bots.app import Core, open_core
 from core.errors import ProviderBusy, SafetyRefusal
 from core.events import Actor, ChannelKey, InputImage, Platform, Quality, RoundRequest, Size
+from core.outcomes import Preview
 from core.settings import Settings
 from tests.fakes.fake_provider import FakeProvider, png
 from tests.fakes.recording_view import RecordingView
@@ -286,3 +287,31 @@ async def test_migration_keeps_credits_when_new_chat_already_has_a_policy(core: 
     report = await core.studio.report(new, "5", "")
     assert (report.daily, report.used_today, report.left_today) == (7, 1, 6)
     assert await core.studio.is_round_message(new, view.message_ids[0])
+
+
+async def test_slow_preview_rendering_never_eats_the_provider_budget(make_settings: Callable[..., Settings]) -> None:
+    """A platform that takes longer to show a preview than the provider's whole time budget must not make
+    Easel abandon (and refund) an image the provider already made."""
+    import time
+
+    release = asyncio.Event()
+
+    class SlowPlatform(RecordingView):
+        async def partial(self, preview: Preview) -> None:
+            await release.wait()
+            await super().partial(preview)
+
+    provider = FakeProvider(partials=3)
+    async with open_core(make_settings(EASEL_PROVIDER_TIMEOUT=1), provider=provider) as core:
+        view = SlowPlatform()
+        started = time.monotonic()
+        task = asyncio.create_task(core.studio.submit(request("a fox", "k1"), view))
+        while not (provider.jobs and provider.in_flight == 0):
+            await asyncio.sleep(0.01)
+        assert core.studio.slots.in_use == 0  # the provider slot is free while the preview is still showing
+        await asyncio.sleep(max(0.0, 1.2 - (time.monotonic() - started)))  # past the provider's budget
+        release.set()
+        await task
+        assert view.refusal is None and view.result is not None
+        assert [p.index for p in view.previews] == [0]  # later previews were superseded by the result
+        assert await credits_left(core) == 9

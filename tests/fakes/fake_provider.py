@@ -28,6 +28,7 @@ class FakeProvider:
 
     partials: int = 0
     delay: float = 0.0
+    partial_delay: float = 0.0
     jobs: list[ImageJob] = field(default_factory=list)
     failures: list[BaseException] = field(default_factory=list)
     gate: asyncio.Event | None = None
@@ -55,6 +56,7 @@ class FakeProvider:
                 raise self.failures.pop(0)
             for index in range(self.partials):
                 await on_partial(png(16, 16, (index * 40, 0, 0)), index)
+                await asyncio.sleep(self.partial_delay)  # a real stream waits on the network between partials
             return GeneratedImage(
                 image=png(64, 64, (number % 256, 100, 150)),
                 response_id=f"resp_{number}",

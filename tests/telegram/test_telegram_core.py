@@ -278,6 +278,7 @@ async def test_oversized_output_is_reencoded(rig: Rig) -> None:
 
 async def test_partial_previews_with_the_real_core(rig: Rig) -> None:
     rig.provider.partials = 2
+    rig.provider.partial_delay = 0.05  # previews a stream apart, so each is shown (the latest wins otherwise)
     rig.provider.gate = asyncio.Event()
     await rig.boot(preview_interval=0)
     tg = rig.tg
