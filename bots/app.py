@@ -4,6 +4,9 @@ plug in fakes through the keyword arguments."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
@@ -16,6 +19,8 @@ from core.metrics import Metrics
 from core.settings import Settings
 from core.store import Store
 from core.studio import Studio
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -52,4 +57,22 @@ async def open_core(
         metrics = metrics or Metrics()
         studio = Studio(settings, store, provider, cache, metrics, clock=clock)
         recovered = await studio.start()
+        pruner = asyncio.create_task(_prune_hourly(cache), name="easel-cache-prune")
+        stack.push_async_callback(_cancel, pruner)
         yield Core(settings, store, provider, cache, metrics, studio, recovered)
+
+
+async def _prune_hourly(cache: ImageCache) -> None:
+    """Retention is enforced while Easel runs for months, not only at start-up."""
+    while True:
+        await asyncio.sleep(3600)
+        try:
+            await asyncio.to_thread(cache.prune)
+        except OSError:
+            log.exception("image cache prune failed")
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task

@@ -1,0 +1,46 @@
+"""`easel forget`: a user's prompts, names and images are erased; the ledger's totals stay exact."""
+
+from __future__ import annotations
+
+import sqlite3
+
+from bots.app import Core
+from core.events import Actor, ChannelKey, Platform, RoundRequest
+from core.privacy import forget_user
+from tests.fakes.recording_view import RecordingView
+
+KEY = ChannelKey(Platform.TELEGRAM, "-5", "-5")
+ANN = Actor(Platform.TELEGRAM, "11", "Ann", username="ann")
+BOB = Actor(Platform.TELEGRAM, "22", "Bob", username="bob")
+MARKER = "zebra-marker-7731"
+
+
+async def test_forget_erases_prompts_and_images_but_keeps_totals(core: Core) -> None:
+    views = []
+    for i, actor in enumerate([ANN, ANN, BOB]):
+        view = RecordingView()
+        prompt = f"{MARKER} {i}" if actor is ANN else "bob's own"
+        await core.studio.submit(RoundRequest(key=KEY, actor=actor, prompt=prompt, idempotency_key=f"k{i}"), view)
+        views.append(view)
+    before = await core.studio.report(KEY, ANN.user_id, "")
+    forgotten = await core.store.write(lambda c: forget_user(c, "telegram", ANN.user_id))
+    await core.store.checkpoint()
+    for sha, mime in forgotten.images:
+        core.cache.delete(sha, mime)
+
+    assert forgotten.rounds == 2 and len(forgotten.images) == 2
+    after = await core.studio.report(KEY, ANN.user_id, "")
+    assert (after.used_today, after.left_today) == (before.used_today, before.left_today)
+    db_bytes = core.settings.db_path.read_bytes()
+    wal = core.settings.db_path.with_name("easel.db-wal")
+    assert MARKER.encode() not in db_bytes and (not wal.exists() or MARKER.encode() not in wal.read_bytes())
+    for view in views[:2]:
+        assert view.result is not None and view.result.image not in _cache_files(core)
+    assert views[2].result is not None and views[2].result.image in _cache_files(core)  # Bob's stays
+    with sqlite3.connect(core.settings.db_path) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM users WHERE user_id = ?", (ANN.user_id,)).fetchone()[0] == 0
+        assert conn.execute("SELECT COUNT(*) FROM rounds WHERE prompt = 'bob''s own'").fetchone()[0] == 1
+
+
+def _cache_files(core: Core) -> list[bytes]:
+    return [p.read_bytes() for p in core.cache.root.glob("*/*") if p.is_file()]
