@@ -156,8 +156,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--users", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=5, help="rounds per user")
     args = parser.parse_args(argv)
-    data = asyncio.run(run(args.platform or ("discord",), users=args.users, rounds=args.rounds))
-    report(data)
+    platforms = args.platform or ["discord"]
+    data = asyncio.run(run(platforms, users=args.users, rounds=args.rounds))
+    report(data, NAME if platforms == ["discord"] else "-".join([NAME, *platforms]))
     return data
 
 
