@@ -10,11 +10,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
+import threading
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import TypeVar
+from typing import Any, Generic, TypeVar
 
 import sqlite_utils
 
@@ -23,6 +26,24 @@ from core.schema import MIGRATIONS
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
+
+MAX_BATCH = 256  # writes sharing one commit at most
+
+
+@dataclass(frozen=True, slots=True)
+class _Write(Generic[T]):
+    fn: Callable[[sqlite3.Connection], T]
+    future: asyncio.Future[T]
+    loop: asyncio.AbstractEventLoop
+
+
+def _settle(future: asyncio.Future[Any], ok: bool, value: Any) -> None:
+    if future.cancelled():  # the caller went away; the write itself stands (or failed) all the same
+        return
+    if ok:
+        future.set_result(value)
+    else:
+        future.set_exception(value)
 
 
 def connect(path: Path) -> sqlite3.Connection:
@@ -47,6 +68,9 @@ class Store:
         self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="easel-db-reader")
         self._wconn: sqlite3.Connection | None = None
         self._rconn: sqlite3.Connection | None = None
+        self._lock = threading.Lock()
+        self._pending: deque[_Write[Any]] = deque()
+        self._draining = False
 
     async def __aenter__(self) -> Store:
         await self.open()
@@ -83,22 +107,60 @@ class Store:
         self._reader.shutdown(wait=True)
 
     async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run `fn` in one `BEGIN IMMEDIATE` transaction on the writer thread; roll back if it raises."""
-        conn = self._wconn
-        if conn is None:
+        """Run `fn` atomically on the writer thread and return once it is durably committed; if it raises,
+        its changes are rolled back and the exception is raised here.
+
+        Group commit: writes that queue up while the writer is busy share one `BEGIN IMMEDIATE ... COMMIT`
+        (one fsync), each inside its own savepoint, so one write's failure never touches another's. Under
+        load this is what keeps the single writer from becoming the queue every round waits in."""
+        if self._wconn is None:
             raise StoreError("the store is closed")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        with self._lock:
+            self._pending.append(_Write(fn, future, loop))
+            start = not self._draining
+            self._draining = True
+        if start:
+            self._writer.submit(self._drain)
+        return await future
 
-        def run() -> T:
+    def _drain(self) -> None:
+        """Writer thread: run queued writes in batches until the queue is empty."""
+        while True:
+            with self._lock:
+                batch = [self._pending.popleft() for _ in range(min(len(self._pending), MAX_BATCH))]
+                if not batch:
+                    self._draining = False
+                    return
+            self._run_batch(batch)
+
+    def _run_batch(self, batch: list[_Write[Any]]) -> None:
+        conn = self._wconn
+        outcomes: list[tuple[bool, Any]] = []
+        try:
+            if conn is None:
+                raise StoreError("the store is closed")
             conn.execute("BEGIN IMMEDIATE")
-            try:
-                result = fn(conn)
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
+            for write in batch:
+                conn.execute("SAVEPOINT easel_write")
+                try:
+                    value = write.fn(conn)
+                except BaseException as exc:  # handed to its caller below, not swallowed
+                    conn.execute("ROLLBACK TO easel_write")
+                    conn.execute("RELEASE easel_write")
+                    outcomes.append((False, exc))
+                else:
+                    conn.execute("RELEASE easel_write")
+                    outcomes.append((True, value))
             conn.execute("COMMIT")
-            return result
-
-        return await asyncio.get_running_loop().run_in_executor(self._writer, run)
+        except Exception as exc:  # BEGIN or COMMIT failed: nothing in this batch was written
+            if conn is not None and conn.in_transaction:
+                conn.execute("ROLLBACK")
+            log.exception("database write failed")
+            outcomes = [(False, StoreError(f"the database refused a write: {exc}")) for _ in batch]
+        for write, (ok, value) in zip(batch, outcomes, strict=True):
+            write.loop.call_soon_threadsafe(_settle, write.future, ok, value)
 
     async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         conn = self._rconn

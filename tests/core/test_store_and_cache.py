@@ -6,6 +6,7 @@ import os
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -78,3 +79,26 @@ def test_concurrent_puts_of_the_same_image(tmp_path: Path) -> None:
         shas = list(pool.map(lambda _: cache.put(data, "image/png"), range(32)))
     assert len(set(shas)) == 1 and cache.get(shas[0], "image/png") == data
     assert not list((tmp_path / "img").glob("*/*.tmp"))
+
+
+async def test_group_commit_isolates_each_write(tmp_path: Path) -> None:
+    """Concurrent writes share commits, but each is atomic on its own and gets its own result or error."""
+    import asyncio
+
+    async with Store(tmp_path / "e.db") as store:
+
+        def insert(n: int) -> Callable[[sqlite3.Connection], int]:
+            def fn(conn: sqlite3.Connection) -> int:
+                conn.execute("INSERT INTO meta (key, value) VALUES (?, 'v')", (f"k{n}",))
+                if n % 10 == 3:
+                    raise ValueError(f"write {n} fails after inserting")
+                return n
+
+            return fn
+
+        results = await asyncio.gather(*(store.write(insert(n)) for n in range(50)), return_exceptions=True)
+        failed = [n for n, r in enumerate(results) if isinstance(r, ValueError)]
+        assert failed == [3, 13, 23, 33, 43]
+        assert [r for r in results if not isinstance(r, BaseException)] == [n for n in range(50) if n % 10 != 3]
+        keys = await store.read(lambda c: {r[0] for r in c.execute("SELECT key FROM meta WHERE key LIKE 'k%'")})
+        assert keys == {f"k{n}" for n in range(50) if n % 10 != 3}
