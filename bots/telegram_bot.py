@@ -4,8 +4,12 @@
 updates into core calls live in `bots.telegram_handlers`; rendering a round lives in `bots.telegram_view`.
 
 - Bot API root: `EASEL_TELEGRAM_API_URL` (`{root}/bot<token>/<method>`, files `{root}/file/bot<token>/<path>`).
-- Polling by default (`getUpdates`, long poll). With `EASEL_TELEGRAM_WEBHOOK_URL` set, `setWebhook` with the
-  secret token instead; Easel's aiohttp server passes the webhook's requests to `handle_webhook`.
+- Polling by default (`getUpdates`, long poll) with Easel's own loop (`bots.telegram_poll`), not PTB's Updater:
+  a batch is written to the durable inbox (`bots.telegram_inbox`) before the offset that confirms it is sent,
+  so a crash never loses updates Telegram will not deliver again. With `EASEL_TELEGRAM_WEBHOOK_URL` set,
+  `setWebhook` with the secret token instead; Easel's aiohttp server passes the webhook's requests to
+  `handle_webhook`, which also records the update before answering 200.
+- Start-up replays what the inbox still holds (updates a crash or a stop interrupted), in both modes.
 - A bad token is fatal at start (`FatalPlatformError`); a 409 Conflict while polling (another instance uses
   the token) is fatal at any time: `on_fatal` is told once and polling stops, so two processes don't fight.
 - Start-up sends the notices the core queued (e.g. rounds a restart interrupted and refunded).
@@ -18,18 +22,19 @@ import asyncio
 import hmac
 import logging
 from collections.abc import Callable, Coroutine
-from datetime import timedelta
 from typing import Any
 
 from aiohttp import web
 from telegram import BotCommand, Update
-from telegram.error import BadRequest, Conflict, Forbidden, InvalidToken, TelegramError
+from telegram.error import BadRequest, Forbidden, InvalidToken, TelegramError
 from telegram.ext import Application, ApplicationBuilder
 
 from bots.telegram_common import PUBLIC_GETFILE_CAP, TELEGRAM
 from bots.telegram_handlers import TelegramHandlers
+from bots.telegram_inbox import Entry, InboxFeed
 from bots.telegram_mods import ModeratorCheck
-from bots.telegram_send import retrying, send_text
+from bots.telegram_poll import Fatal, Poller
+from bots.telegram_send import FloodGate, retrying, send_text
 from bots.telegram_view import PREVIEW_INTERVAL, EditPacer
 from core.errors import ConfigError, FatalPlatformError
 from core.settings import Settings
@@ -78,12 +83,14 @@ class TelegramBot:
         self.poll_timeout = poll_timeout
         self.moderator_ttl = moderator_ttl
         self.stop_grace = stop_grace  # how long stop() lets running handlers finish before cancelling them
-        self.pacer = EditPacer(preview_interval)
+        self.flood = FloodGate()  # Telegram's flood control is per chat: one hold per chat for every send
+        self.pacer = EditPacer(preview_interval, gate=self.flood)
         self.application: AnyApplication | None = None
+        self._feed: InboxFeed | None = None
+        self._poller: Poller | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._ready = False
         self._fatal = False
-        self._updater_lock = asyncio.Lock()
         # httpx logs every request URL, token included, at INFO (platform-limits S-1); bots.logs does the
         # same for `easel run`, this covers any other embedding.
         for name in ("httpx", "httpcore"):
@@ -116,11 +123,9 @@ class TelegramBot:
             .get_updates_connect_timeout(t)
             .get_updates_read_timeout(t)  # PTB adds the long-poll timeout on top
             .get_updates_pool_timeout(t)
+            .updater(None)  # updates come through Easel's Poller or handle_webhook, and the inbox
         )
-        if self.webhook_mode:
-            builder = builder.updater(None)  # updates come through handle_webhook (no tornado server)
-        app = builder.build()
-        return app
+        return builder.build()
 
     async def start(self) -> None:
         if self.application is not None:
@@ -138,6 +143,9 @@ class TelegramBot:
             raise
         try:
             await self._connect(app)
+        except InvalidToken:
+            await self.stop()
+            raise FatalPlatformError(BAD_TOKEN_MESSAGE) from None
         except BaseException:
             await self.stop()
             raise
@@ -159,6 +167,8 @@ class TelegramBot:
         handlers.register(app)
         await retrying(lambda: app.bot.set_my_commands(COMMANDS), "setMyCommands")
         await app.start()
+        self._feed = feed = InboxFeed(self.studio, app)
+        feed.start()
         if self.webhook_mode:
             await retrying(
                 lambda: app.bot.set_webhook(
@@ -169,12 +179,13 @@ class TelegramBot:
                 "setWebhook",
             )
         else:
-            assert app.updater is not None
-            await app.updater.start_polling(
-                timeout=timedelta(seconds=self.poll_timeout),
-                allowed_updates=ALLOWED_UPDATES,
-                error_callback=self._polling_error,
-            )
+            # Polling needs no webhook; updates pending at Telegram are kept (they may be unanswered requests).
+            await retrying(lambda: app.bot.delete_webhook(drop_pending_updates=False), "deleteWebhook")
+        await feed.replay()  # before the first poll: what a previous run left comes first
+        if not self.webhook_mode:
+            self._poller = Poller(app.bot, self._accept, self._polling_fatal, timeout=self.poll_timeout,
+                                  allowed_updates=ALLOWED_UPDATES)
+            self._poller.start()
 
     async def stop(self) -> None:
         """Stop taking updates, let running handlers finish (bounded), close the HTTP clients. Idempotent."""
@@ -183,7 +194,12 @@ class TelegramBot:
         if app is None:
             return
         try:
-            await self._stop_polling(app)
+            poller, self._poller = self._poller, None
+            if poller is not None:
+                await poller.stop()
+            feed, self._feed = self._feed, None
+            if feed is not None:
+                await feed.stop()
             if app.running:
                 await app.stop()
             await self._finish_tasks()
@@ -191,9 +207,13 @@ class TelegramBot:
             await app.shutdown()
 
     async def idle(self) -> None:
-        """Wait until every update handled so far has been dealt with (rounds included). Callers bound it
+        """Wait until every update received so far has been dealt with (rounds included). Callers bound it
         with `asyncio.timeout`."""
-        while self._tasks:
+        while True:
+            if self._feed is not None:
+                await self._feed.idle()
+            if not self._tasks:
+                return
             await asyncio.wait(set(self._tasks))
 
     async def _abandon(self, app: AnyApplication) -> None:
@@ -202,11 +222,6 @@ class TelegramBot:
             await app.bot.shutdown()
         except Exception:
             log.debug("closing the Telegram client after a failed start", exc_info=True)
-
-    async def _stop_polling(self, app: AnyApplication) -> None:
-        async with self._updater_lock:
-            if app.updater is not None and app.updater.running:
-                await app.updater.stop()
 
     async def _finish_tasks(self) -> None:
         tasks = set(self._tasks)
@@ -221,22 +236,27 @@ class TelegramBot:
         # The public Bot API serves files up to 20 MB; a self-hosted server has its own (much larger) limit.
         return PUBLIC_GETFILE_CAP if "api.telegram.org" in self.settings.telegram_api_url else None
 
-    # -- polling errors ------------------------------------------------------------------------------------
+    # -- updates in -----------------------------------------------------------------------------------------
 
-    def _polling_error(self, error: TelegramError) -> None:
-        """Called by PTB's polling loop (synchronously) for every getUpdates failure."""
-        if isinstance(error, Conflict):
-            if not self._fatal:
-                self._fatal = True
-                self._ready = False
-                log.critical(CONFLICT_MESSAGE)
-                if self.on_fatal is not None:
-                    self.on_fatal(CONFLICT_MESSAGE)
-                app = self.application
-                if app is not None:
-                    asyncio.get_running_loop().create_task(self._stop_polling(app))
+    async def _accept(self, updates: list[Update]) -> None:
+        """A polled batch: stored first (the poller confirms it only after this returns), then handled."""
+        feed = self._feed
+        if feed is None:
+            raise RuntimeError("the Telegram bot is stopping")
+        await feed.record(updates)
+        for update in updates:
+            feed.feed(update)
+
+    def _polling_fatal(self, kind: Fatal) -> None:
+        """The poller ended for good: another instance polls this token (409), or the token was revoked."""
+        if self._fatal:
             return
-        log.warning("polling Telegram failed (%s); PTB retries with back-off", type(error).__name__)
+        self._fatal = True
+        self._ready = False
+        message = CONFLICT_MESSAGE if kind == "conflict" else BAD_TOKEN_MESSAGE
+        log.critical(message)
+        if self.on_fatal is not None:
+            self.on_fatal(message)
 
     # -- webhook -------------------------------------------------------------------------------------------
 
@@ -246,30 +266,44 @@ class TelegramBot:
         given = request.headers.get(SECRET_HEADER, "")
         if not expected or not hmac.compare_digest(given.encode(), expected.encode()):
             return web.Response(status=403)
-        app = self.application
-        if app is None or not app.running:
+        app, feed = self.application, self._feed
+        if app is None or not app.running or feed is None:
             return web.Response(status=503)  # Telegram retries later
         try:
             update = Update.de_json(await request.json(), app.bot)
         except Exception:
             log.warning("webhook body is not a Telegram update; ignored")
             return web.Response(status=400)
-        await app.update_queue.put(update)
+        try:
+            await feed.record([update])
+        except Exception as error:
+            log.warning("could not store a Telegram update (%s); Telegram will send it again", type(error).__name__)
+            return web.Response(status=503)
+        feed.feed(update)
         return web.Response(status=200)
 
     # -- tasks, errors, notices ----------------------------------------------------------------------------
 
     def _spawn(self, update: Update | None, work: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.create_task(self._guarded(update, work))
+        # Called by handlers while PTB processes an update: the task counts towards that update's inbox entry.
+        entry = InboxFeed.claim()
+        task = asyncio.create_task(self._guarded(update, work, entry))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _guarded(self, update: Update | None, work: Coroutine[Any, Any, None]) -> None:
+    async def _guarded(self, update: Update | None, work: Coroutine[Any, Any, None], entry: Entry | None) -> None:
+        feed = self._feed
         try:
             await work
+        except asyncio.CancelledError:
+            if feed is not None:
+                await feed.release(entry, cancelled=True)
+            raise
         except Exception as error:
             log.exception("handling a Telegram update failed")
             await self._report(update, error)
+        if feed is not None:
+            await feed.release(entry)
 
     async def _report(self, update: Update | None, error: Exception) -> None:
         """Hand an unexpected error to PTB's error handlers, if any are registered (tests register one)."""
@@ -285,7 +319,8 @@ class TelegramBot:
             reply = int(notice.reply_to) if notice.reply_to and notice.reply_to.isdigit() else None
             thread = int(notice.key.thread) if notice.key.thread.isdigit() else None
             try:
-                await send_text(app.bot, int(notice.key.channel), notice.text, reply_to_id=reply, thread_id=thread)
+                await send_text(app.bot, self.flood, int(notice.key.channel), notice.text, reply_to_id=reply,
+                                thread_id=thread)
             except (Forbidden, BadRequest) as error:
                 # The chat is gone or the bot was removed: the notice can never be delivered.
                 log.warning("start-up notice %d dropped (%s)", notice.id, type(error).__name__)

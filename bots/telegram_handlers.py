@@ -244,7 +244,8 @@ class TelegramHandlers:
             text = GENERIC_APOLOGY
         if text:
             await send_text(
-                self.bot, message.chat.id, text, reply_to_id=message.message_id, thread_id=thread_of(message)
+                self.bot, self.pacer.gate, message.chat.id, text, reply_to_id=message.message_id,
+                thread_id=thread_of(message),
             )
 
     async def _quota(self, update: Update, message: Message, args: list[str]) -> str:

@@ -8,6 +8,8 @@
   the core's caption and inline buttons; the preview is then deleted. Output over Telegram's photo limits
   (10 MB, width + height <= 10000, T-e) is re-encoded, or sent as a document if that fails.
 - Refusals are plain text in the chat, replacing the placeholder when there is one.
+- Flood control (429) holds the whole chat (`bots.telegram_send.FloodGate`, shared through the pacer): results,
+  refusals and deletions wait for the hold; chat actions, previews and placeholder edits are skipped meanwhile.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, InputMedia
 from telegram.constants import ChatAction
 from telegram.error import NetworkError, RetryAfter, TelegramError
 
-from bots.telegram_send import CAPTION_LIMIT, clip, reply_to, retry_after_seconds, retrying, send_text
+from bots.telegram_send import CAPTION_LIMIT, FloodGate, clip, reply_to, retry_after_seconds, send_text
 from core import pictures, texts
 from core.outcomes import Button, Preview, Refusal, RoundResult
 
@@ -33,6 +35,7 @@ log = logging.getLogger(__name__)
 PHOTO_MAX_BYTES = 10 * 1024 * 1024
 PHOTO_MAX_SIDE_SUM = 10_000
 ACTION_REFRESH = 4.0  # a chat action shows for at most 5 s
+ACTION_CLOSE_GRACE = 2.0  # how long close() lets a chat action being sent finish (cut, it is a broken request)
 PREVIEW_INTERVAL = 3.0
 CALLBACK_PREFIX = "e:"
 CALLBACK_DATA_LIMIT = 64  # bytes
@@ -60,17 +63,22 @@ def keyboard(buttons: tuple[Button, ...]) -> InlineKeyboardMarkup | None:
 
 class EditPacer:
     """Paces progress edits: at most one per `interval` per message, and in groups one per `interval` per
-    chat, whichever round it belongs to (previews are coalesced, never queued). A 429 holds the chat."""
+    chat, whichever round it belongs to (previews are coalesced, never queued). A 429 holds the chat, for
+    every send (`gate`, one per adapter)."""
 
-    def __init__(self, interval: float = PREVIEW_INTERVAL, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, interval: float = PREVIEW_INTERVAL, clock: Callable[[], float] = time.monotonic,
+        gate: FloodGate | None = None,
+    ) -> None:
         self.interval = interval
         self.clock = clock
+        self.gate = gate if gate is not None else FloodGate(clock)
         self._next: dict[object, float] = {}
 
     def ready(self, chat_id: int, view_id: int, group: bool) -> bool:
         now = self.clock()
         keys: tuple[object, ...] = ((chat_id, view_id), chat_id) if group else ((chat_id, view_id),)
-        if any(self._next.get(key, -math.inf) > now for key in (*keys, ("hold", chat_id))):
+        if self.gate.remaining(chat_id) > 0 or any(self._next.get(key, -math.inf) > now for key in keys):
             return False
         for key in keys:
             self._next[key] = now + self.interval
@@ -79,7 +87,7 @@ class EditPacer:
         return True
 
     def hold(self, chat_id: int, seconds: float) -> None:
-        self._next[("hold", chat_id)] = self.clock() + seconds
+        self.gate.hold(chat_id, seconds)
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +105,7 @@ class TelegramRoundView:
         self.bot = bot
         self.where = where
         self.pacer = pacer
+        self.gate = pacer.gate
         self.fit = fit
         self._placeholder: Message | None = None  # text while queued; becomes the preview photo
         self._action: asyncio.Task[None] | None = None
@@ -111,7 +120,8 @@ class TelegramRoundView:
             if self.where.group and not self._pace():
                 return  # a busy group: the chat action says enough, and stays within 20 messages a minute
             self._placeholder = await send_text(
-                self.bot, self.where.chat_id, text, reply_to_id=self.where.reply_to_id, thread_id=self.where.thread_id
+                self.bot, self.gate, self.where.chat_id, text, reply_to_id=self.where.reply_to_id,
+                thread_id=self.where.thread_id,
             )
         elif self._placeholder.text and self._placeholder.text != text and self._pace():
             await self._edit_text(text)
@@ -158,7 +168,8 @@ class TelegramRoundView:
         await self.close()
         if self._placeholder is not None and self._placeholder.text:
             with contextlib.suppress(TelegramError):
-                await retrying(
+                await self.gate.send(
+                    self.where.chat_id,
                     lambda: self.bot.edit_message_text(
                         clip(refusal.text, 4096), chat_id=self.where.chat_id, message_id=self._placeholder_id()
                     ),
@@ -167,18 +178,21 @@ class TelegramRoundView:
                 return
         await self._drop_placeholder()
         await send_text(
-            self.bot, self.where.chat_id, refusal.text, reply_to_id=self.where.reply_to_id,
+            self.bot, self.gate, self.where.chat_id, refusal.text, reply_to_id=self.where.reply_to_id,
             thread_id=self.where.thread_id,
         )
 
     async def close(self) -> None:
-        """Stop the chat action; the adapter calls this when the round ends, however it ends."""
+        """Stop the chat action; the adapter calls this when the round ends, however it ends. A chat action
+        being sent is let finish (briefly): cutting a request mid-body breaks the connection under it."""
         self._done.set()
         task, self._action = self._action, None
         if task is not None and not task.done():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await asyncio.wait({task}, timeout=ACTION_CLOSE_GRACE)
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
     # -- helpers -------------------------------------------------------------------------------------------
 
@@ -190,6 +204,8 @@ class TelegramRoundView:
         return self._placeholder.message_id
 
     async def _edit_text(self, text: str) -> None:
+        if self.gate.remaining(self.where.chat_id) > 0:
+            return  # progress text is optional: not while the chat is under flood control
         try:
             edited = await self.bot.edit_message_text(
                 text, chat_id=self.where.chat_id, message_id=self._placeholder_id()
@@ -209,13 +225,19 @@ class TelegramRoundView:
 
     async def _action_loop(self) -> None:
         while not self._done.is_set():
+            held = self.gate.remaining(self.where.chat_id)
+            if held > 0:  # under flood control: no chat action until the hold ends
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._done.wait(), held)
+                continue
             try:
                 await self.bot.send_chat_action(
                     self.where.chat_id, ChatAction.UPLOAD_PHOTO, message_thread_id=self.where.thread_id
                 )
                 wait = ACTION_REFRESH
             except RetryAfter as error:
-                wait = max(ACTION_REFRESH, retry_after_seconds(error))
+                self.gate.hold(self.where.chat_id, retry_after_seconds(error))
+                wait = ACTION_REFRESH
             except TelegramError as error:
                 log.info("chat action not sent (%s)", type(error).__name__)
                 wait = ACTION_REFRESH
@@ -226,7 +248,11 @@ class TelegramRoundView:
         placeholder, self._placeholder = self._placeholder, None
         if placeholder is not None:
             with contextlib.suppress(TelegramError):
-                await self.bot.delete_message(self.where.chat_id, placeholder.message_id)
+                await self.gate.send(
+                    self.where.chat_id,
+                    lambda: self.bot.delete_message(self.where.chat_id, placeholder.message_id),
+                    "deleteMessage",
+                )
 
     async def _send_result(self, result: RoundResult) -> Message:
         data, mime, ext = result.image, result.mime, pictures.extension_for(result.mime)
@@ -250,7 +276,8 @@ class TelegramRoundView:
 
     async def _send_photo(self, result: RoundResult, data: bytes, ext: str) -> Message:
         where = self.where
-        return await retrying(
+        return await self.gate.send(
+            where.chat_id,
             lambda: self.bot.send_photo(
                 where.chat_id,
                 data,
@@ -265,7 +292,8 @@ class TelegramRoundView:
 
     async def _send_document(self, result: RoundResult, data: bytes, ext: str) -> Message:
         where = self.where
-        return await retrying(
+        return await self.gate.send(
+            where.chat_id,
             lambda: self.bot.send_document(
                 where.chat_id,
                 data,

@@ -102,10 +102,6 @@ async def test_sigkill_with_rounds_in_flight_then_restart(tmp_path: Path, cycles
     await _cycles(tmp_path, cycles, just_fetched=False)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "adapter bug: PTB's Updater confirms a getUpdates batch (the next poll's offset) as soon as the updates are "
-    "queued, before Easel's handlers claim them in the database; a SIGKILL in that window loses every request "
-    "of the batch: no round, no answer, no notice after restart (platform-limits finding 4)"))
 async def test_sigkill_right_after_a_batch_is_confirmed_loses_nothing(tmp_path: Path) -> None:
     await _cycles(tmp_path, 1, just_fetched=True)
 
@@ -152,11 +148,14 @@ async def _cycles(tmp_path: Path, cycles: int, *, just_fetched: bool) -> None:
                 oai.allow = 10**9  # after the restart the provider answers (redelivered updates can finish)
                 restarted = time.monotonic()
                 proc = await _start(env, tmp_path, log)
-                # Re-checked on every call the fake receives: the notices and redelivered rounds are calls.
-                await wait_until(
+                # Re-checked on every call the fake receives (the notices and redelivered rounds are calls) and
+                # on a tick (a round's commit comes after its last call). A request the old process fetched but
+                # never claimed is claimed (replayed from the inbox) by the new one.
+                await _wait_ticking(
                     tg, lambda c=cycle, b=notices_before: _state(db)[0] == 0
-                    and len(_notices(tg)) - b >= len(_interrupted(db, c)),
-                    timeout=RECOVERY_BUDGET + 15, what="every round finished or refunded, every user told")
+                    and len(_notices(tg)) - b >= len(_interrupted(db, c)) and not _unclaimed(db, asked),
+                    timeout=RECOVERY_BUDGET + 15, what="every request claimed, every round finished or refunded, "
+                    "every user told")
                 recovery = time.monotonic() - restarted
                 book = ledger(db)
                 told = _notices(tg)[notices_before:]
@@ -191,6 +190,27 @@ async def _cycles(tmp_path: Path, cycles: int, *, just_fetched: bool) -> None:
     assert book.problems == [] and integrity(db) == "ok"
     assert _state(db)[0] == 0, "rounds left open"  # unsent-notice rows: see the summary (flaky, under study)
     assert leaks == {}, leaks
+
+
+async def _wait_ticking(tg: FakeTelegram, predicate: Any, timeout: float, what: str) -> None:
+    """`wait_until`, also re-checked every 50 ms: the database belongs to another process, and nothing tells
+    the test when that process commits."""
+
+    async def tick() -> None:
+        while True:
+            await asyncio.sleep(0.05)
+            tg._notify()
+
+    ticker = asyncio.create_task(tick())
+    try:
+        await wait_until(tg, predicate, timeout=timeout, what=what)
+    finally:
+        ticker.cancel()
+
+
+def _unclaimed(db: Path, asked: list[str]) -> bool:
+    claimed = ledger(db).idem_keys
+    return any(key not in claimed for key in asked)
 
 
 def _forgive_dead_client(tg: FakeTelegram) -> None:

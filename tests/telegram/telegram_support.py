@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import sqlite3
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -65,6 +66,10 @@ class FakeStudio:
     notices: list[PendingNotice] = field(default_factory=list)
     sent_notices: list[int] = field(default_factory=list)
     round_messages: set[tuple[ChannelKey, str]] = field(default_factory=set)
+    inbox: dict[str, str] = field(default_factory=dict)  # idem_key -> payload, insertion order (oldest first)
+    inbox_batches: list[list[str]] = field(default_factory=list)  # the keys of each inbox_put
+    inbox_gate: asyncio.Event | None = None  # inbox_put waits for it when set (a slow database)
+    inbox_failures: int = 0  # the next N inbox_put calls raise (a database that refuses writes)
     finished: int = 0
     on_submit: Callable[[RoundRequest, RoundView], Awaitable[None]] | None = None
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
@@ -194,3 +199,24 @@ class FakeStudio:
 
     def help_text(self, platform: Platform) -> str:
         return f"help for {platform}"
+
+    # -- inbox -----------------------------------------------------------------------------------------
+
+    async def inbox_put(self, platform: Platform, items: list[tuple[str, str]]) -> None:
+        assert platform == Platform.TELEGRAM
+        if self.inbox_gate is not None:
+            await self.inbox_gate.wait()
+        if self.inbox_failures:
+            self.inbox_failures -= 1
+            raise sqlite3.OperationalError("database is locked")
+        self.inbox_batches.append([key for key, _ in items])
+        for key, payload in items:
+            self.inbox.setdefault(key, payload)
+        self._signal()
+
+    async def inbox_done(self, platform: Platform, idem_key: str) -> None:
+        self.inbox.pop(idem_key, None)
+        self._signal()
+
+    async def inbox_pending(self, platform: Platform) -> list[str]:
+        return list(self.inbox.values())
