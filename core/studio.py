@@ -264,6 +264,7 @@ class Studio(QuotaDesk):
     async def _run(self, request: RoundRequest, plan: _Plan, view: RoundView) -> None:
         item = plan.round
         reserved = False
+        fields: dict[str, object] = {}  # what the provider made; kept even when delivery fails (spend)
         try:
             inputs = await self._inputs(request, item)
             input_sha = item.input_sha
@@ -273,27 +274,31 @@ class Studio(QuotaDesk):
             reserved = True
             job = await self._job(item, plan.parent, inputs)
             generated = await self._generate(item, job, view)
-            result_request_id = generated.request_id
-            result = await self._store_result(item, plan.parent, generated, balance.left)
-            message_ids = await view.deliver(result)
-            await self.store.write(lambda c: self._delivered(c, item, message_ids))
+            # The cache write (hash + fsync) runs alongside the upload; both finish before the commit.
+            stored = asyncio.create_task(asyncio.to_thread(self.cache.put, generated.image, generated.mime))
+            result, fields = self._result(item, plan.parent, generated, balance.left)
+            try:
+                message_ids = await view.deliver(result)
+            finally:
+                fields["image_sha"] = await stored
+            await self.store.write(lambda c: self._delivered(c, item, message_ids, fields))
             self.metrics.rounds.labels(item.key.platform.value, "delivered").inc()
             self.metrics.credits_spent.labels(item.key.platform.value).inc(item_cost(self.settings, item))
             log.info(
                 "round %d delivered (%d credits, provider request %s)",
                 item.id,
                 item_cost(self.settings, item),
-                result_request_id,
+                generated.request_id,
                 extra=_context(item),
             )
         except UserFacingError as error:
-            await self._finish_failed(item, error, view, reserved=reserved)
+            await self._finish_failed(item, error, view, reserved=reserved, fields=fields)
         except asyncio.CancelledError:
             await asyncio.shield(self._interrupted(item, view, reserved=reserved))
             raise
         except Exception:
             log.exception("round %d failed unexpectedly", item.id, extra=_context(item))
-            await self._finish_failed(item, None, view, reserved=reserved)
+            await self._finish_failed(item, None, view, reserved=reserved, fields=fields)
 
     async def _inputs(self, request: RoundRequest, item: Round) -> tuple[bytes, ...]:
         """The user's photo to edit: size-checked before download, decoded and normalised off the loop."""
@@ -392,36 +397,28 @@ class Studio(QuotaDesk):
         await pump.close()
         return generated
 
-    async def _store_result(
+    def _result(
         self, item: Round, parent: Round | None, generated: GeneratedImage, left: int
-    ) -> RoundResult:
-        sha = await asyncio.to_thread(self.cache.put, generated.image, generated.mime)
-        width, height = await asyncio.to_thread(pictures.image_size, generated.image)
+    ) -> tuple[RoundResult, dict[str, object]]:
+        """The result to show, and the round's columns describing it (written with the final commit)."""
+        width, height = pictures.image_size(generated.image)  # reads the header only
         usage = generated.usage or estimated_usage(Size(item.size), Quality(item.quality))
-        now = self.clock()
-        await self.store.write(
-            lambda c: rounds.update(
-                c,
-                item.id,
-                now,
-                status="generated",
-                image_sha=sha,
-                mime=generated.mime,
-                width=width,
-                height=height,
-                response_id=generated.response_id,
-                image_call_id=generated.image_call_id,
-                revised_prompt=generated.revised_prompt,
-                request_id=generated.request_id,
-                text_tokens_in=usage.text_input_tokens,
-                image_tokens_in=usage.image_input_tokens,
-                image_tokens_out=usage.image_output_tokens,
-                host_tokens_in=usage.host_input_tokens,
-                host_tokens_out=usage.host_output_tokens,
-                est_usd=estimate_usd(usage, self.settings.prices),
-            )
-        )
-        return RoundResult(
+        fields: dict[str, object] = {
+            "mime": generated.mime,
+            "width": width,
+            "height": height,
+            "response_id": generated.response_id,
+            "image_call_id": generated.image_call_id,
+            "revised_prompt": generated.revised_prompt,
+            "request_id": generated.request_id,
+            "text_tokens_in": usage.text_input_tokens,
+            "image_tokens_in": usage.image_input_tokens,
+            "image_tokens_out": usage.image_output_tokens,
+            "host_tokens_in": usage.host_input_tokens,
+            "host_tokens_out": usage.host_output_tokens,
+            "est_usd": estimate_usd(usage, self.settings.prices),
+        }
+        result = RoundResult(
             round_id=item.id,
             number=item.number,
             image=generated.image,
@@ -433,13 +430,22 @@ class Studio(QuotaDesk):
             revised_prompt=generated.revised_prompt,
             buttons=(Button("Reroll", f"{REROLL}:{item.id}"),),
         )
+        return result, fields
 
-    def _delivered(self, conn: sqlite3.Connection, item: Round, message_ids: list[str]) -> None:
-        rounds.update(conn, item.id, self.clock(), status="delivered")
+    def _delivered(
+        self, conn: sqlite3.Connection, item: Round, message_ids: list[str], fields: dict[str, object]
+    ) -> None:
+        rounds.update(conn, item.id, self.clock(), status="delivered", **fields)
         rounds.attach_messages(conn, item.id, item.key, message_ids)
 
     async def _finish_failed(
-        self, item: Round, error: UserFacingError | None, view: RoundView, *, reserved: bool
+        self,
+        item: Round,
+        error: UserFacingError | None,
+        view: RoundView,
+        *,
+        reserved: bool,
+        fields: dict[str, object] | None = None,
     ) -> None:
         """Refund (once), record why, and tell the user. `error` None means an unexpected failure."""
         status = "refused" if error is not None and not reserved else "failed"
@@ -448,7 +454,7 @@ class Studio(QuotaDesk):
 
         def txn(conn: sqlite3.Connection) -> None:
             quotas.refund(conn, item.id, now)
-            rounds.update(conn, item.id, now, status=status, reason=reason)
+            rounds.update(conn, item.id, now, status=status, reason=reason, **(fields or {}))
 
         await self.store.write(txn)
         self.metrics.rounds.labels(item.key.platform.value, error.reason if error else "error").inc()
