@@ -7,9 +7,11 @@ import io
 import logging
 import re
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
+import aiohttp.payload
 import discord
 
 from core.errors import BadInputImage
@@ -90,7 +92,67 @@ class Upload:
 
     def file(self) -> discord.File:
         """A fresh File each time: discord.py closes a File once a request used it."""
-        return discord.File(io.BytesIO(self.data), filename=self.filename)
+        return discord.File(SharedBytes(self.data), filename=self.filename)
+
+
+class SharedBytes(io.BufferedIOBase):
+    """A read-only, seekable file over image bytes that aiohttp uploads without copying them.
+
+    `io.BytesIO` would do, but aiohttp sends it through `getbuffer()`, which copies the whole image: with
+    many rounds in flight Easel would hold every image twice. discord.py only needs `seek`/`tell` (to
+    rewind for a retried request); aiohttp gets a zero-copy `memoryview` through `_SharedPayload`."""
+
+    def __init__(self, data: bytes) -> None:
+        super().__init__()
+        self._view = memoryview(data)
+        self._pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: len(self._view)}[whence]
+        self._pos = max(0, base + offset)
+        return self._pos
+
+    def read(self, size: int | None = -1) -> bytes:
+        end = len(self._view) if size is None or size < 0 else min(len(self._view), self._pos + size)
+        chunk = bytes(self._view[self._pos : end])
+        self._pos = max(self._pos, end)
+        return chunk
+
+    def remaining(self) -> memoryview:
+        return self._view[self._pos :]
+
+
+class _SharedPayload(aiohttp.payload.Payload):
+    """aiohttp's body for a `SharedBytes`: writes the memoryview itself (no copy, size known up front)."""
+
+    _value: memoryview
+
+    def __init__(self, value: SharedBytes, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("content_type", "application/octet-stream")
+        view = value.remaining()
+        super().__init__(view, *args, **kwargs)
+        self._size = view.nbytes
+
+    def decode(self, encoding: str = "utf-8", errors: str = "strict") -> str:
+        return bytes(self._value).decode(encoding, errors)
+
+    async def write(self, writer: Any) -> None:
+        await writer.write(self._value)
+
+    async def write_with_length(self, writer: Any, content_length: int | None) -> None:
+        await writer.write(self._value if content_length is None else self._value[:content_length])
+
+
+aiohttp.payload.register_payload(_SharedPayload, SharedBytes, order=aiohttp.payload.Order.try_first)
 
 
 async def fitted_image(data: bytes, mime: str, limit: int, stem: str) -> Upload:
