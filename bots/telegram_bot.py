@@ -70,6 +70,7 @@ class TelegramBot:
         on_fatal: Callable[[str], None] | None = None,
         request_timeout: float = 10.0,
         poll_timeout: float = 25.0,
+        poll_retry: float = 1.0,
         preview_interval: float = PREVIEW_INTERVAL,
         moderator_ttl: float = 3.0,
         stop_grace: float = 10.0,
@@ -81,6 +82,7 @@ class TelegramBot:
         self.on_fatal = on_fatal
         self.request_timeout = request_timeout
         self.poll_timeout = poll_timeout
+        self.poll_retry = poll_retry  # the first back-off after a failed poll (x1.5 per failure, at most 30 s)
         self.moderator_ttl = moderator_ttl
         self.stop_grace = stop_grace  # how long stop() lets running handlers finish before cancelling them
         self.flood = FloodGate()  # Telegram's flood control is per chat: one hold per chat for every send
@@ -184,7 +186,7 @@ class TelegramBot:
         await feed.replay()  # before the first poll: what a previous run left comes first
         if not self.webhook_mode:
             self._poller = Poller(app.bot, self._accept, self._polling_fatal, timeout=self.poll_timeout,
-                                  allowed_updates=ALLOWED_UPDATES)
+                                  allowed_updates=ALLOWED_UPDATES, first_backoff=self.poll_retry)
             self._poller.start()
 
     async def stop(self) -> None:

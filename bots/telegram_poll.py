@@ -43,12 +43,14 @@ class Poller:
         *,
         timeout: float,
         allowed_updates: Sequence[str],
+        first_backoff: float = FIRST_BACKOFF,
     ) -> None:
         self.bot = bot
         self.accept = accept
         self.on_fatal = on_fatal
         self.timeout = timeout
         self.allowed_updates = list(allowed_updates)
+        self.first_backoff = first_backoff
         self.offset: int | None = None  # the first update not yet accepted (what the next poll confirms)
         self._stopping = asyncio.Event()
         self._fatal = False
@@ -92,7 +94,7 @@ class Poller:
                 await self._pause(retry_after_seconds(error))
                 continue
             except Exception as error:  # NetworkError, a 5xx, or data PTB could not read
-                backoff = FIRST_BACKOFF if not backoff else min(MAX_BACKOFF, backoff * BACKOFF_FACTOR)
+                backoff = self._next_backoff(backoff)
                 log.warning("polling Telegram failed (%s); retrying in %.1f s", type(error).__name__, backoff)
                 await self._pause(backoff)
                 continue
@@ -101,13 +103,16 @@ class Poller:
                     await self.accept(list(updates))
                 except Exception as error:
                     # Not stored, so not confirmed: Telegram sends the batch again with the next poll.
-                    backoff = FIRST_BACKOFF if not backoff else min(MAX_BACKOFF, backoff * BACKOFF_FACTOR)
+                    backoff = self._next_backoff(backoff)
                     log.warning("could not store %d Telegram updates (%s); fetching them again in %.1f s",
                                 len(updates), type(error).__name__, backoff)
                     await self._pause(backoff)
                     continue
                 self.offset = updates[-1].update_id + 1
             backoff = 0.0
+
+    def _next_backoff(self, backoff: float) -> float:
+        return self.first_backoff if not backoff else min(MAX_BACKOFF, backoff * BACKOFF_FACTOR)
 
     async def _get_updates(self) -> tuple[Update, ...]:
         """One getUpdates call as a task of its own, so that `stop()` can cancel it without cancelling us."""

@@ -77,6 +77,7 @@ class Timed:
     method: str
     at: float
     status: int = 200
+    chat_id: str | None = None  # the `chat_id` parameter as sent, if any (flood control is per chat)
 
 
 @dataclass
@@ -189,7 +190,8 @@ class FakeTelegram(FakeServer):
         method = request.match_info["method"]
         params, files = await _read_params(request)
         self.record(Call(method, params, files, dict(request.headers)))
-        timed = Timed(method, time.monotonic())
+        chat = params.get("chat_id")
+        timed = Timed(method, time.monotonic(), chat_id=str(chat) if chat is not None else None)
         self.timeline.append(timed)
         handler = getattr(self, f"_m_{method}", None)
         try:

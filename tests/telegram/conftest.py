@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import pytest
+from aiohttp import web
 from telegram.ext import ContextTypes
 
 from bots.telegram_bot import TelegramBot
@@ -86,3 +87,23 @@ async def start_bot(tg: FakeTelegram, settings: Settings, studio: FakeStudio) ->
 async def bot(start_bot: StartBot) -> TelegramBot:
     return await start_bot()
 
+
+@pytest.fixture
+async def hook_server() -> AsyncIterator[tuple[str, list[TelegramBot]]]:
+    """An aiohttp server on 127.0.0.1:0 that routes /telegram/webhook to the bot under test (as bots.web)."""
+    holder: list[TelegramBot] = []
+
+    async def route(request: web.Request) -> web.StreamResponse:
+        if not holder:
+            return web.Response(status=503)  # Telegram retries
+        return await holder[0].handle_webhook(request)
+
+    app = web.Application()
+    app.router.add_post("/telegram/webhook", route)
+    runner = web.AppRunner(app, shutdown_timeout=0.5)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    yield f"http://127.0.0.1:{port}/telegram/webhook", holder
+    await runner.cleanup()

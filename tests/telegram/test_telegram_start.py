@@ -4,12 +4,11 @@ poller (409), start-up notices, and webhook mode with the right and a wrong secr
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
 
 from bots.telegram_bot import TelegramBot
 from core.errors import FatalPlatformError
@@ -110,27 +109,6 @@ async def test_start_sends_pending_notices(tg: FakeTelegram, start_bot: StartBot
 
 
 # -- webhook -------------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-async def hook_server() -> AsyncIterator[tuple[str, list[TelegramBot]]]:
-    """An aiohttp server on 127.0.0.1:0 that routes /telegram/webhook to the bot under test (as bots.web)."""
-    holder: list[TelegramBot] = []
-
-    async def route(request: web.Request) -> web.StreamResponse:
-        if not holder:
-            return web.Response(status=503)  # Telegram retries
-        return await holder[0].handle_webhook(request)
-
-    app = web.Application()
-    app.router.add_post("/telegram/webhook", route)
-    runner = web.AppRunner(app, shutdown_timeout=0.5)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    yield f"http://127.0.0.1:{port}/telegram/webhook", holder
-    await runner.cleanup()
 
 
 async def webhook_bot(
