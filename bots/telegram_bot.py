@@ -171,6 +171,7 @@ class TelegramBot:
         await app.start()
         self._feed = feed = InboxFeed(self.studio, app)
         feed.start()
+        await feed.replay()  # what a previous run received but did not finish comes first
         if self.webhook_mode:
             await retrying(
                 lambda: app.bot.set_webhook(
@@ -183,7 +184,6 @@ class TelegramBot:
         else:
             # Polling needs no webhook; updates pending at Telegram are kept (they may be unanswered requests).
             await retrying(lambda: app.bot.delete_webhook(drop_pending_updates=False), "deleteWebhook")
-        await feed.replay()  # before the first poll: what a previous run left comes first
         if not self.webhook_mode:
             self._poller = Poller(app.bot, self._accept, self._polling_fatal, timeout=self.poll_timeout,
                                   allowed_updates=ALLOWED_UPDATES, first_backoff=self.poll_retry)
