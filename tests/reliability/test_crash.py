@@ -8,6 +8,7 @@ stopped with SIGTERM and must exit 0. Fast tier: 2 cycles; slow tier: 20."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import signal
@@ -206,6 +207,8 @@ async def _wait_ticking(tg: FakeTelegram, predicate: Any, timeout: float, what: 
         await wait_until(tg, predicate, timeout=timeout, what=what)
     finally:
         ticker.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await ticker
 
 
 def _unclaimed(db: Path, asked: list[str]) -> bool:
