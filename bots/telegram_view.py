@@ -275,26 +275,17 @@ class TelegramRoundView:
             raise
 
     async def _send_photo(self, result: RoundResult, data: bytes, ext: str) -> Message:
-        where = self.where
-        return await self.gate.send(
-            where.chat_id,
-            lambda: self.bot.send_photo(
-                where.chat_id,
-                data,
-                caption=clip(result.caption, CAPTION_LIMIT),
-                reply_markup=keyboard(result.buttons),
-                reply_parameters=reply_to(where.reply_to_id),
-                message_thread_id=where.thread_id,
-                filename=f"easel-{result.number}.{ext}",
-            ),
-            "sendPhoto",
-        )
+        return await self._send_file(result, data, ext, document=False)
 
     async def _send_document(self, result: RoundResult, data: bytes, ext: str) -> Message:
+        return await self._send_file(result, data, ext, document=True)
+
+    async def _send_file(self, result: RoundResult, data: bytes, ext: str, *, document: bool) -> Message:
         where = self.where
+        send = self.bot.send_document if document else self.bot.send_photo
         return await self.gate.send(
             where.chat_id,
-            lambda: self.bot.send_document(
+            lambda: send(
                 where.chat_id,
                 data,
                 caption=clip(result.caption, CAPTION_LIMIT),
@@ -303,6 +294,6 @@ class TelegramRoundView:
                 message_thread_id=where.thread_id,
                 filename=f"easel-{result.number}.{ext}",
             ),
-            "sendDocument",
+            "sendDocument" if document else "sendPhoto",
         )
 
