@@ -8,10 +8,10 @@ from collections.abc import Awaitable, Callable
 import discord
 
 from bots.discord_common import AttachmentFetcher, clip, interaction_actor, interaction_key
-from bots.discord_views import InteractionRoundView
+from bots.discord_views import InteractionRoundView, guarded
 from core.errors import GENERIC_APOLOGY, DuplicateRequest, UserFacingError
 from core.events import Actor, ChannelKey, Platform, Quality, RoundRequest, Size
-from core.outcomes import Notice, Refusal, RoundView
+from core.outcomes import Notice, RoundView
 from core.studio import Studio
 
 log = logging.getLogger(__name__)
@@ -106,18 +106,12 @@ class InteractionHandlers:
             return
         view = InteractionRoundView(interaction)
         key, actor = interaction_key(interaction), interaction_actor(interaction)
-        try:
+
+        async def work() -> None:
             await self.studio.seen(actor, key.community)
             await call(key, actor, interaction_idempotency_key(interaction), view)
-        except DuplicateRequest:
-            pass
-        except UserFacingError as exc:  # the core refuses through the view; this is a safety net
-            if not view.finished:
-                await view.refuse(Refusal(exc.message, exc.reason, exc.ephemeral))
-        except Exception:
-            log.exception("interaction %s (%s) failed", interaction.id, _command_name(interaction))
-            if not view.finished:
-                await view.refuse(Refusal(GENERIC_APOLOGY, "error", ephemeral=True))
+
+        await guarded(view, work(), f"interaction {interaction.id} ({_command_name(interaction)})")
         if not view.finished:
             await view.abandon()
 

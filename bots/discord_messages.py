@@ -17,10 +17,8 @@ from bots.discord_common import (
     mentions,
     strip_mentions,
 )
-from bots.discord_views import MessageRoundView
-from core.errors import GENERIC_APOLOGY, DuplicateRequest, UserFacingError
+from bots.discord_views import MessageRoundView, guarded
 from core.events import RoundRequest
-from core.outcomes import Refusal
 from core.studio import Studio
 
 log = logging.getLogger(__name__)
@@ -45,18 +43,13 @@ class MessageHandler:
         with contextlib.suppress(discord.HTTPException):
             await message.channel.typing()  # "request taken", before any other work
         typing = asyncio.create_task(_keep_typing(message.channel))
-        try:
+
+        async def work() -> None:
             await self.studio.seen(request.actor, request.key.community)
             await self.studio.submit(request, view)
-        except DuplicateRequest:
-            pass
-        except UserFacingError as exc:  # the core refuses through the view; this is a safety net
-            if not view.finished:
-                await view.refuse(Refusal(exc.message, exc.reason, exc.ephemeral))
-        except Exception:
-            log.exception("message %s failed", message.id)
-            if not view.finished:
-                await view.refuse(Refusal(GENERIC_APOLOGY, "error"))
+
+        try:
+            await guarded(view, work(), f"message {message.id}")
         finally:
             typing.cancel()
 

@@ -8,6 +8,7 @@ import logging
 import math
 import re
 import time
+from collections.abc import Awaitable
 from datetime import timedelta
 from typing import Any
 
@@ -15,6 +16,7 @@ import discord
 
 from bots.discord_common import DEFAULT_UPLOAD_LIMIT, clip, fitted_image, sniff_extension
 from core import texts
+from core.errors import GENERIC_APOLOGY, DuplicateRequest, UserFacingError
 from core.outcomes import Button, Preview, Refusal, RoundResult
 
 log = logging.getLogger(__name__)
@@ -256,3 +258,19 @@ class MessageRoundView:
     async def _reply(self, **fields: Any) -> discord.Message:
         reference = self.message.to_reference(fail_if_not_exists=False)
         return await self.message.channel.send(reference=reference, **fields)
+
+
+async def guarded(view: InteractionRoundView | MessageRoundView, work: Awaitable[None], what: str) -> None:
+    """Await a round's core call. The core answers through the view; this is the safety net for what escapes
+    it: a duplicate says nothing, a user-facing error is shown, anything else is logged and apologised for."""
+    try:
+        await work
+    except DuplicateRequest:
+        pass
+    except UserFacingError as exc:
+        if not view.finished:
+            await view.refuse(Refusal(exc.message, exc.reason, exc.ephemeral))
+    except Exception:
+        log.exception("%s failed", what)
+        if not view.finished:
+            await view.refuse(Refusal(GENERIC_APOLOGY, "error", ephemeral=True))
