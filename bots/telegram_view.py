@@ -159,9 +159,14 @@ class TelegramRoundView:
             log.info("preview not shown (%s)", type(error).__name__)
 
     async def deliver(self, result: RoundResult) -> list[str]:
-        await self.close()
-        message = await self._send_result(result)
-        await self._drop_placeholder()
+        # No new chat actions, but the upload does not wait for one already on the wire (under load that
+        # wait was most of the time between the provider's answer and the upload).
+        self._done.set()
+        try:
+            message = await self._send_result(result)
+            await self._drop_placeholder()
+        finally:
+            await self.close()
         return [str(message.message_id)]
 
     async def refuse(self, refusal: Refusal) -> None:
