@@ -46,6 +46,7 @@ from tests.bench._harness import (
 )
 
 NAME = "memory"
+_ROOT = str(Path(__file__).resolve().parents[2]) + "/"  # sites are shown relative to the checkout
 MIB = 1024 * 1024
 TARGET_RATIO = 1.5  # RSS per in-flight round / image size: "held once" leaves room for bookkeeping only
 BIG_BLOCK = 256 * 1024
@@ -87,7 +88,7 @@ def _big_blocks(snapshot: tracemalloc.Snapshot, image_bytes: int) -> list[dict[s
             continue
         frames = [f for f in trace.traceback if "/lib/python3" not in f.filename or "site-packages" in f.filename]
         frame = (frames or list(trace.traceback))[-1]
-        where = f"{frame.filename.split('/work/main/')[-1]}:{frame.lineno}"
+        where = f"{frame.filename.removeprefix(_ROOT)}:{frame.lineno}"
         sites[where] += 1
         sizes[where] += trace.size
     return [{"site": site, "blocks": count, "mib": sizes[site] / MIB,
