@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from tests.bench import bench_memory, bench_overhead, bench_throughput
-from tests.bench._harness import Row, print_table, write_json
+from tests.bench._harness import Row, print_table, report, write_json
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -20,13 +20,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.perf_counter()
     sections: dict[str, Any] = {}
     overhead = asyncio.run(bench_overhead.run())
-    bench_overhead.report(overhead, bench_overhead.NAME)
+    report(overhead, bench_overhead.NAME)
     sections["overhead"] = overhead
     throughput = asyncio.run(bench_throughput.run())
-    bench_throughput.report(throughput)
+    report(throughput, bench_throughput.NAME)
     sections["throughput"] = throughput
     memory = asyncio.run(bench_memory.run(isolated=True))
-    bench_memory.report(memory)
+    report(memory, bench_memory.NAME)
     sections["memory"] = memory
     rows = [Row(**r) for section in sections.values() for r in section["rows"]]
     targeted = [r for r in rows if r.met is not None]

@@ -701,3 +701,12 @@ def fmt_ms(value: float) -> str:
 async def run_forever_guard(coro: Awaitable[Any], limit: float) -> Any:
     """A benchmark that hangs is a bug: fail it after `limit` seconds."""
     return await asyncio.wait_for(coro, limit)
+
+
+def report(data: dict[str, Any], name: str) -> None:
+    """Print a benchmark's table and faults, and write its JSON."""
+    print_table(f"Easel benchmark: {name}", [Row(**r) for r in data["rows"]])
+    for res in data["results"]:
+        if res["faults"]:
+            print(f"  faults on {res['platform']}: {res['faults']}")
+    print(f"  -> {write_json(name, data)}")

@@ -40,9 +40,8 @@ from tests.bench._harness import (
     big_png,
     loadavg,
     open_rig,
-    print_table,
+    report,
     rows_to_dicts,
-    write_json,
 )
 
 NAME = "memory"
@@ -205,14 +204,6 @@ async def run(platforms: Sequence[str] = PLATFORMS, rounds: int = 64, trace: boo
             "results": results, "rows": rows_to_dicts(rows(results))}
 
 
-def report(data: dict[str, Any], name: str = NAME) -> None:
-    print_table(f"Easel benchmark: {name}", [Row(**r) for r in data["rows"]])
-    for res in data["results"]:
-        if res["faults"]:
-            print(f"  faults on {res['platform']}: {res['faults']}")
-    print(f"  -> {write_json(name, data)}")
-
-
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--platform", choices=PLATFORMS, action="append")
@@ -226,7 +217,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         print(json.dumps(single))
         return single
     data = asyncio.run(run(args.platform or PLATFORMS, args.rounds, trace=not args.no_tracemalloc, isolated=True))
-    report(data)
+    report(data, NAME)
     return data
 
 

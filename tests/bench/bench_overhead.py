@@ -46,11 +46,10 @@ from tests.bench._harness import (
     fmt_ms,
     loadavg,
     open_rig,
-    print_table,
+    report,
     rows_to_dicts,
     small_png,
     summary,
-    write_json,
 )
 
 NAME = "overhead"
@@ -173,14 +172,6 @@ async def run(platforms: Sequence[str] = PLATFORMS, levels: Sequence[int] = (1, 
                        "in_flight_rounds": in_flight_rounds,
                        "provider": "BenchProvider (hand-written, answers at once)", "provider_concurrency": 128},
             "results": results, "rows": rows_to_dicts(rows(results))}
-
-
-def report(data: dict[str, Any], name: str) -> None:
-    print_table(f"Easel benchmark: {name}", [Row(**r) for r in data["rows"]])
-    for res in data["results"]:
-        if res["faults"]:
-            print(f"  faults on {res['platform']}: {res['faults']}")
-    print(f"  -> {write_json(name, data)}")
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:

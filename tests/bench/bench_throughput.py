@@ -31,10 +31,9 @@ from tests.bench._harness import (
     fmt_ms,
     loadavg,
     open_rig,
-    print_table,
+    report,
     rows_to_dicts,
     summary,
-    write_json,
 )
 
 NAME = "throughput"
@@ -139,14 +138,6 @@ async def run(platforms: Sequence[str] = ("discord",), *, users: int = 200, roun
             "params": {"platforms": list(platforms), "users": users, "rounds_per_user": rounds, "cap": cap,
                        "provider_latency_s": latency, "provider": "BenchProvider (hand-written, sleeps)"},
             "results": results, "rows": rows_to_dicts(rows(results))}
-
-
-def report(data: dict[str, Any], name: str = NAME) -> None:
-    print_table(f"Easel benchmark: {name}", [Row(**r) for r in data["rows"]])
-    for res in data["results"]:
-        if res["faults"]:
-            print(f"  faults on {res['platform']}: {res['faults']}")
-    print(f"  -> {write_json(name, data)}")
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
