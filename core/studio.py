@@ -29,6 +29,7 @@ from core.errors import (
     Busy,
     DuplicateRequest,
     ProviderTimeout,
+    ProviderUnavailable,
     UnknownRound,
     UserFacingError,
 )
@@ -46,6 +47,7 @@ from core.store import Store
 log = logging.getLogger(__name__)
 
 REROLL = "reroll"
+UNAVAILABLE_PAUSE = 60.0  # seconds new requests skip the provider after it said "unavailable"
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +86,10 @@ class Studio(QuotaDesk):
         self._per_user: Counter[tuple[str, str]] = Counter()
         self._running: set[asyncio.Task[object]] = set()
         self._salt = b""
+        # After "billing exhausted" or "bad key" the provider will refuse everyone for a while: answer at once
+        # instead of calling it (and reserving credits) for every request until the operator acts.
+        self._unavailable: ProviderUnavailable | None = None
+        self._unavailable_until = 0.0
 
     # -- lifecycle --------------------------------------------------------------------------------------
 
@@ -266,6 +272,8 @@ class Studio(QuotaDesk):
         reserved = False
         fields: dict[str, object] = {}  # what the provider made; kept even when delivery fails (spend)
         try:
+            if self._unavailable is not None and time.monotonic() < self._unavailable_until:
+                raise ProviderUnavailable(self._unavailable.message)
             inputs = await self._inputs(request, item)
             input_sha = item.input_sha
             if inputs and input_sha is None:
@@ -381,6 +389,16 @@ class Studio(QuotaDesk):
 
             async with asyncio.timeout(self.settings.provider_timeout):
                 generated = await self.provider.create(job, on_partial)
+        except ProviderUnavailable as error:
+            pump.cancel()
+            self._unavailable, self._unavailable_until = error, time.monotonic() + UNAVAILABLE_PAUSE
+            log.error(
+                "the image provider is unavailable (%s); answering new requests at once for %g s",
+                error.reason,
+                UNAVAILABLE_PAUSE,
+                extra=_context(item),
+            )
+            raise
         except TimeoutError:
             pump.cancel()
             raise ProviderTimeout(

@@ -315,3 +315,15 @@ async def test_slow_preview_rendering_never_eats_the_provider_budget(make_settin
         assert view.refusal is None and view.result is not None
         assert [p.index for p in view.previews] == [0]  # later previews were superseded by the result
         assert await credits_left(core) == 9
+
+
+async def test_unavailable_provider_is_not_called_again_for_a_while(core: Core, provider: FakeProvider) -> None:
+    from core.errors import ProviderUnavailable
+
+    provider.fail_next(ProviderUnavailable("Image generation is unavailable right now; the operator has been told."))
+    first = await run(core, request("a fox", "k1"))
+    second = await run(core, request("a cat", "k2", actor=BOB))
+    assert first.refusal is not None and second.refusal is not None
+    assert first.refusal.reason == second.refusal.reason == "provider_unavailable"
+    assert len(provider.jobs) == 1  # the second request did not reach the provider
+    assert await credits_left(core) == 10 and await credits_left(core, BOB) == 10
