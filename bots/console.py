@@ -18,7 +18,7 @@ from core import texts
 from core.errors import GENERIC_APOLOGY, BadRequest, DuplicateRequest, UserFacingError
 from core.events import Actor, ChannelKey, InputImage, Platform, Quality, RoundRequest, Size, UserRef
 from core.outcomes import Notice, Preview, Refusal, RoundResult
-from core.pictures import extension_for
+from core.provider.pictures import extension_for
 from core.studio import Studio
 
 KEY = ChannelKey(Platform.CONSOLE, "console", "console")

@@ -15,7 +15,7 @@ from core.errors import BadRequest, NotModerator, UnknownUser
 from core.events import Actor, ChannelKey, Platform, UserRef
 from core.outcomes import CreditReport, Notice
 from core.settings import Settings
-from core.store import Store
+from core.store.sqlite import Store
 
 MAX_DAILY = 100_000
 

@@ -1,4 +1,4 @@
-"""The image provider port. Implementations: `core.openai_images` (Responses and Images routes) and the
+"""The image provider port. Implementations: `core.provider.routes` (Responses and Images routes) and the
 hand-written fakes in tests."""
 
 from __future__ import annotations

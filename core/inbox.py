@@ -6,7 +6,7 @@ command (e.g. a credits report) may answer twice after a crash. Rows older than 
 the platform would not redeliver them either, and by then an answer would only confuse.
 
 Payloads are the platform's update JSON (user text, file ids); never a token or a file URL (the adapter's
-duty). `secure_delete` (core.store) keeps handled payloads from lingering in free pages."""
+duty). `secure_delete` (core.store.sqlite) keeps handled payloads from lingering in free pages."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from core.events import Platform
-from core.store import Store
+from core.store.sqlite import Store
 
 RETENTION = timedelta(hours=24)
 

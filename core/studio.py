@@ -20,8 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-from core import inbox, pictures, quotas, rounds, texts
-from core.cache import ImageCache
+from core import inbox, quotas, rounds, texts
 from core.desk import QuotaDesk, utcnow
 from core.errors import (
     GENERIC_APOLOGY,
@@ -39,10 +38,12 @@ from core.metrics import Metrics
 from core.outcomes import Button, Preview, Refusal, RoundResult, RoundView
 from core.pricing import estimate_usd, estimated_usage
 from core.progress import ProgressPump, quietly
+from core.provider import pictures
+from core.provider.cache import ImageCache
 from core.rounds import Round
 from core.settings import SIZES, Settings
 from core.slots import FairSlots, QueueFull
-from core.store import Store
+from core.store.sqlite import Store
 
 log = logging.getLogger(__name__)
 

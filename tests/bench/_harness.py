@@ -45,10 +45,10 @@ from aiohttp import web
 from discord.gateway import DiscordWebSocket
 from PIL import Image
 
-from bots.app import Core, open_core
-from bots.discord_bot import DiscordBot
-from bots.logs import setup_logging
-from bots.telegram_bot import TelegramBot
+from bots.discord.bot import DiscordBot
+from bots.process.app import Core, open_core
+from bots.process.logs import setup_logging
+from bots.telegram.bot import TelegramBot
 from core.events import RoundRequest
 from core.images import GeneratedImage, ImageJob, OnPartial, Usage
 from core.outcomes import Preview, Refusal, RoundResult, RoundView

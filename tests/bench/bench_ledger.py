@@ -33,7 +33,7 @@ from typing import Any
 from core import quotas, rounds
 from core.events import Actor, ChannelKey, Platform, RoundRequest
 from core.settings import Settings, load_settings
-from core.store import Store
+from core.store.sqlite import Store
 
 KEY = ChannelKey(Platform.CONSOLE, "bench", "bench-ch")
 USERS = 100  # rounds are spread over this many users, so each balance check reads a realistic slice
@@ -152,7 +152,7 @@ async def _pairs(store: Store, settings: Settings, run: str, pairs: int, tasks: 
 
 
 async def _studio_rounds(settings: Settings, count: int, tasks: int) -> dict[str, Any]:
-    from bots.app import open_core
+    from bots.process.app import open_core
     from tests.fakes.fake_provider import FakeProvider
     from tests.fakes.recording_view import RecordingView
 

@@ -1,4 +1,4 @@
-"""A process to kill: opens the real core (bots.app.open_core) on a data dir, delivers a few rounds, then starts
+"""A process to kill: opens the real core (bots.process.app.open_core) on a data dir, delivers a few rounds, then starts
 many more that stay in flight (reserved and queued, reserved and at the provider, generated and stuck in
 delivery), prints `READY <reserve rows>` once every one of their reserves is committed, and waits to be
 killed. With `--stream` it then keeps starting rounds (some answered, some hanging, some over quota) so that
@@ -14,7 +14,7 @@ import asyncio
 import itertools
 from typing import NoReturn
 
-from bots.app import open_core
+from bots.process.app import open_core
 from core.events import Actor, ChannelKey, Platform, Quality, RoundRequest, Size, UserRef
 from core.images import GeneratedImage, ImageJob, OnPartial
 from core.outcomes import Preview, Refusal, RoundResult

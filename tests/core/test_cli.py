@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-EASEL = [sys.executable, "-m", "bots.cli"]
+EASEL = [sys.executable, "-m", "bots.process.cli"]
 ROOT = Path(__file__).resolve().parents[2]
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 
-from bots.app import Core
 from bots.console import Console
+from bots.process.app import Core
 from tests.fakes.fake_provider import FakeProvider, png
 
 

@@ -29,7 +29,7 @@ async def console(tmp_path: Path, fake: FakeOpenAI, script: str, **env: str) -> 
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "bots.cli",
+        "bots.process.cli",
         "console",
         cwd=tmp_path,
         env=clean,

@@ -11,10 +11,10 @@ from typing import Any, TypeVar
 
 import pytest
 
-from bots.app import Core
+from bots.process.app import Core
 from core import inbox
 from core.events import Platform
-from core.store import Store
+from core.store.sqlite import Store
 
 T = TypeVar("T")
 TG, DC = Platform.TELEGRAM, Platform.DISCORD

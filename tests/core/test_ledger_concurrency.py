@@ -14,13 +14,13 @@ from typing import Any
 
 import pytest
 
-from bots.app import Core, open_core
+from bots.process.app import Core, open_core
 from core import quotas, rounds
 from core.errors import DuplicateRequest, NotModerator, OverQuota, SafetyRefusal
 from core.events import Actor, ChannelKey, Platform, RoundRequest, UserRef
 from core.outcomes import Notice
 from core.settings import Settings
-from core.store import Store
+from core.store.sqlite import Store
 from tests.core.test_ledger_model import dump, ledger_problems
 from tests.fakes.fake_provider import FakeProvider
 from tests.fakes.recording_view import RecordingView

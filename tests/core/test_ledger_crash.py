@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from bots.app import open_core
+from bots.process.app import open_core
 from core.events import Actor, ChannelKey, Platform, RoundRequest
 from core.settings import Settings
 from tests.core._crash_worker import settings_for

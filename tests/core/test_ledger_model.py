@@ -37,7 +37,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from bots.app import Core, open_core
+from bots.process.app import Core, open_core
 from core import quotas, rounds, texts
 from core.errors import Banned, DuplicateRequest, NotModerator, OverQuota, ProviderBusy, SafetyRefusal
 from core.events import Actor, ChannelKey, Platform, Quality, RoundRequest, Size, UserRef

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 
-from bots.app import Core
+from bots.process.app import Core
 from core.events import Actor, ChannelKey, Platform, RoundRequest
 from core.privacy import forget_user
 from tests.fakes.recording_view import RecordingView

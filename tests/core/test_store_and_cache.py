@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from core.cache import ImageCache
-from core.store import Store
+from core.provider.cache import ImageCache
+from core.store.sqlite import Store
 
 
 async def test_pragmas_and_migrations_apply_once(tmp_path: Path) -> None:

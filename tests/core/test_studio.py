@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bots.app import Core, open_core
+from bots.process.app import Core, open_core
 from core.errors import ProviderBusy, SafetyRefusal
 from core.events import Actor, ChannelKey, InputImage, Platform, Quality, RoundRequest, Size
 from core.outcomes import Preview

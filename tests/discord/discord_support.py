@@ -12,7 +12,7 @@ from typing import Any
 
 from PIL import Image
 
-from bots.discord_bot import DiscordBot
+from bots.discord.bot import DiscordBot
 from core.errors import NotModerator
 from core.events import Actor, ChannelKey, Platform, RoundRequest, UserRef
 from core.outcomes import Button, Notice, Preview, Refusal, RoundResult, RoundView

@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from bots.app import Core, open_core
-from bots.discord_bot import DiscordBot
+from bots.discord.bot import DiscordBot
+from bots.process.app import Core, open_core
 from core.errors import GENERIC_APOLOGY, FatalPlatformError, SafetyRefusal
 from core.settings import Settings
 from core.studio import Studio

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from bots.discord_bot import DiscordBot
+from bots.discord.bot import DiscordBot
 from core.errors import BadInputImage
 from core.events import ChannelKey, Platform
 from core.outcomes import Refusal

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from bots.discord_bot import DiscordBot
+from bots.discord.bot import DiscordBot
 from core.events import UserRef
 from core.outcomes import Notice
 from tests.discord.discord_support import FakeStudio, World, answer

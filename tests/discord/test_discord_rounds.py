@@ -9,7 +9,7 @@ import os
 
 from PIL import Image
 
-from bots.discord_bot import DiscordBot
+from bots.discord.bot import DiscordBot
 from core.errors import GENERIC_APOLOGY
 from core.events import ChannelKey, Platform, Quality, Size
 from core.outcomes import Refusal

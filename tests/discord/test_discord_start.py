@@ -9,7 +9,7 @@ import discord
 import pytest
 from discord.gateway import DiscordWebSocket
 
-from bots.discord_bot import DiscordBot
+from bots.discord.bot import DiscordBot
 from core.errors import FatalPlatformError
 from core.events import ChannelKey, Platform
 from core.settings import Settings

@@ -6,7 +6,7 @@ import io
 
 import aiohttp.payload
 
-from bots.discord_common import SharedBytes, Upload
+from bots.discord.common import SharedBytes, Upload
 
 
 def test_payload_is_a_view_of_the_same_bytes() -> None:

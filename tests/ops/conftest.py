@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from bots.logs import QUIET_LOGGERS
+from bots.process.logs import QUIET_LOGGERS
 from core.settings import Settings
 
 # Realistic shapes, made up.
@@ -59,7 +59,7 @@ def logged(
     settings: Settings, restore_logging: None
 ) -> Callable[..., tuple[Callable[[], str], Settings]]:
     """`read, settings = logged(log_format="json", secrets=[...])`: set up logging into a buffer."""
-    from bots.logs import setup_logging
+    from bots.process.logs import setup_logging
 
     def make(secrets: list[str] | None = None, **changes: Any) -> tuple[Callable[[], str], Settings]:
         configured = replace(settings, **changes)

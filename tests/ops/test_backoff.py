@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bots import backoff
+from bots.process import backoff
 
 
 def test_back_off_doubles_and_clears(tmp_path: Path) -> None:

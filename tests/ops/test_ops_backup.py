@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from bots.backup import backup_database, check_integrity
+from bots.process.backup import backup_database, check_integrity
 from core.errors import StoreError
 
 

@@ -103,7 +103,7 @@ def test_readme_says_message_content_intent_is_privileged() -> None:
 
 
 def test_supervisors_outlast_the_shutdown_grace_and_do_not_restart_fatal_exits() -> None:
-    from bots.runner import EX_CONFIG
+    from bots.process.runner import EX_CONFIG
 
     grace = float(next(spec.default for spec in SPECS if spec.env == "EASEL_SHUTDOWN_GRACE"))
     compose = (REPO / "deploy" / "compose.yaml").read_text(encoding="utf-8")

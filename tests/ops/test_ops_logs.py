@@ -16,7 +16,7 @@ import httpx
 import pytest
 from aiohttp import web
 
-from bots.logs import REDACTED, Redactor, log_context
+from bots.process.logs import REDACTED, Redactor, log_context
 from core.settings import Settings
 
 Logged = Callable[..., tuple[Callable[[], str], Any]]
@@ -135,7 +135,7 @@ def test_token_fields_in_logged_payloads_are_redacted(logged: Logged) -> None:
 
 def test_secrets_given_explicitly_are_redacted_whatever_their_shape(logged: Logged) -> None:
     read, _ = logged(secrets=["123:fake", "hunter2-webhook"], **_no_secrets())
-    log = logging.getLogger("bots.telegram_bot")
+    log = logging.getLogger("bots.telegram.bot")
     log.info("GET http://127.0.0.1:5000/bot123:fake/getMe")
     log.info("encoded: token=123%%3Afake; secret=%s", "hunter2-webhook")
     out = read()
@@ -152,7 +152,7 @@ def test_settings_secrets_are_redacted_too(logged: Logged) -> None:
 def test_args_are_formatted_before_redaction_and_bad_args_do_not_leak(logged: Logged, tokens: Tokens) -> None:
     tg_token = tokens[0]
     read, _ = logged(**_no_secrets())
-    log = logging.getLogger("bots.web")
+    log = logging.getLogger("bots.process.web")
     log.info("calling %s with %r", "getMe", {"token": tg_token})
     log.info("two placeholders %s %s but one arg", tg_token)  # noqa: PLE1206 - on purpose
     out = read()

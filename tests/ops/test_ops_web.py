@@ -13,7 +13,7 @@ import pytest
 from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
-from bots.web import SECRET_HEADER, WebServer
+from bots.process.web import SECRET_HEADER, WebServer
 from core.errors import ConfigError
 from core.metrics import Metrics
 from core.settings import Settings

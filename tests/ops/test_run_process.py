@@ -74,7 +74,7 @@ async def easel_run(tmp_path: Path, **env: str) -> AsyncIterator[Easel]:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "bots.cli",
+        "bots.process.cli",
         "run",
         cwd=tmp_path,
         env=clean,

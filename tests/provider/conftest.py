@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from openai import AsyncOpenAI
 
-from core.openai_images import ImagesProvider, ResponsesProvider
+from core.provider.routes import ImagesProvider, ResponsesProvider
 from tests.fakes.fake_openai import FakeOpenAI
 from tests.provider.support import Partials, make_client
 

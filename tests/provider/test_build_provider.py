@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from core.errors import ConfigError, ProviderBusy
-from core.openai_images import ImagesProvider, ResponsesProvider, build_provider
+from core.provider.routes import ImagesProvider, ResponsesProvider, build_provider
 from core.settings import Settings
 from tests.fakes.fake_openai import FakeOpenAI, color, pixel
 from tests.provider.support import ignore_partials, job, make_client

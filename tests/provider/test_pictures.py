@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from core.errors import BadInputImage
-from core.pictures import fit_for_upload, image_size, validate_input
+from core.provider.pictures import fit_for_upload, image_size, validate_input
 
 MB = 1_000_000
 LIMITS = {"max_bytes": 20 * MB, "max_pixels": 40 * MB}

@@ -13,7 +13,7 @@ from PIL import Image
 
 from core.errors import UnknownRound
 from core.images import ParentImage, Usage
-from core.openai_images import ResponsesProvider
+from core.provider.routes import ResponsesProvider
 from tests.fakes.fake_openai import FakeOpenAI, color, pixel, png
 from tests.provider.support import Partials, assert_clean, ignore_partials, job
 

@@ -22,7 +22,7 @@ import discord
 import pytest
 from discord.gateway import DiscordWebSocket
 
-from bots.logs import QUIET_LOGGERS, setup_logging
+from bots.process.logs import QUIET_LOGGERS, setup_logging
 from core.settings import Settings, load_settings
 from tests.fakes._base import Call, FakeServer
 

@@ -24,9 +24,9 @@ from aiohttp import web
 from telegram import Update
 from telegram.ext import ContextTypes
 
-from bots.app import Core, open_core
-from bots.discord_bot import DiscordBot
-from bots.telegram_bot import TelegramBot
+from bots.discord.bot import DiscordBot
+from bots.process.app import Core, open_core
+from bots.telegram.bot import TelegramBot
 from core.images import ImageProvider
 from core.settings import Settings
 from tests.fakes._base import Call

@@ -1,4 +1,4 @@
-"""Bad input: a hostile image corpus (through core.pictures.validate_input, then through both adapters),
+"""Bad input: a hostile image corpus (through core.provider.pictures.validate_input, then through both adapters),
 oversized prompts, control characters and mass mentions. Each image is rejected or normalised in under a
 second with bounded memory; nothing bad is charged; every Discord send disables mass mentions and no
 Telegram send uses a parse_mode."""
@@ -18,7 +18,7 @@ import pytest
 from PIL import Image
 
 from core.errors import BadInputImage
-from core.pictures import validate_input
+from core.provider.pictures import validate_input
 from tests.discord.discord_support import assert_no_mass_mentions
 from tests.fakes.fake_provider import FakeProvider
 from tests.reliability.conftest import ledger, settle, wait_until, write_summary

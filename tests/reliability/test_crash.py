@@ -1,4 +1,4 @@
-"""Crash: `easel run` (python -m bots.cli run) as a subprocess against FakeTelegram and FakeOpenAI running in
+"""Crash: `easel run` (python -m bots.process.cli run) as a subprocess against FakeTelegram and FakeOpenAI running in
 the test process; 50 rounds in flight (the provider parks every request past a seeded few), SIGKILL at a
 seeded moment, restart on the same data directory. Per cycle: `PRAGMA integrity_check` is ok after the kill;
 within 15 s of the restart every round is finished or refunded and every interrupted round's user was told
@@ -81,7 +81,7 @@ def _env(data: Path, tg: FakeTelegram, oai: FakeOpenAI) -> dict[str, str]:
 async def _start(env: dict[str, str], cwd: Path, log: Path) -> asyncio.subprocess.Process:
     with log.open("ab") as out:
         return await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "bots.cli", "run", env=env, cwd=cwd, stdin=asyncio.subprocess.DEVNULL,
+            sys.executable, "-m", "bots.process.cli", "run", env=env, cwd=cwd, stdin=asyncio.subprocess.DEVNULL,
             stdout=out, stderr=out,
         )
 

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from bots.app import open_core
+from bots.process.app import open_core
 from core.events import Actor, ChannelKey, Platform, Quality, RoundRequest, Size
-from core.openai_images import build_provider
+from core.provider.routes import build_provider
 from tests.fakes.fake_openai import FakeOpenAI
 from tests.fakes.recording_view import RecordingView
 from tests.reliability.conftest import (

@@ -11,7 +11,7 @@ import pytest
 from aiohttp import web
 from telegram.ext import ContextTypes
 
-from bots.telegram_bot import TelegramBot
+from bots.telegram.bot import TelegramBot
 from core.settings import Settings
 from tests.fakes.fake_telegram import FakeTelegram
 from tests.telegram.telegram_support import ErrorLog, FakeStudio
@@ -90,7 +90,7 @@ async def bot(start_bot: StartBot) -> TelegramBot:
 
 @pytest.fixture
 async def hook_server() -> AsyncIterator[tuple[str, list[TelegramBot]]]:
-    """An aiohttp server on 127.0.0.1:0 that routes /telegram/webhook to the bot under test (as bots.web)."""
+    """An aiohttp server on 127.0.0.1:0 that routes /telegram/webhook to the bot under test (as bots.process.web)."""
     holder: list[TelegramBot] = []
 
     async def route(request: web.Request) -> web.StreamResponse:

@@ -13,8 +13,8 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from bots.app import Core, open_core
-from bots.telegram_bot import TelegramBot
+from bots.process.app import Core, open_core
+from bots.telegram.bot import TelegramBot
 from core.errors import SafetyRefusal
 from core.images import GeneratedImage, ImageJob, OnPartial
 from core.settings import Settings

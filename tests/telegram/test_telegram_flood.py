@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 from telegram.error import RetryAfter
 
-from bots.telegram_bot import TelegramBot
-from bots.telegram_send import MAX_FLOOD_WAIT, FloodGate, retry_after_seconds
+from bots.telegram.bot import TelegramBot
+from bots.telegram.send import MAX_FLOOD_WAIT, FloodGate, retry_after_seconds
 from tests.fakes.fake_telegram import FakeTelegram
 from tests.telegram.telegram_support import FakeStudio
 

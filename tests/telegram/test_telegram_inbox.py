@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from bots.app import Core, open_core
-from bots.telegram_bot import BAD_TOKEN_MESSAGE, TelegramBot
+from bots.process.app import Core, open_core
+from bots.telegram.bot import BAD_TOKEN_MESSAGE, TelegramBot
 from core.events import Platform
 from core.settings import Settings
 from tests.fakes.fake_provider import FakeProvider

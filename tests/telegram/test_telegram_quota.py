@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from bots.telegram_args import QuotaCommand, UsageError, parse_quota
-from bots.telegram_bot import TelegramBot
+from bots.telegram.args import QuotaCommand, UsageError, parse_quota
+from bots.telegram.bot import TelegramBot
 from core.events import UserRef
 from tests.fakes.fake_telegram import FakeTelegram
 from tests.telegram.telegram_support import FakeStudio
@@ -186,7 +186,7 @@ async def test_moderator_check_on_its_own(tg: FakeTelegram, bot: TelegramBot) ->
     group, even a linked one, is never a moderator; the group speaking as itself is; members are asked."""
     from telegram import Message
 
-    from bots.telegram_mods import ModeratorCheck
+    from bots.telegram.mods import ModeratorCheck
 
     assert bot.application is not None
     ptb = bot.application.bot

@@ -11,7 +11,7 @@ import time
 import pytest
 from PIL import Image
 
-from bots.telegram_bot import TelegramBot
+from bots.telegram.bot import TelegramBot
 from core.errors import GENERIC_APOLOGY, BadInputImage
 from core.events import ChannelKey, Platform, RoundRequest
 from core.outcomes import Refusal, RoundView
@@ -189,7 +189,7 @@ async def test_public_api_download_cap_applies_over_max_input_bytes(
 ) -> None:
     """EASEL_MAX_INPUT_BYTES may be larger than the public Bot API's 20 MB; the fetch then caps at the API's
     limit (only for api.telegram.org), here exercised directly."""
-    from bots.telegram_common import PUBLIC_GETFILE_CAP, input_image
+    from bots.telegram.common import PUBLIC_GETFILE_CAP, input_image
 
     assert bot.application is not None
     group = tg.group_chat()

@@ -10,7 +10,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from bots.telegram_bot import TelegramBot
+from bots.telegram.bot import TelegramBot
 from core.errors import FatalPlatformError
 from core.events import ChannelKey, Platform
 from core.settings import Settings

@@ -58,7 +58,7 @@ from core.errors import (
     UnknownRound,
 )
 from core.images import GeneratedImage, ImageJob, ImageProvider, OnPartial, Usage
-from core.pictures import extension_for, fit_for_upload
+from core.provider.pictures import extension_for, fit_for_upload
 from core.settings import Settings
 
 logger = logging.getLogger(__name__)

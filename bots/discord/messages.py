@@ -9,7 +9,7 @@ import logging
 
 import discord
 
-from bots.discord_common import (
+from bots.discord.common import (
     AttachmentFetcher,
     actor_of,
     channel_key,
@@ -17,7 +17,7 @@ from bots.discord_common import (
     mentions,
     strip_mentions,
 )
-from bots.discord_views import MessageRoundView, guarded
+from bots.discord.views import MessageRoundView, guarded
 from core.events import RoundRequest
 from core.studio import Studio
 

@@ -9,9 +9,9 @@ import signal
 from collections.abc import Callable
 from typing import Protocol
 
-from bots import backoff
-from bots.app import Core, open_core
-from bots.web import WebServer
+from bots.process import backoff
+from bots.process.app import Core, open_core
+from bots.process.web import WebServer
 from core.errors import ConfigError, FatalPlatformError
 from core.settings import Settings
 
@@ -121,11 +121,11 @@ async def _shutdown(
 def _adapters(settings: Settings, core: Core, on_fatal: Callable[[str], None]) -> dict[str, ChatAdapter]:
     adapters: dict[str, ChatAdapter] = {}
     if settings.telegram_token:
-        from bots.telegram_bot import TelegramBot
+        from bots.telegram.bot import TelegramBot
 
         adapters["telegram"] = TelegramBot(settings, core.studio, on_fatal=on_fatal)
     if settings.discord_token:
-        from bots.discord_bot import DiscordBot
+        from bots.discord.bot import DiscordBot
 
         adapters["discord"] = DiscordBot(settings, core.studio, on_fatal=on_fatal)
     return adapters

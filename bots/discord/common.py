@@ -158,7 +158,7 @@ aiohttp.payload.register_payload(_SharedPayload, SharedBytes, order=aiohttp.payl
 async def fitted_image(data: bytes, mime: str, limit: int, stem: str) -> Upload:
     """The image as an upload within `limit` bytes; re-encoded only when it does not fit."""
     if len(data) > limit:
-        from core.pictures import fit_for_upload  # Pillow work: only when needed, off the event loop
+        from core.provider.pictures import fit_for_upload  # Pillow work: only when needed, off the event loop
 
         data, mime, ext = await asyncio.to_thread(fit_for_upload, data, mime, max_bytes=limit)
     else:

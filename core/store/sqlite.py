@@ -22,7 +22,7 @@ from typing import Any, Generic, TypeVar
 import sqlite_utils
 
 from core.errors import StoreError
-from core.schema import MIGRATIONS
+from core.store.migrations import MIGRATIONS
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)

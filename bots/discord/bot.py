@@ -16,11 +16,11 @@ import discord
 import yarl
 from discord.gateway import DiscordWebSocket
 
-from bots.discord_commands import build_tree
-from bots.discord_common import AttachmentFetcher, clip
-from bots.discord_interactions import InteractionHandlers
-from bots.discord_messages import MessageHandler
-from bots.discord_views import EaselButton
+from bots.discord.commands import build_tree
+from bots.discord.common import AttachmentFetcher, clip
+from bots.discord.interactions import InteractionHandlers
+from bots.discord.messages import MessageHandler
+from bots.discord.views import EaselButton
 from core.errors import FatalPlatformError
 from core.events import Platform
 from core.settings import Settings

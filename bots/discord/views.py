@@ -14,7 +14,7 @@ from typing import Any
 
 import discord
 
-from bots.discord_common import DEFAULT_UPLOAD_LIMIT, clip, fitted_image, sniff_extension
+from bots.discord.common import DEFAULT_UPLOAD_LIMIT, clip, fitted_image, sniff_extension
 from core import texts
 from core.errors import GENERIC_APOLOGY, DuplicateRequest, UserFacingError
 from core.outcomes import Button, Preview, Refusal, RoundResult

@@ -12,12 +12,12 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
 
-from core.cache import ImageCache
 from core.desk import utcnow
 from core.images import ImageProvider
 from core.metrics import Metrics
+from core.provider.cache import ImageCache
 from core.settings import Settings
-from core.store import Store
+from core.store.sqlite import Store
 from core.studio import Studio
 
 log = logging.getLogger(__name__)
@@ -45,7 +45,7 @@ async def open_core(
     async with AsyncExitStack() as stack:
         store = await stack.enter_async_context(Store(settings.db_path))
         if provider is None:
-            from core.openai_images import build_provider
+            from core.provider.routes import build_provider
 
             provider = build_provider(settings)
         stack.push_async_callback(provider.aclose)

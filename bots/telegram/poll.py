@@ -23,7 +23,7 @@ from typing import Literal
 from telegram import Bot, Update
 from telegram.error import Conflict, InvalidToken, RetryAfter, TelegramError, TimedOut
 
-from bots.telegram_send import retry_after_seconds
+from bots.telegram.send import retry_after_seconds
 
 log = logging.getLogger(__name__)
 

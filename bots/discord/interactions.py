@@ -7,8 +7,8 @@ from collections.abc import Awaitable, Callable
 
 import discord
 
-from bots.discord_common import AttachmentFetcher, clip, interaction_actor, interaction_key
-from bots.discord_views import InteractionRoundView, guarded
+from bots.discord.common import AttachmentFetcher, clip, interaction_actor, interaction_key
+from bots.discord.views import InteractionRoundView, guarded
 from core.errors import GENERIC_APOLOGY, DuplicateRequest, UserFacingError
 from core.events import Actor, ChannelKey, Platform, Quality, RoundRequest, Size
 from core.outcomes import Notice, RoundView

@@ -5,7 +5,7 @@ marked done once everything they started has finished.
   next getUpdates offset) only after this returned, and the webhook answers 200 only after it; so an update
   Telegram will not deliver again is always in the database first.
 - `feed(update)` queues it for PTB's `process_update`, in arrival order, on one dispatcher task. The handlers
-  only spawn tasks (see bots.telegram_handlers); `claim()`, called by the adapter's spawn, ties each task to
+  only spawn tasks (see bots.telegram.handlers); `claim()`, called by the adapter's spawn, ties each task to
   the update being processed (a context variable), and `release()` marks the update done when its last task
   ends: a delivered round, a refusal, an answer, or an error that was logged. Work that was cancelled (stop
   ran out of grace) is not marked done.
@@ -29,7 +29,7 @@ from typing import Any, Protocol
 from telegram import Update
 from telegram.ext import Application
 
-from bots.telegram_common import TELEGRAM
+from bots.telegram.common import TELEGRAM
 from core.events import Platform
 
 log = logging.getLogger(__name__)

@@ -28,8 +28,8 @@ from telegram.constants import ChatType
 from telegram.error import TelegramError
 from telegram.ext import Application, CallbackQueryHandler, CommandHandler, ContextTypes, MessageHandler, filters
 
-from bots.telegram_args import NEED_TARGET, NEEDS_TARGET, UsageError, parse_quota
-from bots.telegram_common import (
+from bots.telegram.args import NEED_TARGET, NEEDS_TARGET, UsageError, parse_quota
+from bots.telegram.common import (
     TELEGRAM,
     actor_for,
     channel_key,
@@ -45,9 +45,9 @@ from bots.telegram_common import (
     thread_of,
     user_actor,
 )
-from bots.telegram_mods import ModeratorCheck
-from bots.telegram_send import retrying, send_text
-from bots.telegram_view import CALLBACK_PREFIX, EditPacer, TelegramRoundView, Where
+from bots.telegram.mods import ModeratorCheck
+from bots.telegram.send import retrying, send_text
+from bots.telegram.view import CALLBACK_PREFIX, EditPacer, TelegramRoundView, Where
 from core import texts
 from core.errors import GENERIC_APOLOGY, DuplicateRequest, NotModerator, UserFacingError
 from core.events import Actor, ChannelKey, RoundRequest, UserRef

@@ -22,7 +22,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         settings = load_settings()
-        from bots.logs import setup_logging
+        from bots.process.logs import setup_logging
 
         setup_logging(settings, settings.secrets())
         code: int = args.handler(settings, args)
@@ -61,7 +61,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _run(settings: Settings, args: argparse.Namespace) -> int:
-    from bots.runner import run
+    from bots.process.runner import run
 
     return asyncio.run(run(settings))
 
@@ -69,8 +69,8 @@ def _run(settings: Settings, args: argparse.Namespace) -> int:
 def _console(settings: Settings, args: argparse.Namespace) -> int:
     if not settings.openai_api_key:
         raise ConfigError("easel console needs OPENAI_API_KEY (the key for the image provider)")
-    from bots.app import open_core
     from bots.console import Console, stdin_lines
+    from bots.process.app import open_core
 
     async def session() -> None:
         async with open_core(settings) as core:
@@ -81,7 +81,7 @@ def _console(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _backup(settings: Settings, args: argparse.Namespace) -> int:
-    from bots.backup import backup_database
+    from bots.process.backup import backup_database
 
     if not settings.db_path.exists():
         raise StoreError(f"there is no database at {settings.db_path} (EASEL_DATA_DIR)")
@@ -93,7 +93,7 @@ def _backup(settings: Settings, args: argparse.Namespace) -> int:
 def _usage(settings: Settings, args: argparse.Namespace) -> int:
     from core.desk import utcnow
     from core.reports import operator_usage
-    from core.store import Store
+    from core.store.sqlite import Store
 
     async def report() -> str:
         async with Store(settings.db_path) as store:
@@ -105,9 +105,9 @@ def _usage(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _forget(settings: Settings, args: argparse.Namespace) -> int:
-    from core.cache import ImageCache
     from core.privacy import forget_user
-    from core.store import Store
+    from core.provider.cache import ImageCache
+    from core.store.sqlite import Store
 
     cache = ImageCache(settings.image_dir, max_age_days=settings.image_cache_days, max_bytes=0)
 

@@ -8,7 +8,7 @@
   the core's caption and inline buttons; the preview is then deleted. Output over Telegram's photo limits
   (10 MB, width + height <= 10000, T-e) is re-encoded, or sent as a document if that fails.
 - Refusals are plain text in the chat, replacing the placeholder when there is one.
-- Flood control (429) holds the whole chat (`bots.telegram_send.FloodGate`, shared through the pacer): results,
+- Flood control (429) holds the whole chat (`bots.telegram.send.FloodGate`, shared through the pacer): results,
   refusals and deletions wait for the hold; chat actions, previews and placeholder edits are skipped meanwhile.
 """
 
@@ -26,9 +26,10 @@ from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, InputMedia
 from telegram.constants import ChatAction
 from telegram.error import NetworkError, RetryAfter, TelegramError
 
-from bots.telegram_send import CAPTION_LIMIT, FloodGate, clip, reply_to, retry_after_seconds, send_text
-from core import pictures, texts
+from bots.telegram.send import CAPTION_LIMIT, FloodGate, clip, reply_to, retry_after_seconds, send_text
+from core import texts
 from core.outcomes import Button, Preview, Refusal, RoundResult
+from core.provider import pictures
 
 log = logging.getLogger(__name__)
 

@@ -8,8 +8,8 @@ from typing import Literal
 import discord
 from discord import app_commands
 
-from bots.discord_common import user_ref
-from bots.discord_interactions import InteractionHandlers
+from bots.discord.common import user_ref
+from bots.discord.interactions import InteractionHandlers
 from core.errors import GENERIC_APOLOGY
 from core.events import Actor, ChannelKey, Quality, Size
 from core.outcomes import Notice

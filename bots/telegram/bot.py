@@ -1,11 +1,11 @@
 """The Telegram adapter (python-telegram-bot 22): lifecycle, polling or webhook, and the glue to the core.
 
 `TelegramBot(settings, studio, on_fatal=...)` is what `easel run` starts. The handlers that translate
-updates into core calls live in `bots.telegram_handlers`; rendering a round lives in `bots.telegram_view`.
+updates into core calls live in `bots.telegram.handlers`; rendering a round lives in `bots.telegram.view`.
 
 - Bot API root: `EASEL_TELEGRAM_API_URL` (`{root}/bot<token>/<method>`, files `{root}/file/bot<token>/<path>`).
-- Polling by default (`getUpdates`, long poll) with Easel's own loop (`bots.telegram_poll`), not PTB's Updater:
-  a batch is written to the durable inbox (`bots.telegram_inbox`) before the offset that confirms it is sent,
+- Polling by default (`getUpdates`, long poll) with Easel's own loop (`bots.telegram.poll`), not PTB's Updater:
+  a batch is written to the durable inbox (`bots.telegram.inbox`) before the offset that confirms it is sent,
   so a crash never loses updates Telegram will not deliver again. With `EASEL_TELEGRAM_WEBHOOK_URL` set,
   `setWebhook` with the secret token instead; Easel's aiohttp server passes the webhook's requests to
   `handle_webhook`, which also records the update before answering 200.
@@ -13,7 +13,7 @@ updates into core calls live in `bots.telegram_handlers`; rendering a round live
 - A bad token is fatal at start (`FatalPlatformError`); a 409 Conflict while polling (another instance uses
   the token) is fatal at any time: `on_fatal` is told once and polling stops, so two processes don't fight.
 - Start-up sends the notices the core queued (e.g. rounds a restart interrupted and refunded).
-- Edited messages never start rounds or commands (policy; see `bots.telegram_handlers`).
+- Edited messages never start rounds or commands (policy; see `bots.telegram.handlers`).
 """
 
 from __future__ import annotations
@@ -29,13 +29,13 @@ from telegram import BotCommand, Update
 from telegram.error import BadRequest, Forbidden, InvalidToken, TelegramError
 from telegram.ext import Application, ApplicationBuilder
 
-from bots.telegram_common import PUBLIC_GETFILE_CAP, TELEGRAM
-from bots.telegram_handlers import TelegramHandlers
-from bots.telegram_inbox import Entry, InboxFeed
-from bots.telegram_mods import ModeratorCheck
-from bots.telegram_poll import Fatal, Poller
-from bots.telegram_send import FloodGate, retrying, send_text
-from bots.telegram_view import PREVIEW_INTERVAL, EditPacer
+from bots.telegram.common import PUBLIC_GETFILE_CAP, TELEGRAM
+from bots.telegram.handlers import TelegramHandlers
+from bots.telegram.inbox import Entry, InboxFeed
+from bots.telegram.mods import ModeratorCheck
+from bots.telegram.poll import Fatal, Poller
+from bots.telegram.send import FloodGate, retrying, send_text
+from bots.telegram.view import PREVIEW_INTERVAL, EditPacer
 from core.errors import ConfigError, FatalPlatformError
 from core.settings import Settings
 from core.studio import Studio
@@ -93,7 +93,7 @@ class TelegramBot:
         self._tasks: set[asyncio.Task[None]] = set()
         self._ready = False
         self._fatal = False
-        # httpx logs every request URL, token included, at INFO (platform-limits S-1); bots.logs does the
+        # httpx logs every request URL, token included, at INFO (platform-limits S-1); bots.process.logs does the
         # same for `easel run`, this covers any other embedding.
         for name in ("httpx", "httpcore"):
             if logging.getLogger(name).level < logging.WARNING:

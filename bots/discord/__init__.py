@@ -1,0 +1,1 @@
+"""Discord adapter (discord.py): interactions and messages in, core outcomes out."""

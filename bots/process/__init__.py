@@ -1,0 +1,1 @@
+"""The process: composition root, CLI, runner, web server, logs, backup."""

@@ -1,0 +1,1 @@
+"""Telegram adapter (python-telegram-bot): updates in, core outcomes out."""

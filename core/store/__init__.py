@@ -1,0 +1,1 @@
+"""Storage: every line of SQL, migrations, and the backends behind the store port."""
