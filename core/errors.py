@@ -9,6 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 
 GENERIC_APOLOGY = "Something went wrong on my side and nothing was charged. Please try again in a minute."
+APOLOGY_ID = "apology"  # the catalog's id for GENERIC_APOLOGY
 
 
 class EaselError(Exception):
@@ -27,26 +28,50 @@ class DuplicateRequest(EaselError):
     """The idempotency key was seen before: a redelivered event, which does nothing."""
 
 
+class ResponseGone(EaselError):
+    """The provider no longer holds a background response (expired or unknown): the round is refunded."""
+
+
 class PreviousResponseGone(EaselError):
     """The provider no longer knows the parent's response id; the caller falls back to sending the image."""
 
 
 class UserFacingError(EaselError):
-    """An error whose `message` is safe to show in a chat.
+    """An error that is safe to show in a chat: a catalog message id and its parameters, rendered in the
+    user's language by `text(lang)`; `message` is the English wording (for logs and tests).
 
     `reason` is a stable label for metrics and logs; `ephemeral` says whether only the asker should see it.
+    Transitional: a first argument that is not a catalog id is taken as English text as it is.
     """
 
     reason = "refused"
     ephemeral = True
 
-    def __init__(self, message: str, *, reason: str | None = None, ephemeral: bool | None = None) -> None:
-        super().__init__(message)
-        self.message = message
+    def __init__(
+        self, msg_id: str, /, *, reason: str | None = None, ephemeral: bool | None = None, **params: object
+    ) -> None:
+        super().__init__(msg_id)
+        self.msg_id = msg_id
+        self.params = params
         if reason is not None:
             self.reason = reason
         if ephemeral is not None:
             self.ephemeral = ephemeral
+
+    def text(self, lang: str) -> str:
+        from core.texts import say
+
+        try:
+            return say(lang, self.msg_id, **self.params)
+        except KeyError:
+            return self.msg_id  # legacy: English text given directly
+
+    @property
+    def message(self) -> str:
+        return self.text("en")
+
+    def __str__(self) -> str:
+        return self.message
 
 
 class BadRequest(UserFacingError):
@@ -70,10 +95,27 @@ class UnknownRound(UserFacingError):
 class OverQuota(UserFacingError):
     reason = "over_quota"
 
-    def __init__(self, message: str, *, left: int, resets_at: datetime) -> None:
-        super().__init__(message)
+    def __init__(self, msg_id: str, /, *, left: int, resets_at: datetime, **params: object) -> None:
+        super().__init__(msg_id, left=left, resets_at=resets_at, **params)
         self.left = left
         self.resets_at = resets_at
+
+
+class BudgetExhausted(UserFacingError):
+    """The operator's daily spend ceiling (`EASEL_DAILY_BUDGET_USD`) is reached for today."""
+
+    reason = "budget"
+    ephemeral = False
+
+    def __init__(self, msg_id: str, /, *, resets_at: datetime, **params: object) -> None:
+        super().__init__(msg_id, resets_at=resets_at, **params)
+        self.resets_at = resets_at
+
+
+class NotOpen(UserFacingError):
+    """The service is not open here (`EASEL_COMMUNITIES`), or is shutting down."""
+
+    reason = "private"
 
 
 class Banned(UserFacingError):
@@ -108,8 +150,8 @@ class SafetyRefusal(ProviderError):
 class ProviderBusy(ProviderError):
     reason = "provider_busy"
 
-    def __init__(self, message: str, *, retry_after: float) -> None:
-        super().__init__(message)
+    def __init__(self, msg_id: str, /, *, retry_after: float, **params: object) -> None:
+        super().__init__(msg_id, **params)
         self.retry_after = retry_after
 
 
