@@ -96,7 +96,8 @@ class OverQuota(UserFacingError):
     reason = "over_quota"
 
     def __init__(self, msg_id: str, /, *, left: int, resets_at: datetime, **params: object) -> None:
-        super().__init__(msg_id, left=left, resets_at=resets_at, **params)
+        super().__init__(msg_id)
+        self.params.update(params, left=left, resets_at=resets_at)
         self.left = left
         self.resets_at = resets_at
 
@@ -108,7 +109,8 @@ class BudgetExhausted(UserFacingError):
     ephemeral = False
 
     def __init__(self, msg_id: str, /, *, resets_at: datetime, **params: object) -> None:
-        super().__init__(msg_id, resets_at=resets_at, **params)
+        super().__init__(msg_id)
+        self.params.update(params, resets_at=resets_at)
         self.resets_at = resets_at
 
 
@@ -151,7 +153,8 @@ class ProviderBusy(ProviderError):
     reason = "provider_busy"
 
     def __init__(self, msg_id: str, /, *, retry_after: float, **params: object) -> None:
-        super().__init__(msg_id, **params)
+        super().__init__(msg_id)
+        self.params.update(params, retry_after=retry_after)
         self.retry_after = retry_after
 
 
