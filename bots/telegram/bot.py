@@ -35,6 +35,7 @@ from bots.telegram.inbox import Entry, InboxFeed
 from bots.telegram.mods import ModeratorCheck
 from bots.telegram.poll import Fatal, Poller
 from bots.telegram.send import FloodGate, retrying, send_text
+from bots.telegram.transport import api_request, rate_limiter, updates_request
 from bots.telegram.view import PREVIEW_INTERVAL, EditPacer
 from core.errors import ConfigError, FatalPlatformError
 from core.settings import Settings
@@ -117,14 +118,9 @@ class TelegramBot:
             .token(self.settings.telegram_token or "")
             .base_url(f"{root}/bot")
             .base_file_url(f"{root}/file/bot")
-            .connect_timeout(t)
-            .read_timeout(t)
-            .write_timeout(t)
-            .media_write_timeout(max(t, 60.0))  # uploads of large images on slow links
-            .pool_timeout(t)
-            .get_updates_connect_timeout(t)
-            .get_updates_read_timeout(t)  # PTB adds the long-poll timeout on top
-            .get_updates_pool_timeout(t)
+            .request(api_request(t, media_write_timeout=60.0))  # uploads of large images on slow links
+            .get_updates_request(updates_request(t))  # PTB adds the long-poll timeout on top
+            .rate_limiter(rate_limiter())
             .updater(None)  # updates come through Easel's Poller or handle_webhook, and the inbox
         )
         return builder.build()
