@@ -1,194 +1,199 @@
-"""SQLite through sqlite-utils: ordered migrations at start-up, WAL, and a single writer off the event loop.
+"""`SqliteStore`: the store port (`core.ports.Store`) on an embedded SQLite database, the default backend.
 
-Every write runs in one dedicated thread on one connection, inside `BEGIN IMMEDIATE ... COMMIT`, so a
-read-then-write (a quota check) can never race another writer. Reads run on a second thread with their own
-connection; WAL lets them proceed while the writer works.
-"""
+Each method is one transaction on the engine (`core.store.sqlite_engine`): writes on the single writer
+thread inside `BEGIN IMMEDIATE` (a refusal raised inside rolls the method's savepoint back: nothing is
+written), reads on the reader thread in one snapshot. The SQL itself lives in `core.store.sqlite_sql`."""
 
 from __future__ import annotations
 
-import asyncio
-import logging
 import sqlite3
-import threading
-from collections import deque
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Generic, TypeVar
-
-import sqlite_utils
 
 from core.errors import StoreError
-from core.store.migrations import MIGRATIONS
-
-T = TypeVar("T")
-log = logging.getLogger(__name__)
-
-MAX_BATCH = 256  # writes sharing one commit at most
-
-
-@dataclass(frozen=True, slots=True)
-class _Write(Generic[T]):
-    fn: Callable[[sqlite3.Connection], T]
-    future: asyncio.Future[T]
-    loop: asyncio.AbstractEventLoop
-
-
-def _settle(future: asyncio.Future[Any], ok: bool, value: Any) -> None:
-    if future.cancelled():  # the caller went away; the write itself stands (or failed) all the same
-        return
-    if ok:
-        future.set_result(value)
-    else:
-        future.set_exception(value)
+from core.events import ChannelKey, Platform, UserRef
+from core.records import (
+    Balance,
+    CommunityUsage,
+    Facts,
+    Forgotten,
+    InboxItem,
+    ModChange,
+    NewRound,
+    PendingNotice,
+    Reservation,
+    Round,
+    RoundState,
+    TopUser,
+    UsageTotals,
+)
+from core.store import sqlite_sql as sql
+from core.store.backup import backup_connection
+from core.store.sqlite_engine import Engine
 
 
-def connect(path: Path) -> sqlite3.Connection:
-    """A connection in autocommit mode: transactions are opened explicitly."""
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10)
-    conn.row_factory = sqlite3.Row
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=FULL")  # the ledger must survive power loss, not only a crash
-    conn.execute("PRAGMA foreign_keys=ON")
-    conn.execute("PRAGMA busy_timeout=10000")
-    conn.execute("PRAGMA secure_delete=ON")  # `easel forget` must not leave prompts in free pages
-    return conn
-
-
-class Store:
-    """Open with `async with Store(path) as store:`; then `await store.write(fn)` / `await store.read(fn)`,
-    where `fn(conn)` is plain synchronous sqlite3 code."""
+class SqliteStore:
+    """Open with `async with SqliteStore(path) as store:`; migrations run and the file is checked on open."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="easel-db-writer")
-        self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="easel-db-reader")
-        self._wconn: sqlite3.Connection | None = None
-        self._rconn: sqlite3.Connection | None = None
-        self._lock = threading.Lock()
-        self._pending: deque[_Write[Any]] = deque()
-        self._draining = False
+        self._db = Engine(path)
 
-    async def __aenter__(self) -> Store:
-        await self.open()
+    async def __aenter__(self) -> SqliteStore:
+        await self._db.open()
         return self
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        await self.close()
+        await self._db.close()
 
-    async def open(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        loop = asyncio.get_running_loop()
-        self._wconn = await loop.run_in_executor(self._writer, self._open_writer)
-        self._rconn = await loop.run_in_executor(self._reader, connect, self.path)
-
-    def _open_writer(self) -> sqlite3.Connection:
-        conn = connect(self.path)
-        result = conn.execute("PRAGMA quick_check").fetchone()[0]
-        if result != "ok":
-            raise StoreError(f"database {self.path} failed its integrity check: {result}")
-        MIGRATIONS.apply(sqlite_utils.Database(conn))
-        return conn
-
-    async def close(self) -> None:
-        loop = asyncio.get_running_loop()
-        if self._wconn is not None:
-            conn, self._wconn = self._wconn, None
-            await loop.run_in_executor(self._writer, conn.close)
-        if self._rconn is not None:
-            rconn, self._rconn = self._rconn, None
-            await loop.run_in_executor(self._reader, rconn.close)
-        self._writer.shutdown(wait=True)
-        self._reader.shutdown(wait=True)
-
-    async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run `fn` atomically on the writer thread and return once it is durably committed; if it raises,
-        its changes are rolled back and the exception is raised here.
-
-        Group commit: writes that queue up while the writer is busy share one `BEGIN IMMEDIATE ... COMMIT`
-        (one fsync), each inside its own savepoint, so one write's failure never touches another's. Under
-        load this is what keeps the single writer from becoming the queue every round waits in."""
-        if self._wconn is None:
-            raise StoreError("the store is closed")
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[T] = loop.create_future()
-        with self._lock:
-            self._pending.append(_Write(fn, future, loop))
-            start = not self._draining
-            self._draining = True
-        if start:
-            self._writer.submit(self._drain)
-        return await future
-
-    def _drain(self) -> None:
-        """Writer thread: run queued writes in batches until the queue is empty."""
-        while True:
-            with self._lock:
-                batch = [self._pending.popleft() for _ in range(min(len(self._pending), MAX_BATCH))]
-                if not batch:
-                    self._draining = False
-                    return
-            self._run_batch(batch)
-
-    def _run_batch(self, batch: list[_Write[Any]]) -> None:
-        conn = self._wconn
-        outcomes: list[tuple[bool, Any]] = []
-        try:
-            if conn is None:
-                raise StoreError("the store is closed")
-            conn.execute("BEGIN IMMEDIATE")
-            for write in batch:
-                conn.execute("SAVEPOINT easel_write")
-                try:
-                    value = write.fn(conn)
-                except BaseException as exc:  # handed to its caller below, not swallowed
-                    conn.execute("ROLLBACK TO easel_write")
-                    conn.execute("RELEASE easel_write")
-                    outcomes.append((False, exc))
-                else:
-                    conn.execute("RELEASE easel_write")
-                    outcomes.append((True, value))
-            conn.execute("COMMIT")
-        except Exception as exc:  # BEGIN or COMMIT failed: nothing in this batch was written
-            if conn is not None and conn.in_transaction:
-                conn.execute("ROLLBACK")
-            log.exception("database write failed")
-            outcomes = [(False, StoreError(f"the database refused a write: {exc}")) for _ in batch]
-        for write, (ok, value) in zip(batch, outcomes, strict=True):
-            write.loop.call_soon_threadsafe(_settle, write.future, ok, value)
-
-    async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        conn = self._rconn
-        if conn is None:
-            raise StoreError("the store is closed")
-
-        def run() -> T:
-            conn.execute("BEGIN")  # one consistent snapshot for the whole read
-            try:
-                return fn(conn)
-            finally:
-                conn.execute("COMMIT")
-
-        return await asyncio.get_running_loop().run_in_executor(self._reader, run)
-
-    async def checkpoint(self) -> None:
-        """Fold the WAL into the database file and truncate it (after erasing data)."""
-        conn = self._wconn
-        if conn is None:
-            raise StoreError("the store is closed")
-        await asyncio.get_running_loop().run_in_executor(
-            self._writer, lambda: conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        )
+    # -- lifecycle and health ---------------------------------------------------------------------------
 
     async def writable(self) -> bool:
-        """Readiness check: can the writer still commit?"""
+        """Readiness: can the writer still commit?"""
         try:
-            await self.write(lambda c: c.execute("UPDATE meta SET value = value WHERE key = 'schema'"))
+            await self._db.write(sql.touch)
         except (sqlite3.Error, StoreError):
             return False
         return True
+
+    async def checkpoint(self) -> None:
+        """Fold the WAL into the database file and truncate it (after erasing data)."""
+        await self._db.on_writer(lambda c: c.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall())
+
+    async def backup(self, target: Path) -> None:
+        await self._db.on_writer(lambda c: backup_connection(c, self.path, target))
+
+    async def safety_salt(self) -> str:
+        return await self._db.read(sql.safety_salt)
+
+    # -- users ------------------------------------------------------------------------------------------
+
+    async def remember_user(
+        self, platform: Platform, user_id: str, username: str | None, display_name: str, now: datetime
+    ) -> None:
+        await self._db.write(lambda c: sql.remember_user(c, platform, user_id, username, display_name, now))
+
+    async def find_user(self, platform: Platform, ref: UserRef) -> tuple[str, str] | None:
+        return await self._db.read(lambda c: sql.find_user(c, platform, ref))
+
+    # -- rounds -----------------------------------------------------------------------------------------
+
+    async def create_round(self, new: NewRound, now: datetime) -> Round:
+        return await self._db.write(lambda c: sql.create_round(c, new, now))
+
+    async def get_round(self, round_id: int) -> Round | None:
+        return await self._db.read(lambda c: sql.get_round(c, round_id))
+
+    async def round_by_number(self, key: ChannelKey, number: int) -> Round | None:
+        return await self._db.read(lambda c: sql.round_by_number(c, key, number))
+
+    async def round_by_message(self, key: ChannelKey, message_id: str) -> Round | None:
+        return await self._db.read(lambda c: sql.round_by_message(c, key, message_id))
+
+    async def derived_rounds(self, round_id: int) -> list[Round]:
+        return await self._db.read(lambda c: sql.derived_rounds(c, round_id))
+
+    async def reserve(self, reservation: Reservation) -> Balance:
+        return await self._db.write(lambda c: sql.reserve(c, reservation))
+
+    async def transition(
+        self, round_id: int, state: RoundState, now: datetime, facts: Facts | None = None
+    ) -> bool:
+        return await self._db.write(lambda c: sql.transition(c, round_id, state, now, facts))
+
+    async def record_facts(self, round_id: int, facts: Facts, now: datetime) -> None:
+        await self._db.write(lambda c: sql.record_facts(c, round_id, facts, now))
+
+    async def attach_messages(self, round_id: int, key: ChannelKey, message_ids: Sequence[str]) -> None:
+        await self._db.write(lambda c: sql.attach_messages(c, round_id, key, message_ids, "result"))
+
+    async def deliver(
+        self, round_id: int, key: ChannelKey, message_ids: Sequence[str], facts: Facts, now: datetime
+    ) -> None:
+        await self._db.write(lambda c: sql.deliver(c, round_id, key, message_ids, facts, now))
+
+    async def finish(
+        self, round_id: int, state: RoundState, reason: str, now: datetime, facts: Facts | None = None
+    ) -> int:
+        return await self._db.write(lambda c: sql.finish(c, round_id, state, reason, now, facts))
+
+    async def open_rounds(self, owner: str | None = None) -> list[Round]:
+        return await self._db.read(lambda c: sql.open_rounds(c, owner))
+
+    async def adopt_rounds(self, owner: str, now: datetime, stale_after: float) -> list[Round]:
+        return await self._db.write(lambda c: sql.adopt_rounds(c, owner, now, stale_after))
+
+    async def heartbeat(self, owner: str, now: datetime) -> None:
+        await self._db.write(lambda c: sql.heartbeat(c, owner, now))
+
+    async def retire(self, owner: str) -> None:
+        await self._db.write(lambda c: sql.retire(c, owner))
+
+    # -- credits and moderation ---------------------------------------------------------------------------
+
+    async def balance(
+        self, platform: Platform, community: str, user_id: str, day: str, default_daily: int
+    ) -> Balance:
+        return await self._db.read(lambda c: sql.balance(c, platform, community, user_id, day, default_daily))
+
+    async def moderate(self, change: ModChange) -> None:
+        await self._db.write(lambda c: sql.moderate(c, change))
+
+    async def granted_by(self, platform: Platform, community: str, actor_id: str, day: str) -> int:
+        return await self._db.read(lambda c: sql.granted_by(c, platform, community, actor_id, day))
+
+    async def spend_on(self, day: str) -> float:
+        return await self._db.read(lambda c: sql.spend_on(c, day))
+
+    async def community_language(self, platform: Platform, community: str) -> str | None:
+        return await self._db.read(lambda c: sql.community_language(c, platform, community))
+
+    async def migrate_community(self, platform: Platform, old: str, new: str) -> None:
+        await self._db.write(lambda c: sql.migrate_community(c, platform, old, new))
+
+    # -- reports ----------------------------------------------------------------------------------------
+
+    async def usage_totals(
+        self, platform: Platform, community: str, since: str, user_id: str | None = None
+    ) -> UsageTotals:
+        return await self._db.read(lambda c: sql.usage_totals(c, platform, community, since, user_id))
+
+    async def top_users(self, platform: Platform, community: str, since: str, limit: int) -> list[TopUser]:
+        return await self._db.read(lambda c: sql.top_users(c, platform, community, since, limit))
+
+    async def community_usage(self, now: datetime, community: str | None = None) -> list[CommunityUsage]:
+        return await self._db.read(lambda c: sql.community_usage(c, now, community))
+
+    # -- notices ----------------------------------------------------------------------------------------
+
+    async def add_notice(
+        self, key: ChannelKey, reply_to: str | None, text: str, now: datetime, user_id: str | None = None
+    ) -> None:
+        await self._db.write(lambda c: sql.add_notice(c, key, reply_to, text, now, user_id))
+
+    async def pending_notices(self, platform: Platform) -> list[PendingNotice]:
+        return await self._db.read(lambda c: sql.pending_notices(c, platform))
+
+    async def notice_sent(self, notice_id: int, now: datetime) -> None:
+        await self._db.write(lambda c: sql.notice_sent(c, notice_id, now))
+
+    # -- inbox ------------------------------------------------------------------------------------------
+
+    async def inbox_put(self, platform: Platform, items: Sequence[tuple[str, str]], now: datetime) -> None:
+        if items:
+            await self._db.write(lambda c: sql.inbox_put(c, platform, items, now))
+
+    async def inbox_done(self, platform: Platform, idem_key: str) -> None:
+        await self._db.write(lambda c: sql.inbox_done(c, platform, idem_key))
+
+    async def inbox_pending(self, platform: Platform, now: datetime) -> list[InboxItem]:
+        return await self._db.write(lambda c: sql.inbox_pending(c, platform, now))
+
+    # -- privacy ----------------------------------------------------------------------------------------
+
+    async def forget_user(self, platform: Platform, user_id: str) -> Forgotten:
+        return await self._db.write(lambda c: sql.forget_user(c, platform, user_id))
