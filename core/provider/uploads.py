@@ -1,0 +1,54 @@
+"""Pictures going to the provider, and images coming back.
+
+Every upload carries a filename and an image MIME type (the API refuses `application/octet-stream`); a
+picture over the upload cap is shrunk first. Base64 from the provider is decoded strictly: a garbled image
+is a stopped round, never a broken file in the chat."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+from dataclasses import dataclass, field
+
+from core.ports import ImageJob
+from core.provider.classify import Failure, InBand, stopped
+from core.provider.pictures import extension_for, fit_for_upload
+
+
+@dataclass(frozen=True, slots=True)
+class Upload:
+    data: bytes = field(repr=False)
+    mime: str
+    ext: str
+
+    def data_url(self) -> str:
+        return f"data:{self.mime};base64,{base64.b64encode(self.data).decode('ascii')}"
+
+    def file(self, index: int) -> tuple[str, bytes, str]:
+        """The SDK's (filename, bytes, mime) tuple for a multipart upload."""
+        return (f"image-{index + 1}.{self.ext}", self.data, self.mime)
+
+
+def pictures(job: ImageJob, parent_image: tuple[bytes, str] | None) -> list[tuple[bytes, str]]:
+    """The pictures a job sends: the parent first (when it is sent as bytes), then the reference images."""
+    return ([parent_image] if parent_image else []) + [(data, "image/png") for data in job.inputs]
+
+
+async def prepare(images: list[tuple[bytes, str]], max_bytes: int) -> list[Upload]:
+    """Label each picture with a MIME type and shrink the ones over the upload cap (off the event loop)."""
+    prepared = []
+    for original, original_mime in images:
+        if len(original) > max_bytes:
+            data, mime, ext = await asyncio.to_thread(fit_for_upload, original, original_mime, max_bytes=max_bytes)
+        else:
+            data, mime, ext = original, original_mime, extension_for(original_mime)
+        prepared.append(Upload(data, mime, ext))
+    return prepared
+
+
+def decode(data: str) -> bytes:
+    try:
+        return base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        raise InBand(Failure(stopped())) from None
