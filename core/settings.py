@@ -1,165 +1,438 @@
-"""Typed settings, read once from the environment and an optional `.env`, validated at start-up.
+"""Typed settings, each declared once: a dataclass field whose metadata names its variable, parser and doc.
 
-`SPECS` is the single list of every setting: the parser, `deploy/env.example` and the README's
-configuration reference are all checked against it by a test.
+    daily_credits: int = option("EASEL_DAILY_CREDITS", whole(0, 1_000_000), "Credits each user ...", "10")
+
+The default is written once, as the text an operator would type, and parsed by the same parser, so the
+value the code sees and the one `deploy/env.example` and the README show cannot disagree. A group of such
+fields is a *section*: a frozen, keyword-only dataclass. The core declares its own here (`CoreSettings`);
+each platform and the process declare theirs in their package's `config` module (bots/<platform>/config.py),
+and the composition root combines the sections into one flat `Settings` class (bots/process/config.py), so
+every value stays one attribute away (`settings.daily_credits`, `settings.http_port`).
+
+`load(cls)` fills any such class from the environment and an optional `.env` (real environment variables
+win); `declarations(cls)` lists its settings for the generated docs (deploy/gendocs.py). An unknown
+`EASEL_*` variable is logged as a warning with the nearest known name; a bad value stops start-up with a
+message that names the variable and what it accepts, and never echoes a secret.
 """
+
+# `option(...)` returns a `dataclasses.field` whose default is a factory, which RUF009 cannot see.
+# ruff: noqa: RUF009
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
+import logging
 import os
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+import re
+import socket
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import parse_qsl, urlsplit
 
 from core.errors import ConfigError
-from core.events import Platform, Quality, Size
+from core.events import Platform, Size
+from core.events import Quality as EventQuality
+from core.spec import DEFAULT_COSTS, FLEXIBLE_SIZES, CostTable, Quality, Shape
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+log = logging.getLogger("easel.settings")
+
+PREFIX = "EASEL_"
+_KEY = "easel_setting"
+T = TypeVar("T", bound="DataclassInstance")
 
 
 @dataclass(frozen=True, slots=True)
-class Spec:
+class Declaration:
+    """One setting: its variable, how its text becomes a value, what the docs say, the default as text."""
+
     env: str
-    default: str  # "" means unset
+    parse: Callable[[str], Any]
     doc: str
+    default: str = ""  # "" means unset
+    secret: bool = False  # never echoed; its value is redacted from the logs
 
 
-SPECS: tuple[Spec, ...] = (
-    Spec("OPENAI_API_KEY", "", "Key for the image provider (required)."),
-    Spec("OPENAI_BASE_URL", "", "Any OpenAI-compatible endpoint; unset uses the SDK's default."),
-    Spec("DISCORD_TOKEN", "", "Set it and `easel run` starts the Discord bot."),
-    Spec("TELEGRAM_TOKEN", "", "Set it and `easel run` starts the Telegram bot."),
-    Spec("EASEL_DATA_DIR", "./data", "Folder for `easel.db` (SQLite) and the image cache."),
-    Spec(
+def option(
+    env: str,
+    parse: Callable[[str], Any],
+    doc: str,
+    default: str = "",
+    *,
+    secret: bool = False,
+    unset: Callable[[], Any] | None = None,
+) -> Any:
+    """Declare a setting as a dataclass field. Its default is `parse(default)`; with no default text it is
+    `unset()` (None when not given). Secrets are kept out of `repr`."""
+    declared = Declaration(env, parse, doc, default, secret)
+
+    def make() -> Any:
+        if default:
+            return parse(default)
+        return unset() if unset is not None else None
+
+    return dataclasses.field(default_factory=make, repr=not secret, metadata={_KEY: declared})
+
+
+def declared_fields(cls: type[DataclassInstance]) -> Iterator[tuple[str, Declaration]]:
+    """(attribute, declaration) of every setting of a section or composed settings class, in order."""
+    for f in dataclasses.fields(cls):
+        declared = f.metadata.get(_KEY)
+        if isinstance(declared, Declaration):
+            yield f.name, declared
+
+
+def declarations(cls: type[DataclassInstance]) -> tuple[Declaration, ...]:
+    return tuple(declared for _, declared in declared_fields(cls))
+
+
+# -- parsers: each raises ValueError with a predicate that completes "NAME ..." -------------------------
+
+
+def text(value: str) -> str:
+    return value
+
+
+def nonblank(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must not be blank")
+    return value.strip()
+
+
+def http_url(value: str) -> str:
+    if not value.startswith(("http://", "https://")) or not urlsplit(value).hostname:
+        raise ValueError("must be a URL starting with http:// or https://")
+    return value
+
+
+def root_url(value: str) -> str:
+    """An http(s) URL without its trailing slash (a base other paths are appended to)."""
+    return http_url(value).rstrip("/")
+
+
+def ws_url(value: str) -> str:
+    if not value.startswith(("ws://", "wss://")):
+        raise ValueError("must be a URL starting with ws:// or wss://")
+    return value
+
+
+def choice(*allowed: str, fold: bool = False) -> Callable[[str], str]:
+    def parse(value: str) -> str:
+        candidate = value.upper() if fold else value
+        if candidate not in allowed:
+            raise ValueError(f"must be one of: {', '.join(allowed)}")
+        return candidate
+
+    return parse
+
+
+def flag(value: str) -> bool:
+    lowered = value.lower()
+    if lowered in ("on", "true", "yes", "1"):
+        return True
+    if lowered in ("off", "false", "no", "0"):
+        return False
+    raise ValueError("must be one of: on, off")
+
+
+def whole(low: int, high: int) -> Callable[[str], int]:
+    def parse(value: str) -> int:
+        if not re.fullmatch(r"-?[0-9]+", value):
+            raise ValueError(f"must be a whole number from {low} to {high}")
+        number = int(value)
+        if not low <= number <= high:
+            raise ValueError(f"must be a whole number from {low} to {high}")
+        return number
+
+    return parse
+
+
+def number(low: float, high: float) -> Callable[[str], float]:
+    def parse(value: str) -> float:
+        try:
+            result = float(value)
+        except ValueError:
+            result = float("nan")
+        if not low <= result <= high:  # also refuses nan and inf
+            raise ValueError(f"must be a number from {low:g} to {high:g}")
+        return result
+
+    return parse
+
+
+def path(value: str) -> Path:
+    return Path(value).expanduser()
+
+
+_MEMBER = re.compile(r"([a-z]+):(-?[0-9]+)")
+
+
+def platform_ids(*, negative: bool) -> Callable[[str], frozenset[tuple[Platform, str]]]:
+    """`telegram:123,discord:456` -> {(Platform.TELEGRAM, "123"), ...}. ASCII digits only: `str.isdigit`
+    would accept full-width and other Unicode digits, which no platform uses as an id."""
+    platforms = ", ".join(p.value for p in Platform)
+
+    def parse(value: str) -> frozenset[tuple[Platform, str]]:
+        result: set[tuple[Platform, str]] = set()
+        for item in filter(None, (part.strip() for part in value.split(","))):
+            match = _MEMBER.fullmatch(item.replace(" ", "").lower())
+            ok = match is not None and match.group(1) in {p.value for p in Platform}
+            if match is None or not ok or (not negative and match.group(2).startswith("-")):
+                digits = "an id of ASCII digits" + (" (a leading - for groups)" if negative else "")
+                raise ValueError(f"has {item!r}, which is not platform:id ({platforms}; {digits})")
+            result.add((Platform(match.group(1)), match.group(2)))
+        return frozenset(result)
+
+    return parse
+
+
+def cost_table(value: str) -> dict[tuple[Shape, Quality], int]:
+    """`wide/high=6,square/low=1` over the defaults of `core.spec.DEFAULT_COSTS`."""
+    table = dict(DEFAULT_COSTS)
+    shapes, qualities = ", ".join(s.value for s in Shape), ", ".join(q.value for q in Quality)
+    for item in filter(None, (part.strip() for part in value.split(","))):
+        key, _, amount = item.partition("=")
+        shape, _, quality = key.strip().partition("/")
+        if shape.strip() not in {s.value for s in Shape}:
+            raise ValueError(f"has {item!r}: the shape must be one of: {shapes}")
+        if quality.strip() not in {q.value for q in Quality}:
+            raise ValueError(f"has {item!r}: the quality must be one of: {qualities}")
+        if not re.fullmatch(r"[0-9]+", amount.strip()):
+            raise ValueError(f"has {item!r}: a cost is a whole number of credits, 0 or more")
+        table[(Shape(shape.strip()), Quality(quality.strip()))] = int(amount.strip())
+    return table
+
+
+PRICES = ("text_in", "image_in", "image_out")
+
+
+def prices(value: str) -> dict[str, float]:
+    result = {"text_in": 5.0, "image_in": 10.0, "image_out": 40.0}
+    for item in filter(None, (part.strip() for part in value.split(","))):
+        key, _, amount = item.partition("=")
+        if key.strip() not in PRICES:
+            raise ValueError(f"has {key.strip()!r}; the prices are: {', '.join(PRICES)}")
+        result[key.strip()] = number(0, 1_000_000)(amount.strip())
+    return result
+
+
+def database_url(value: str) -> str:
+    if not value.startswith(("postgresql://", "postgres://")):
+        raise ValueError("must start with postgresql:// or postgres://")
+    return value
+
+
+def worker_id(value: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9._:@-]{1,100}", value):
+        raise ValueError("must be 1-100 characters of A-Z a-z 0-9 . _ : @ -")
+    return value
+
+
+def default_worker_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+LANGUAGES = ("en", "zh")  # the catalogs in core/texts/locale (a test checks they agree)
+
+# Query parameters of a URL whose values are credentials (an endpoint that takes its key in the URL).
+_SECRET_QUERY = re.compile(r"(?i)^(?:api[_-]?key|key|token|access[_-]?token|secret|password|sig|signature|code)$")
+
+
+def url_secrets(url: str | None) -> list[str]:
+    """The credentials inside a URL: user and password before `@`, and secret-looking query values."""
+    if not url:
+        return []
+    try:
+        parts = urlsplit(url)
+        found = [parts.username or "", parts.password or ""]
+    except ValueError:
+        return []
+    found += [v for k, v in parse_qsl(parts.query, keep_blank_values=False) if _SECRET_QUERY.match(k)]
+    return [value for value in found if value]
+
+
+# -- the core's section -------------------------------------------------------------------------------
+
+# Compatibility with callers that still pass `core.events.Size` (three shapes); `core.spec` has all five.
+SIZES: dict[Size, str] = {size: FLEXIBLE_SIZES[Shape(size.value)] for size in Size}
+
+
+@dataclass(frozen=True, kw_only=True)
+class CoreSettings:
+    """What the core needs: the provider, the data, quotas, limits, language. Platform and process settings
+    live in their own packages' `config` modules."""
+
+    openai_api_key: str = option("OPENAI_API_KEY", text, "Key for the image provider (required).", secret=True)
+    openai_base_url: str | None = option(
+        "OPENAI_BASE_URL",
+        http_url,
+        "Any OpenAI-compatible endpoint; unset uses the SDK's default. Credentials in it (user:password@, "
+        "?key=) are kept out of the logs.",
+    )
+    data_dir: Path = option("EASEL_DATA_DIR", path, "Folder for `easel.db` (SQLite) and the image cache.", "./data")
+    database_url: str | None = option(
+        "EASEL_DATABASE_URL",
+        database_url,
+        "`postgresql://user:password@host/db` puts the store in PostgreSQL, shared by every worker; unset "
+        "keeps SQLite in EASEL_DATA_DIR. Never echoed; its password is kept out of the logs.",
+        secret=True,
+    )
+    worker_id: str = option(
+        "EASEL_WORKER_ID",
+        worker_id,
+        "This worker's name in the database (which rounds are whose); unset uses hostname-pid.",
+        unset=default_worker_id,
+    )
+    daily_credits: int = option(
         "EASEL_DAILY_CREDITS",
-        "10",
+        whole(0, 1_000_000),
         "Credits each user gets per community per UTC day, unless a moderator says otherwise.",
-    ),
-    Spec("EASEL_OPERATORS", "", "Bot owners, moderators everywhere: `telegram:123,discord:456`."),
-    Spec("EASEL_IMAGE_MODEL", "gpt-image-2", "Image model."),
-    Spec(
+        "10",
+    )
+    max_daily_credits: int = option(
+        "EASEL_MAX_DAILY_CREDITS",
+        whole(0, 1_000_000),
+        "The most daily credits, or one day's grants, a moderator can give anyone; operators may exceed it.",
+        "100",
+    )
+    operators: frozenset[tuple[Platform, str]] = option(
+        "EASEL_OPERATORS",
+        platform_ids(negative=False),
+        "Bot owners, moderators everywhere: `telegram:123,discord:456` (ASCII digit ids).",
+        unset=frozenset,
+    )
+    communities: frozenset[tuple[Platform, str]] | None = option(
+        "EASEL_COMMUNITIES",
+        platform_ids(negative=True),
+        "When set (`telegram:-100123,discord:456`), Easel works only in these communities and leaves others; "
+        "unset works everywhere.",
+    )
+    daily_budget_usd: float | None = option(
+        "EASEL_DAILY_BUDGET_USD",
+        number(0, 1_000_000_000),
+        "Ceiling on the estimated provider spend per UTC day, all communities together; unset means none.",
+    )
+    image_model: str = option("EASEL_IMAGE_MODEL", nonblank, "Image model.", "gpt-image-2")
+    image_api: str = option(
         "EASEL_IMAGE_API",
-        "responses",
+        choice("responses", "images"),
         "`responses` (multi-turn through the Responses API) or `images` (Images API).",
-    ),
-    Spec("EASEL_HOST_MODEL", "gpt-5.5", "Mainline model that hosts the image tool on the Responses route."),
-    Spec("EASEL_TELEGRAM_API_URL", "https://api.telegram.org", "Root of the Bot API server."),
-    Spec("EASEL_DISCORD_API_URL", "https://discord.com/api/v10", "Discord REST base, version included."),
-    Spec("EASEL_DISCORD_GATEWAY_URL", "", "Discord gateway websocket URL; unset uses the library's default."),
-    Spec(
-        "EASEL_HTTP_PORT",
-        "",
-        "Serve /healthz, /readyz, /metrics (and the Telegram webhook) on this port; unset turns the HTTP server off.",
-    ),
-    Spec("EASEL_HTTP_HOST", "127.0.0.1", "Address the HTTP server listens on (0.0.0.0 in a container)."),
-    Spec(
+        "responses",
+    )
+    host_model: str = option(
+        "EASEL_HOST_MODEL", nonblank, "Mainline model that hosts the image tool on the Responses route.", "gpt-5.5"
+    )
+    transparent_model: str | None = option(
+        "EASEL_TRANSPARENT_MODEL",
+        nonblank,
+        "Image model for transparent-background requests when EASEL_IMAGE_MODEL refuses them; unset refuses "
+        "such requests instead.",
+    )
+    background_mode: bool = option(
+        "EASEL_BACKGROUND_MODE",
+        flag,
+        "`on`: Responses rounds run in the provider's background mode (resumable, picked up after a restart); "
+        "`off` for zero data retention at the provider.",
+        "on",
+    )
+    round_deadline: float = option(
+        "EASEL_ROUND_DEADLINE",
+        number(10, 86_400),
+        "Seconds a round may run in all (background rounds included) before it is cancelled and refunded.",
+        "900",
+    )
+    provider_timeout: float = option(
         "EASEL_PROVIDER_TIMEOUT",
+        number(1, 3600),
+        "Seconds one foreground image call may take before it is abandoned (and not charged).",
         "240",
-        "Seconds one image call may take before it is abandoned (and not charged).",
-    ),
-    Spec("EASEL_PROVIDER_CONCURRENCY", "8", "Global cap on image calls in flight; further rounds queue."),
-    Spec("EASEL_USER_CONCURRENCY", "2", "Rounds one user may have queued or running at once."),
-    Spec("EASEL_QUEUE_LIMIT", "200", "Rounds that may wait for a provider slot before new ones are refused."),
-    Spec("EASEL_PARTIAL_IMAGES", "2", "Partial previews to ask the provider to stream (0-3)."),
-    Spec(
+    )
+    provider_call_timeout: float = option(
+        "EASEL_PROVIDER_CALL_TIMEOUT",
+        number(1, 3600),
+        "Seconds one HTTP call to the provider may wait for an answer (a background round's poll or stream "
+        "read; each call, not the round).",
+        "60",
+    )
+    provider_concurrency: int = option(
+        "EASEL_PROVIDER_CONCURRENCY", whole(1, 1000), "Global cap on image calls in flight; further rounds queue.", "8"
+    )
+    user_concurrency: int = option(
+        "EASEL_USER_CONCURRENCY", whole(1, 100), "Rounds one user may have queued or running at once.", "2"
+    )
+    user_rate: int = option(
+        "EASEL_USER_RATE",
+        whole(1, 10_000),
+        "Requests one user may make per minute, refused ones included; more are refused at no cost.",
+        "6",
+    )
+    queue_limit: int = option(
+        "EASEL_QUEUE_LIMIT",
+        whole(1, 100_000),
+        "Rounds that may wait for a provider slot before new ones are refused.",
+        "200",
+    )
+    partial_images: int = option(
+        "EASEL_PARTIAL_IMAGES", whole(0, 3), "Partial previews to ask the provider to stream (0-3).", "2"
+    )
+    provider_retries: int = option(
         "EASEL_PROVIDER_RETRIES",
+        whole(0, 10),
+        "Easel's own retries of an image call, only where safe (connection refused, short 429, 5xx before any "
+        "output).",
         "2",
-        "Easel's own retries of an image call, only where safe (connection refused, short 429, 5xx before any output).",
-    ),
-    Spec("EASEL_CREDIT_COSTS", "", "Overrides of the credit table, e.g. `landscape/high=6,square/low=1`."),
-    Spec(
+    )
+    cost_table: CostTable = option(
+        "EASEL_CREDIT_COSTS",
+        cost_table,
+        "Overrides of the credit table, shape/quality=credits, e.g. `wide/high=6,square/low=1`.",
+        unset=lambda: dict(DEFAULT_COSTS),
+    )
+    prices: Mapping[str, float] = option(
         "EASEL_PRICES",
+        prices,
+        "USD per million tokens, for the estimated spend in usage reports and EASEL_DAILY_BUDGET_USD.",
         "text_in=5,image_in=10,image_out=40",
-        "USD per million tokens, for the estimated spend in usage reports.",
-    ),
-    Spec("EASEL_MAX_PROMPT_CHARS", "4000", "Longest prompt or instruction accepted."),
-    Spec("EASEL_MAX_INPUT_BYTES", "20000000", "Largest input image downloaded from chat, in bytes."),
-    Spec("EASEL_MAX_INPUT_PIXELS", "40000000", "Largest input image decoded, in pixels (decompression bombs)."),
-    Spec(
+    )
+    max_prompt_chars: int = option(
+        "EASEL_MAX_PROMPT_CHARS", whole(1, 32_000), "Longest prompt or instruction accepted.", "4000"
+    )
+    max_input_bytes: int = option(
+        "EASEL_MAX_INPUT_BYTES",
+        whole(1024, 50_000_000),
+        "Largest input image downloaded from chat, in bytes.",
+        "20000000",
+    )
+    max_input_pixels: int = option(
+        "EASEL_MAX_INPUT_PIXELS",
+        whole(1024, 178_000_000),
+        "Largest input image decoded, in pixels (decompression bombs).",
+        "40000000",
+    )
+    image_cache_days: float = option(
         "EASEL_IMAGE_CACHE_DAYS",
+        number(0.01, 36500),
+        "Days an image stays in the cache (older rounds can still be edited through the provider's stored "
+        "response).",
         "30",
-        "Days an image stays in the cache (older rounds can still be edited through the provider's stored response).",
-    ),
-    Spec("EASEL_IMAGE_CACHE_MB", "2048", "Cap on the image cache's size; the oldest files go first."),
-    Spec(
-        "EASEL_SHUTDOWN_GRACE",
-        "30",
-        "Seconds running rounds may finish after SIGTERM before they are refunded.",
-    ),
-    Spec(
-        "EASEL_TELEGRAM_WEBHOOK_URL",
-        "",
-        "Public HTTPS URL of Easel's webhook endpoint; set it to use a "
-        "webhook instead of polling (needs EASEL_HTTP_PORT).",
-    ),
-    Spec(
-        "EASEL_TELEGRAM_WEBHOOK_SECRET",
-        "",
-        "Secret Telegram sends back in X-Telegram-Bot-Api-Secret-Token "
-        "(1-256 of A-Z a-z 0-9 _ -); required with a webhook URL.",
-    ),
-    Spec("EASEL_LOG_LEVEL", "INFO", "DEBUG, INFO, WARNING or ERROR."),
-    Spec("EASEL_LOG_FORMAT", "text", "`text` or `json` (one object a line)."),
-)
-
-# Never echoed in messages, even when invalid.
-SECRET_NAMES = frozenset({"OPENAI_API_KEY", "DISCORD_TOKEN", "TELEGRAM_TOKEN", "EASEL_TELEGRAM_WEBHOOK_SECRET"})
-
-SIZES: dict[Size, str] = {
-    Size.SQUARE: "1024x1024",
-    Size.PORTRAIT: "1024x1536",
-    Size.LANDSCAPE: "1536x1024",
-}
-
-# Credits per image: 1 at the default (square, medium). Larger and higher quality cost more, roughly in
-# proportion to the provider's price.
-DEFAULT_COSTS: dict[tuple[Size, Quality], int] = {
-    (Size.SQUARE, Quality.LOW): 1,
-    (Size.SQUARE, Quality.MEDIUM): 1,
-    (Size.SQUARE, Quality.HIGH): 4,
-    (Size.PORTRAIT, Quality.LOW): 1,
-    (Size.PORTRAIT, Quality.MEDIUM): 2,
-    (Size.PORTRAIT, Quality.HIGH): 6,
-    (Size.LANDSCAPE, Quality.LOW): 1,
-    (Size.LANDSCAPE, Quality.MEDIUM): 2,
-    (Size.LANDSCAPE, Quality.HIGH): 6,
-}
-
-
-@dataclass(frozen=True, slots=True)
-class Settings:
-    openai_api_key: str = field(repr=False)
-    openai_base_url: str | None = None
-    discord_token: str | None = field(default=None, repr=False)
-    telegram_token: str | None = field(default=None, repr=False)
-    data_dir: Path = Path("./data")
-    daily_credits: int = 10
-    operators: frozenset[tuple[Platform, str]] = frozenset()
-    image_model: str = "gpt-image-2"
-    image_api: str = "responses"
-    host_model: str = "gpt-5.5"
-    telegram_api_url: str = "https://api.telegram.org"
-    discord_api_url: str = "https://discord.com/api/v10"
-    discord_gateway_url: str | None = None
-    http_port: int | None = None
-    http_host: str = "127.0.0.1"
-    provider_timeout: float = 240.0
-    provider_concurrency: int = 8
-    user_concurrency: int = 2
-    queue_limit: int = 200
-    partial_images: int = 2
-    provider_retries: int = 2
-    credit_costs: Mapping[tuple[Size, Quality], int] = field(default_factory=lambda: dict(DEFAULT_COSTS))
-    prices: Mapping[str, float] = field(default_factory=lambda: {"text_in": 5.0, "image_in": 10.0, "image_out": 40.0})
-    max_prompt_chars: int = 4000
-    max_input_bytes: int = 20_000_000
-    max_input_pixels: int = 40_000_000
-    image_cache_days: float = 30.0
-    image_cache_mb: int = 2048
-    shutdown_grace: float = 30.0
-    telegram_webhook_url: str | None = None
-    telegram_webhook_secret: str | None = field(default=None, repr=False)
-    log_level: str = "INFO"
-    log_format: str = "text"
+    )
+    image_cache_mb: int = option(
+        "EASEL_IMAGE_CACHE_MB",
+        whole(1, 10_000_000),
+        "Cap on the image cache's size; the oldest files go first.",
+        "2048",
+    )
+    language: str = option(
+        "EASEL_LANGUAGE",
+        choice(*LANGUAGES),
+        "Default language of replies where the user's own is not known or not offered (`en`, `zh`).",
+        "en",
+    )
 
     @property
     def db_path(self) -> Path:
@@ -170,23 +443,36 @@ class Settings:
         return self.data_dir / "images"
 
     def secrets(self) -> list[str]:
-        """Every secret value, for the log redaction filter."""
-        values = [self.openai_api_key, self.discord_token, self.telegram_token, self.telegram_webhook_secret]
-        return [v for v in values if v]
+        """Every secret value (secret settings, credentials inside URLs), for the log redaction filter."""
+        values: list[str] = []
+        for attr, declared in declared_fields(type(self)):
+            value = getattr(self, attr)
+            if declared.secret and isinstance(value, str) and value:
+                values.append(value)
+        values += url_secrets(self.openai_base_url) + url_secrets(self.database_url)
+        return list(dict.fromkeys(values))
 
     def is_operator(self, platform: Platform, user_id: str) -> bool:
         return (platform, user_id) in self.operators
 
-    def cost(self, size: Size, quality: Quality) -> int:
-        return self.credit_costs[(size, quality)]
+    def serves(self, platform: Platform, community: str) -> bool:
+        """False in a community outside EASEL_COMMUNITIES (when set)."""
+        return self.communities is None or (platform, community) in self.communities
+
+    def cost(self, size: Size, quality: EventQuality) -> int:
+        """Compatibility for callers that still speak `core.events` sizes; new code uses `cost_table`."""
+        return self.cost_table[(Shape(size.value), Quality(quality.value))]
 
 
-def read_dotenv(path: Path) -> dict[str, str]:
+# -- loading ------------------------------------------------------------------------------------------
+
+
+def read_dotenv(file: Path) -> dict[str, str]:
     """A small `.env` reader: KEY=VALUE lines, `#` comments, optional `export` and surrounding quotes."""
     values: dict[str, str] = {}
-    if not path.is_file():
+    if not file.is_file():
         return values
-    for raw in path.read_text(encoding="utf-8").splitlines():
+    for raw in file.read_text(encoding="utf-8").splitlines():
         line = raw.strip()
         if not line or line.startswith("#") or "=" not in line:
             continue
@@ -200,154 +486,42 @@ def read_dotenv(path: Path) -> dict[str, str]:
     return values
 
 
-def load_settings(environ: Mapping[str, str] | None = None, dotenv: Path | None = Path(".env")) -> Settings:
-    """Read every setting once. Real environment variables win over `.env`. Raises `ConfigError` naming the
-    first bad variable. `OPENAI_API_KEY` is checked by the commands that need it, not here."""
+def unknown_variables(names: Mapping[str, str], known: set[str]) -> list[str]:
+    """One warning per `EASEL_*` name that is not a setting, with the nearest known name when there is one."""
+    warnings = []
+    for name in sorted(n for n in names if n.upper().startswith(PREFIX) and n not in known):
+        near = difflib.get_close_matches(name.upper(), sorted(known), n=1, cutoff=0.6)
+        hint = f"; did you mean {near[0]}?" if near else ""
+        warnings.append(f"{name} is not a setting Easel knows, so it is ignored{hint}")
+    return warnings
+
+
+def load(cls: type[T], environ: Mapping[str, str] | None = None, dotenv: Path | None = Path(".env")) -> T:
+    """Read every setting of `cls` once. Real environment variables win over `.env`. Unknown `EASEL_*`
+    names are logged as warnings. Raises `ConfigError` naming the first bad variable and what it accepts.
+    Each class in `cls`'s bases may define `check_settings(self)`, run after parsing (cross-field rules)."""
     env: dict[str, str] = read_dotenv(dotenv) if dotenv is not None else {}
     env.update(os.environ if environ is None else environ)
-    raw = {spec.env: (env.get(spec.env) or "").strip() or spec.default for spec in SPECS}
-    parsed: dict[str, Any] = {}
-
-    def take(name: str, attr: str, conv: Callable[[str], Any]) -> None:
-        value = raw[name]
-        if value == "":
-            return
+    fields = list(declared_fields(cls))
+    for warning in unknown_variables(env, {declared.env for _, declared in fields}):
+        log.warning("%s", warning)
+    values: dict[str, Any] = {}
+    for attr, declared in fields:
+        raw = (env.get(declared.env) or "").strip()
+        if not raw:
+            continue
         try:
-            parsed[attr] = conv(value)
+            values[attr] = declared.parse(raw)
         except (ValueError, KeyError) as exc:
-            shown = "(value hidden)" if name in SECRET_NAMES else repr(value)
-            raise ConfigError(f"{name}={shown} is not valid: {exc}") from None
-
-    for name, attr, conv in _parsers():
-        take(name, attr, conv)
-
-    settings = Settings(**{"openai_api_key": "", **parsed})
-    if settings.telegram_webhook_url and not settings.telegram_webhook_secret:
-        raise ConfigError("EASEL_TELEGRAM_WEBHOOK_SECRET is required when EASEL_TELEGRAM_WEBHOOK_URL is set")
-    if settings.telegram_webhook_url and settings.http_port is None:
-        raise ConfigError("EASEL_HTTP_PORT is required when EASEL_TELEGRAM_WEBHOOK_URL is set")
+            shown = "" if declared.secret else f" (it is {raw!r})"
+            raise ConfigError(f"{declared.env} {exc}{shown}") from None
+    settings = cls(**values)
+    for klass in reversed(cls.__mro__):
+        check = vars(klass).get("check_settings")
+        if callable(check):
+            check(settings)
     return settings
 
 
-def _parsers() -> tuple[tuple[str, str, Callable[[str], Any]], ...]:
-    """Each variable, the Settings field it fills, and how its text becomes a value."""
-    return (
-        ("OPENAI_API_KEY", "openai_api_key", str),
-        ("OPENAI_BASE_URL", "openai_base_url", _url),
-        ("DISCORD_TOKEN", "discord_token", str),
-        ("TELEGRAM_TOKEN", "telegram_token", str),
-        ("EASEL_DATA_DIR", "data_dir", lambda v: Path(v).expanduser()),
-        ("EASEL_DAILY_CREDITS", "daily_credits", _int_range(0, 1_000_000)),
-        ("EASEL_OPERATORS", "operators", _operators),
-        ("EASEL_IMAGE_MODEL", "image_model", _nonblank),
-        ("EASEL_IMAGE_API", "image_api", _choice("responses", "images")),
-        ("EASEL_HOST_MODEL", "host_model", _nonblank),
-        ("EASEL_TELEGRAM_API_URL", "telegram_api_url", lambda v: _url(v).rstrip("/")),
-        ("EASEL_DISCORD_API_URL", "discord_api_url", lambda v: _url(v).rstrip("/")),
-        ("EASEL_DISCORD_GATEWAY_URL", "discord_gateway_url", _ws_url),
-        ("EASEL_HTTP_PORT", "http_port", _int_range(0, 65535)),
-        ("EASEL_HTTP_HOST", "http_host", _nonblank),
-        ("EASEL_PROVIDER_TIMEOUT", "provider_timeout", _float_range(1, 3600)),
-        ("EASEL_PROVIDER_CONCURRENCY", "provider_concurrency", _int_range(1, 1000)),
-        ("EASEL_USER_CONCURRENCY", "user_concurrency", _int_range(1, 100)),
-        ("EASEL_QUEUE_LIMIT", "queue_limit", _int_range(1, 100_000)),
-        ("EASEL_PARTIAL_IMAGES", "partial_images", _int_range(0, 3)),
-        ("EASEL_PROVIDER_RETRIES", "provider_retries", _int_range(0, 10)),
-        ("EASEL_CREDIT_COSTS", "credit_costs", _costs),
-        ("EASEL_PRICES", "prices", _prices),
-        ("EASEL_MAX_PROMPT_CHARS", "max_prompt_chars", _int_range(1, 32_000)),
-        ("EASEL_MAX_INPUT_BYTES", "max_input_bytes", _int_range(1024, 50_000_000)),
-        ("EASEL_MAX_INPUT_PIXELS", "max_input_pixels", _int_range(1024, 178_000_000)),
-        ("EASEL_IMAGE_CACHE_DAYS", "image_cache_days", _float_range(0.01, 36500)),
-        ("EASEL_IMAGE_CACHE_MB", "image_cache_mb", _int_range(1, 10_000_000)),
-        ("EASEL_SHUTDOWN_GRACE", "shutdown_grace", _float_range(0, 3600)),
-        ("EASEL_TELEGRAM_WEBHOOK_URL", "telegram_webhook_url", _url),
-        ("EASEL_TELEGRAM_WEBHOOK_SECRET", "telegram_webhook_secret", _webhook_secret),
-        ("EASEL_LOG_LEVEL", "log_level", lambda v: _choice("DEBUG", "INFO", "WARNING", "ERROR")(v.upper())),
-        ("EASEL_LOG_FORMAT", "log_format", _choice("text", "json")),
-    )
-
-
-def _nonblank(value: str) -> str:
-    if not value.strip():
-        raise ValueError("must not be blank")
-    return value.strip()
-
-
-def _url(value: str) -> str:
-    if not value.startswith(("http://", "https://")):
-        raise ValueError("must start with http:// or https://")
-    return value
-
-
-def _ws_url(value: str) -> str:
-    if not value.startswith(("ws://", "wss://")):
-        raise ValueError("must start with ws:// or wss://")
-    return value
-
-
-def _choice(*allowed: str) -> Callable[[str], str]:
-    def conv(value: str) -> str:
-        if value not in allowed:
-            raise ValueError(f"must be one of {', '.join(allowed)}")
-        return value
-
-    return conv
-
-
-def _int_range(low: int, high: int) -> Callable[[str], int]:
-    def conv(value: str) -> int:
-        number = int(value)
-        if not low <= number <= high:
-            raise ValueError(f"must be between {low} and {high}")
-        return number
-
-    return conv
-
-
-def _float_range(low: float, high: float) -> Callable[[str], float]:
-    def conv(value: str) -> float:
-        number = float(value)
-        if not low <= number <= high:
-            raise ValueError(f"must be between {low:g} and {high:g}")
-        return number
-
-    return conv
-
-
-def _operators(value: str) -> frozenset[tuple[Platform, str]]:
-    result: set[tuple[Platform, str]] = set()
-    for item in filter(None, (part.strip() for part in value.split(","))):
-        platform, sep, user_id = item.partition(":")
-        if not sep or not user_id.strip().lstrip("-").isdigit():
-            raise ValueError(f"{item!r} is not platform:numeric_id")
-        result.add((Platform(platform.strip().lower()), user_id.strip()))
-    return frozenset(result)
-
-
-def _costs(value: str) -> dict[tuple[Size, Quality], int]:
-    table = dict(DEFAULT_COSTS)
-    for item in filter(None, (part.strip() for part in value.split(","))):
-        key, _, number = item.partition("=")
-        size, _, quality = key.strip().partition("/")
-        cost = int(number)
-        if cost < 0:
-            raise ValueError(f"{item!r}: a cost cannot be negative")
-        table[(Size(size.strip()), Quality(quality.strip()))] = cost
-    return table
-
-
-def _prices(value: str) -> dict[str, float]:
-    prices = {"text_in": 5.0, "image_in": 10.0, "image_out": 40.0}
-    for item in filter(None, (part.strip() for part in value.split(","))):
-        key, _, number = item.partition("=")
-        if key.strip() not in prices:
-            raise ValueError(f"unknown price {key.strip()!r}; use text_in, image_in, image_out")
-        prices[key.strip()] = float(number)
-    return prices
-
-
-def _webhook_secret(value: str) -> str:
-    if not 1 <= len(value) <= 256 or not all(c.isascii() and (c.isalnum() or c in "_-") for c in value):
-        raise ValueError("use 1-256 characters of A-Z, a-z, 0-9, _ and -")
-    return value
+# What the core's services receive and type against: the composed `bots.process.config.Settings` is one.
+Settings = CoreSettings

@@ -1,7 +1,8 @@
-"""Regenerate `deploy/env.example` and the README's configuration table from `core.settings.SPECS`.
+"""Regenerate `deploy/env.example` and the README's configuration table from the settings' declarations
+(core/settings.py, bots/telegram/config.py, bots/discord/config.py, bots/process/config.py).
 
 Run after adding or changing a setting: `python deploy/gendocs.py` (from the repository root).
-tests/ops/test_ops_docs.py fails when either file falls behind SPECS.
+tests/ops/test_ops_docs.py fails when either file falls behind the declarations.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from core.settings import SPECS  # noqa: E402 - needs the path above when run as a script
+from bots.process.config import all_declarations  # noqa: E402 - needs the path above when run as a script
 
 # Set in env.example (empty): the values an operator must or usually will fill in. Everything else is a
 # commented-out default, so a copied env.example never overrides what the container or unit sets.
@@ -27,9 +28,9 @@ def env_example() -> str:
         "# Keep this file private (chmod 600): it holds your tokens.",
         "# Set at least OPENAI_API_KEY and one of TELEGRAM_TOKEN / DISCORD_TOKEN. Every other line shows the",
         "# default, commented out; uncomment and change only what you need.",
-        "# Generated from core/settings.py by deploy/gendocs.py.",
+        "# Generated from the settings' declarations by deploy/gendocs.py.",
     ]
-    for spec in SPECS:
+    for spec in all_declarations():
         lines.append("")
         lines.append(f"# {spec.doc}")
         if spec.env in FILL_IN:
@@ -41,7 +42,7 @@ def env_example() -> str:
 
 def readme_table() -> str:
     rows = ["| Variable | Default | Meaning |", "|---|---|---|"]
-    for spec in SPECS:
+    for spec in all_declarations():
         default = f"`{spec.default}`" if spec.default else "unset"
         meaning = spec.doc.replace("|", "\\|")
         rows.append(f"| `{spec.env}` | {default} | {meaning} |")

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from bots.process.app import Core, open_core
-from core.settings import Settings, load_settings
+from bots.process.config import Settings, load_settings
 from tests.fakes.fake_provider import FakeProvider
 
 

@@ -21,9 +21,9 @@ from bots.discord.common import AttachmentFetcher, clip
 from bots.discord.interactions import InteractionHandlers
 from bots.discord.messages import MessageHandler
 from bots.discord.views import EaselButton
+from bots.process.config import Settings
 from core.errors import FatalPlatformError
 from core.events import Platform
-from core.settings import Settings
 from core.studio import Studio
 
 log = logging.getLogger(__name__)

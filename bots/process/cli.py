@@ -8,8 +8,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from bots.process.config import Settings, load_settings
 from core.errors import ConfigError, StoreError
-from core.settings import Settings, load_settings
 
 EX_CONFIG = 78
 
@@ -74,7 +74,7 @@ def _console(settings: Settings, args: argparse.Namespace) -> int:
 
     async def session() -> None:
         async with open_core(settings) as core:
-            await Console(core.studio, settings.data_dir / "console").run(stdin_lines())
+            await Console(core.services, settings.data_dir / "console").run(stdin_lines())
 
     asyncio.run(session())
     return 0

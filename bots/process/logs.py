@@ -21,7 +21,7 @@ from types import MappingProxyType, TracebackType
 from typing import Any, TextIO
 from urllib.parse import quote
 
-from core.settings import Settings
+from bots.process.config import Settings
 
 REDACTED = "[redacted]"
 

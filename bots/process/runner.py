@@ -11,9 +11,9 @@ from typing import Protocol
 
 from bots.process import backoff
 from bots.process.app import Core, open_core
+from bots.process.config import Settings
 from bots.process.web import WebServer
 from core.errors import ConfigError, FatalPlatformError
-from core.settings import Settings
 
 log = logging.getLogger("easel")
 

@@ -13,9 +13,9 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 from prometheus_client.exposition import choose_encoder
 
+from bots.process.config import Settings
 from core.errors import ConfigError
 from core.metrics import Metrics
-from core.settings import Settings
 
 log = logging.getLogger(__name__)
 

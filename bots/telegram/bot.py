@@ -29,6 +29,7 @@ from telegram import BotCommand, Update
 from telegram.error import BadRequest, Forbidden, InvalidToken, TelegramError
 from telegram.ext import Application, ApplicationBuilder
 
+from bots.process.config import Settings
 from bots.telegram.common import PUBLIC_GETFILE_CAP, TELEGRAM
 from bots.telegram.handlers import TelegramHandlers
 from bots.telegram.inbox import Entry, InboxFeed
@@ -38,7 +39,6 @@ from bots.telegram.send import FloodGate, retrying, send_text
 from bots.telegram.transport import api_request, rate_limiter, updates_request
 from bots.telegram.view import PREVIEW_INTERVAL, EditPacer
 from core.errors import ConfigError, FatalPlatformError
-from core.settings import Settings
 from core.studio import Studio
 
 log = logging.getLogger(__name__)

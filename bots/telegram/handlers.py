@@ -28,6 +28,7 @@ from telegram.constants import ChatType
 from telegram.error import TelegramError
 from telegram.ext import Application, CallbackQueryHandler, CommandHandler, ContextTypes, MessageHandler, filters
 
+from bots.process.config import Settings
 from bots.telegram.args import NEED_TARGET, NEEDS_TARGET, UsageError, parse_quota
 from bots.telegram.common import (
     TELEGRAM,
@@ -52,7 +53,6 @@ from core import texts
 from core.errors import GENERIC_APOLOGY, DuplicateRequest, NotModerator, UserFacingError
 from core.events import Actor, ChannelKey, RoundRequest, UserRef
 from core.outcomes import Notice, Refusal
-from core.settings import Settings
 from core.studio import Studio
 
 log = logging.getLogger(__name__)

@@ -47,12 +47,12 @@ from PIL import Image
 
 from bots.discord.bot import DiscordBot
 from bots.process.app import Core, open_core
+from bots.process.config import load_settings
 from bots.process.logs import setup_logging
 from bots.telegram.bot import TelegramBot
 from core.events import RoundRequest
 from core.images import GeneratedImage, ImageJob, OnPartial, Usage
 from core.outcomes import Preview, Refusal, RoundResult, RoundView
-from core.settings import load_settings
 from core.studio import Studio
 from tests.fakes._base import Call
 from tests.fakes.fake_discord import FakeDiscord, FakeMember

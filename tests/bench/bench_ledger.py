@@ -30,9 +30,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from bots.process.config import Settings, load_settings
 from core import quotas, rounds
 from core.events import Actor, ChannelKey, Platform, RoundRequest
-from core.settings import Settings, load_settings
 from core.store.sqlite import Store
 
 KEY = ChannelKey(Platform.CONSOLE, "bench", "bench-ch")

@@ -15,10 +15,10 @@ import itertools
 from typing import NoReturn
 
 from bots.process.app import open_core
+from bots.process.config import Settings, load_settings
 from core.events import Actor, ChannelKey, Platform, Quality, RoundRequest, Size, UserRef
 from core.images import GeneratedImage, ImageJob, OnPartial
 from core.outcomes import Preview, Refusal, RoundResult
-from core.settings import Settings, load_settings
 from tests.fakes.fake_provider import png
 
 KEY = ChannelKey(Platform.CONSOLE, "crash", "crash-ch")

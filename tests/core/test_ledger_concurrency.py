@@ -15,11 +15,11 @@ from typing import Any
 import pytest
 
 from bots.process.app import Core, open_core
+from bots.process.config import Settings
 from core import quotas, rounds
 from core.errors import DuplicateRequest, NotModerator, OverQuota, SafetyRefusal
 from core.events import Actor, ChannelKey, Platform, RoundRequest, UserRef
 from core.outcomes import Notice
-from core.settings import Settings
 from core.store.sqlite import Store
 from tests.core.test_ledger_model import dump, ledger_problems
 from tests.fakes.fake_provider import FakeProvider

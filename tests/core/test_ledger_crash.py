@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from bots.process.app import open_core
+from bots.process.config import Settings
 from core.events import Actor, ChannelKey, Platform, RoundRequest
-from core.settings import Settings
 from tests.core._crash_worker import settings_for
 from tests.core.test_ledger_model import ledger_problems
 from tests.fakes.fake_provider import FakeProvider

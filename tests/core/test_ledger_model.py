@@ -38,11 +38,11 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from bots.process.app import Core, open_core
+from bots.process.config import Settings, load_settings
 from core import quotas, rounds, texts
 from core.errors import Banned, DuplicateRequest, NotModerator, OverQuota, ProviderBusy, SafetyRefusal
 from core.events import Actor, ChannelKey, Platform, Quality, RoundRequest, Size, UserRef
 from core.outcomes import Notice
-from core.settings import Settings, load_settings
 from tests.fakes.fake_provider import FakeProvider
 from tests.fakes.recording_view import RecordingView
 

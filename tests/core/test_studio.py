@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from bots.process.app import Core, open_core
+from bots.process.config import Settings
 from core.errors import ProviderBusy, SafetyRefusal
 from core.events import Actor, ChannelKey, InputImage, Platform, Quality, RoundRequest, Size
 from core.outcomes import Preview
-from core.settings import Settings
 from tests.fakes.fake_provider import FakeProvider, png
 from tests.fakes.recording_view import RecordingView
 

@@ -17,7 +17,7 @@ import pytest
 from discord.gateway import DiscordWebSocket
 
 from bots.discord.bot import DiscordBot
-from core.settings import Settings
+from bots.process.config import Settings
 from tests.discord.discord_support import ErrorLog, FakeStudio, StartBot, World, discord_settings
 from tests.fakes.fake_discord import MANAGE_GUILD, MEMBER_PERMISSIONS, FakeDiscord
 

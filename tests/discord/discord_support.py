@@ -13,10 +13,10 @@ from typing import Any
 from PIL import Image
 
 from bots.discord.bot import DiscordBot
+from bots.process.config import Settings, load_settings
 from core.errors import NotModerator
 from core.events import Actor, ChannelKey, Platform, RoundRequest, UserRef
 from core.outcomes import Button, Notice, Preview, Refusal, RoundResult, RoundView
-from core.settings import Settings, load_settings
 from core.studio import PendingNotice
 from tests.fakes._base import Call
 from tests.fakes.fake_discord import FakeDiscord, FakeGuild, FakeInteraction, FakeMember

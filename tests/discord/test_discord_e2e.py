@@ -16,8 +16,8 @@ from PIL import Image
 
 from bots.discord.bot import DiscordBot
 from bots.process.app import Core, open_core
+from bots.process.config import Settings
 from core.errors import GENERIC_APOLOGY, FatalPlatformError, SafetyRefusal
-from core.settings import Settings
 from core.studio import Studio
 from core.texts import NOT_MODERATOR
 from tests.discord.discord_support import (

@@ -10,9 +10,9 @@ import pytest
 from discord.gateway import DiscordWebSocket
 
 from bots.discord.bot import DiscordBot
+from bots.process.config import Settings
 from core.errors import FatalPlatformError
 from core.events import ChannelKey, Platform
-from core.settings import Settings
 from core.studio import PendingNotice
 from tests.discord.discord_support import ErrorLog, FakeStudio, StartBot, World, discord_settings
 from tests.fakes.fake_discord import INTENT_MESSAGE_CONTENT, FakeDiscord

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
+from bots.process.config import Settings
 from bots.process.logs import QUIET_LOGGERS
-from core.settings import Settings
 
 # Realistic shapes, made up.
 TELEGRAM_TOKEN = "7312450983:AAHk2Zb9xQ-3mLpR7vT_wYc4dNe8fGh1jKs"

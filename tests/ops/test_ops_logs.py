@@ -16,8 +16,8 @@ import httpx
 import pytest
 from aiohttp import web
 
+from bots.process.config import Settings
 from bots.process.logs import REDACTED, Redactor, log_context
-from core.settings import Settings
 
 Logged = Callable[..., tuple[Callable[[], str], Any]]
 Tokens = tuple[str, str, str]

@@ -13,10 +13,10 @@ import pytest
 from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
+from bots.process.config import Settings
 from bots.process.web import SECRET_HEADER, WebServer
 from core.errors import ConfigError
 from core.metrics import Metrics
-from core.settings import Settings
 
 Checks = dict[str, bool]
 

@@ -22,8 +22,8 @@ import discord
 import pytest
 from discord.gateway import DiscordWebSocket
 
+from bots.process.config import Settings, load_settings
 from bots.process.logs import QUIET_LOGGERS, setup_logging
-from core.settings import Settings, load_settings
 from tests.fakes._base import Call, FakeServer
 
 REPO = Path(__file__).resolve().parents[2]

@@ -26,9 +26,9 @@ from telegram.ext import ContextTypes
 
 from bots.discord.bot import DiscordBot
 from bots.process.app import Core, open_core
+from bots.process.config import Settings
 from bots.telegram.bot import TelegramBot
 from core.images import ImageProvider
-from core.settings import Settings
 from tests.fakes._base import Call
 from tests.fakes.fake_discord import FakeDiscord
 from tests.fakes.fake_telegram import FakeTelegram

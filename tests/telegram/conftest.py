@@ -11,8 +11,8 @@ import pytest
 from aiohttp import web
 from telegram.ext import ContextTypes
 
+from bots.process.config import Settings
 from bots.telegram.bot import TelegramBot
-from core.settings import Settings
 from tests.fakes.fake_telegram import FakeTelegram
 from tests.telegram.telegram_support import ErrorLog, FakeStudio
 

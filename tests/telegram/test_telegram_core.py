@@ -14,10 +14,10 @@ import pytest
 from aiohttp import web
 
 from bots.process.app import Core, open_core
+from bots.process.config import Settings
 from bots.telegram.bot import TelegramBot
 from core.errors import SafetyRefusal
 from core.images import GeneratedImage, ImageJob, OnPartial
-from core.settings import Settings
 from tests.fakes.fake_provider import FakeProvider, png
 from tests.fakes.fake_telegram import FakeTelegram
 from tests.telegram.conftest import StartBot

@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 
 from bots.process.app import Core, open_core
+from bots.process.config import Settings
 from bots.telegram.bot import BAD_TOKEN_MESSAGE, TelegramBot
 from core.events import Platform
-from core.settings import Settings
 from tests.fakes.fake_provider import FakeProvider
 from tests.fakes.fake_telegram import FakeTelegram
 from tests.telegram.conftest import StartBot

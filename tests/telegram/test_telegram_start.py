@@ -10,10 +10,10 @@ from typing import Any
 import aiohttp
 import pytest
 
+from bots.process.config import Settings
 from bots.telegram.bot import TelegramBot
 from core.errors import FatalPlatformError
 from core.events import ChannelKey, Platform
-from core.settings import Settings
 from core.studio import PendingNotice
 from tests.fakes.fake_telegram import FakeTelegram
 from tests.telegram.conftest import StartBot

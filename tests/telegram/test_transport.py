@@ -22,9 +22,9 @@ from telegram.ext import ExtBot
 from telegram.request import BaseRequest, RequestData
 from telegram.request._requestparameter import RequestParameter
 
+from bots.process.config import Settings
 from bots.telegram.bot import TelegramBot
 from bots.telegram.transport import AiohttpRequest, EaselRateLimiter, rate_limiter, redact
-from core.settings import Settings
 from tests.fakes.fake_provider import png
 from tests.fakes.fake_telegram import FakeTelegram
 from tests.telegram.telegram_support import ErrorLog, FakeStudio
