@@ -49,6 +49,11 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"/bot\d+:[^/\s\"'<>?#]+"), "/bot" + REDACTED),
     # Bare Telegram bot tokens.
     (re.compile(r"(?<![A-Za-z0-9_-])\d{6,}+:[A-Za-z0-9_-]{30,}"), REDACTED),
+    # Credentials inside any URL (OPENAI_BASE_URL, EASEL_DATABASE_URL): `scheme://user:password@host`.
+    (re.compile(r"(?<![A-Za-z0-9+.-])([A-Za-z][A-Za-z0-9+.-]{0,20}+://)[^\s/@\"'<>]{1,256}@"), r"\1" + REDACTED + "@"),
+    # Keys in a URL's query string (`?key=...`, `&api-key=...`).
+    (re.compile(r"(?i)([?&](?:api[_-]?key|key|access[_-]?token|token|secret|password|sig|signature)=)[^&\s\"'<>#]+"),
+     r"\1" + REDACTED),
     # OpenAI keys (sk-..., sk-proj-...).
     (re.compile(r"(?<![A-Za-z0-9])sk-[A-Za-z0-9_-]{10,}"), REDACTED),
     # Discord interaction and webhook tokens live in URL paths.

@@ -299,3 +299,18 @@ def test_a_prompt_cannot_forge_log_lines(logged: Logged) -> None:
     lines = read().splitlines()
     assert len(lines) == 1
     assert lines[0].endswith("prompt: a cat\\n2025-01-01T00:00:00.000Z ERROR core.studio: forged [round_id=3 level=x]")
+
+
+def test_credentials_inside_urls_never_reach_the_logs(logged: Logged) -> None:
+    base = "https://proxy-user:Pr0xy-Passw0rd@proxy.example/v1?api-key=Query-Key-123&api-version=2024-01"
+    database = "postgresql://easel:Db-Passw0rd@db.internal:5432/easel"
+    read, configured = logged(openai_base_url=base, database_url=database)
+    assert {"Pr0xy-Passw0rd", "Query-Key-123", "Db-Passw0rd"} <= set(configured.secrets())
+    logging.getLogger("openai").error("request to %s failed", base.replace("proxy-user", "other-user"))
+    logging.getLogger("easel").info("store at %s", database)
+    # Not told about these ones: caught by their shape in a URL.
+    logging.getLogger("httpx").error("GET https://u:unknown-pass@elsewhere.example/x?key=unknown-key&page=2 failed")
+    out = read()
+    for secret in ("Pr0xy-Passw0rd", "Query-Key-123", "Db-Passw0rd", "unknown-pass", "unknown-key", "easel:Db"):
+        assert secret not in out, secret
+    assert "api-version=2024-01" in out and "page=2" in out and "proxy.example/v1" in out
