@@ -14,20 +14,23 @@ import zlib
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
-from core import texts
-from core.errors import GENERIC_APOLOGY, BadRequest, DuplicateRequest, UserFacingError
-from core.events import Actor, ChannelKey, InputImage, Platform, Quality, RoundRequest, Size, UserRef
-from core.outcomes import Notice, Preview, Refusal, RoundResult
+from core.errors import APOLOGY_ID, DuplicateRequest, UserFacingError
+from core.events import Actor, ChannelKey, DeskCommand, InputImage, Platform, RoundRequest, UserRef, Verb
+from core.flags import parse_flags
+from core.outcomes import Notice, Preview, ProgressDefaults, Refusal, RoundResult
+from core.ports import Services
 from core.provider.pictures import extension_for
-from core.studio import Studio
+from core.texts import say
 
 KEY = ChannelKey(Platform.CONSOLE, "console", "console")
 OPERATOR = Actor(Platform.CONSOLE, "1", "you", username="you", is_moderator=True)
 
 HELP = """\
-  <prompt>                      make an image (options: --size square|portrait|landscape --quality low|medium|high)
+  <prompt>                      make an image (options: --size square|portrait|landscape|wide|tall,
+                                --quality low|medium|high, --background auto|opaque|transparent, --transparent)
   reply N <change>              edit round N (branch from any earlier round)
   reroll N                      a new image for round N's prompt
+  cancel N                      stop round N while it is queued or running (refunded)
   edit PATH <change>            edit an image file
   quota [USER]                  credits left today
   quota set N USER | quota grant N USER | quota default N | quota ban USER | quota unban USER
@@ -36,13 +39,13 @@ HELP = """\
   help | quit"""
 
 
-class ConsoleView:
+class ConsoleView(ProgressDefaults):
     def __init__(self, out: Callable[[str], None], folder: Path) -> None:
         self.out = out
         self.folder = folder
 
     async def queued(self, position: int) -> None:
-        self.out(f"  {texts.queued(position)}")
+        self.out(f"  {say(self._lang, 'progress.queued', count=position - 1)}")
 
     async def started(self) -> None:
         self.out("  working on it…")
@@ -52,12 +55,16 @@ class ConsoleView:
         self.out(f"  preview {preview.index + 1}: {path}")
 
     async def deliver(self, result: RoundResult) -> list[str]:
-        path = self._write(f"round-{result.number}{extension_for(result.mime)}", result.image)
+        path = self._write(f"round-{result.number}.{extension_for(result.mime)}", result.image)
         self.out(f"{result.caption}\n  saved: {path}\n  (reply {result.number} <change> to refine it)")
         return [str(result.number)]  # the console's "message id" for a round is its number
 
     async def refuse(self, refusal: Refusal) -> None:
         self.out(f"  ✗ {refusal.text}")
+
+    @property
+    def _lang(self) -> str:
+        return self.info.lang if self.info is not None else "en"
 
     def _write(self, name: str, data: bytes) -> Path:
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -67,17 +74,17 @@ class ConsoleView:
 
 
 class Console:
-    def __init__(self, studio: Studio, folder: Path, out: Callable[[str], None] = print) -> None:
-        self.studio = studio
+    def __init__(self, services: Services, folder: Path, out: Callable[[str], None] = print) -> None:
+        self.services = services
         self.out = out
         self.view = ConsoleView(out, folder)
         self.actor = OPERATOR
 
     async def run(self, lines: AsyncIterator[str]) -> None:
         self.out("Easel console. Type a prompt, or `help`.")
-        for notice in await self.studio.take_notices(Platform.CONSOLE):
+        for notice in await self.services.notices.take(Platform.CONSOLE):
             self.out(f"  note: {notice.text}")
-            await self.studio.notice_sent(notice.id)
+            await self.services.notices.sent(notice.id)
         async for line in lines:
             if line.strip() in {"quit", "exit"}:
                 break
@@ -91,7 +98,7 @@ class Console:
                 import logging
 
                 logging.getLogger(__name__).exception("console command failed")
-                self.out(f"  ✗ {GENERIC_APOLOGY}")
+                self.out(f"  ✗ {say('en', APOLOGY_ID)}")
 
     async def handle(self, line: str) -> None:
         if not line:
@@ -107,6 +114,8 @@ class Console:
             await self._round(words[2] if len(words) == 3 else "", reply_to=words[1])
         elif verb == "reroll" and len(words) == 2 and words[1].isdigit():
             await self._reroll(int(words[1]))
+        elif verb == "cancel" and len(words) == 2 and words[1].isdigit():
+            await self._cancel(int(words[1]))
         elif verb == "edit" and len(words) == 3:
             await self._edit(words[1], words[2])
         elif verb in {"quota", "usage"}:
@@ -115,26 +124,37 @@ class Console:
             await self._round(line)
 
     async def _round(self, text: str, reply_to: str | None = None, image: InputImage | None = None) -> None:
-        prompt, size, quality = _options(text)
+        try:
+            flags = parse_flags(text)
+        except UserFacingError as error:
+            self.out(f"  ✗ {error.message}")
+            return
         request = RoundRequest(
             key=KEY,
             actor=self.actor,
-            prompt=prompt,
+            prompt=flags.prompt,
             idempotency_key=_key(),
             reply_to=reply_to,
             input_image=image,
-            size=size,
-            quality=quality,
+            options=flags.options,
+            send_file=flags.send_file,
         )
-        await self.studio.submit(request, self.view)
+        await self.services.rounds.submit(request, self.view)
 
     async def _reroll(self, number: int) -> None:
         # Buttons carry a round id; the console names rounds by number, which resolves like a reply.
-        round_id = await self.studio.round_id(KEY, number)
+        round_id = await self.services.rounds.round_id(KEY, number)
         if round_id is None:
             self.out(f"  ✗ There is no round {number} here.")
             return
-        await self.studio.press(f"reroll:{round_id}", KEY, self.actor, _key(), self.view)
+        await self.services.rounds.press(f"reroll:{round_id}", KEY, self.actor, _key(), self.view)
+
+    async def _cancel(self, number: int) -> None:
+        round_id = await self.services.rounds.round_id(KEY, number)
+        if round_id is None:
+            self.out(f"  ✗ There is no round {number} here.")
+            return
+        await self.services.rounds.press(f"cancel:{round_id}", KEY, self.actor, _key(), self.view)
 
     async def _edit(self, name: str, instruction: str) -> None:
         path, size = await asyncio.to_thread(_locate, name)
@@ -149,26 +169,26 @@ class Console:
         await self._round(instruction, image=InputImage(fetch=fetch, declared_bytes=size, filename=path.name))
 
     async def _quota(self, args: list[str]) -> Notice:
-        s, actor = self.studio, self.actor
+        desk, actor = self.services.desk, self.actor
+
+        def command(verb: Verb, target: UserRef | None = None, amount: int | None = None) -> DeskCommand:
+            return DeskCommand(verb, KEY, actor, _key(), target=target, amount=amount)
+
         if args[0] == "usage":
-            return await s.usage(KEY, actor)
+            return await desk.run(command(Verb.USAGE))
         rest = args[1:]
         if not rest:
-            return await s.credits(KEY, actor)
+            return await desk.run(command(Verb.SHOW))
         verb = rest[0]
         if verb in {"set", "grant"} and len(rest) == 3 and rest[1].isdigit():
-            target, amount = _ref(rest[2]), int(rest[1])
-            if verb == "set":
-                return await s.set_daily(KEY, actor, target, amount, _key())
-            return await s.grant(KEY, actor, target, amount, _key())
+            return await desk.run(command(Verb.SET if verb == "set" else Verb.GRANT, _ref(rest[2]), int(rest[1])))
         if verb == "default" and len(rest) == 2 and rest[1].isdigit():
-            return await s.set_default(KEY, actor, int(rest[1]), _key())
+            return await desk.run(command(Verb.DEFAULT, amount=int(rest[1])))
         if verb in {"ban", "unban"} and len(rest) == 2:
-            action = s.ban if verb == "ban" else s.unban
-            return await action(KEY, actor, _ref(rest[1]), _key())
+            return await desk.run(command(Verb.BAN if verb == "ban" else Verb.UNBAN, _ref(rest[1])))
         if len(rest) == 1:
-            return await s.credits(KEY, actor, _ref(rest[0]))
-        return Notice("Usage: quota [USER] | quota set N USER | quota grant N USER | quota default N | quota ban USER")
+            return await desk.run(command(Verb.SHOW, _ref(rest[0])))
+        return Notice(say("en", "console.usage.quota"))
 
 
 def _locate(name: str) -> tuple[Path, int | None]:
@@ -188,21 +208,6 @@ def _ref(name: str) -> UserRef:
 def _key() -> str:
     return f"console:{uuid.uuid4().hex}"
 
-
-def _options(text: str) -> tuple[str, Size, Quality]:
-    size, quality, words = Size.SQUARE, Quality.MEDIUM, []
-    parts = iter(text.split(" "))
-    try:
-        for word in parts:
-            if word == "--size":
-                size = Size(next(parts, ""))
-            elif word == "--quality":
-                quality = Quality(next(parts, ""))
-            else:
-                words.append(word)
-    except ValueError:
-        raise BadRequest("--size takes square, portrait or landscape; --quality takes low, medium or high.") from None
-    return " ".join(words), size, quality
 
 
 async def stdin_lines(prompt: str = "easel> ") -> AsyncIterator[str]:

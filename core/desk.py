@@ -1,274 +1,187 @@
-"""The quota desk: credits reports and moderator actions, as core operations that take the acting user.
+"""The quota desk: credits answers, moderator verbs and usage reports, as one command value and one
+dispatcher. Adapters parse their platform's syntax into a `DeskCommand`; the desk decides.
 
-Moderator authority comes from the adapter (`Actor.is_moderator`, decided from the platform) plus
-`EASEL_OPERATORS`; a refused action changes nothing. Every change is audited and keyed by the platform's
-idempotency key, so a redelivered command is applied once."""
+Authority comes from the platform (`Actor.is_moderator`, asked of the platform on every command) plus
+`EASEL_OPERATORS`; it is checked before a target user is resolved, and a refused action changes nothing.
+Moderators cannot raise their own allowance or grant to themselves, nor give more than
+`EASEL_MAX_DAILY_CREDITS`; operators can. Every change is audited and keyed by the platform's idempotency
+key, so a redelivered command is applied once."""
 
 from __future__ import annotations
 
-import sqlite3
-from collections.abc import Callable
-from datetime import UTC, datetime
-
-from core import quotas, texts
-from core.errors import BadRequest, NotModerator, UnknownUser
-from core.events import Actor, ChannelKey, Platform, UserRef
-from core.outcomes import CreditReport, Notice
+from core import texts, words
+from core.errors import BadRequest, DuplicateRequest, NotModerator, UserFacingError
+from core.events import Actor, ChannelKey, DeskCommand, Platform, Verb
+from core.outcomes import Notice
+from core.people import People
+from core.ports import Clock, Store
+from core.records import COMMUNITY_DEFAULT, ModChange, ModVerb, day_of, next_reset
 from core.settings import Settings
-from core.store.sqlite import Store
+from core.texts import say
 
-MAX_DAILY = 100_000
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
+HARD_LIMIT = 100_000  # no allowance or grant beyond this, even for operators
 
 
-class QuotaDesk:
-    def __init__(self, settings: Settings, store: Store, clock: Callable[[], datetime] = utcnow) -> None:
+class Desk:
+    def __init__(self, settings: Settings, store: Store, people: People, clock: Clock) -> None:
         self.settings = settings
         self.store = store
+        self.people = people
         self.clock = clock
-        self._seen: dict[tuple[str, str], tuple[str | None, str]] = {}
-
-    # -- who is who -------------------------------------------------------------------------------------
-
-    def is_moderator(self, actor: Actor) -> bool:
-        return actor.is_moderator or self.settings.is_operator(actor.platform, actor.user_id)
-
-    def _require_moderator(self, actor: Actor) -> None:
-        if not self.is_moderator(actor):
-            raise NotModerator(texts.NOT_MODERATOR)
 
     async def seen(self, actor: Actor, community: str) -> None:
-        """Remember a user's name so moderators can write `@name`; writes only when something changed."""
-        cache_key = (actor.platform.value, actor.user_id)
-        value = (actor.username.lower() if actor.username else None, actor.display_name)
-        if self._seen.get(cache_key) == value:
+        await self.people.seen(actor)
+
+    def help_text(self, platform: Platform, lang: str) -> str:
+        return say(lang, f"help.{platform.value}")
+
+    async def run(self, command: DeskCommand) -> Notice:
+        """Run one command; refusals come back as ephemeral notices in the asker's language."""
+        lang = await self.people.language(command.actor, command.key)
+        try:
+            await self.people.seen(command.actor)
+            return await self._dispatch(command, lang)
+        except DuplicateRequest:
+            return Notice(say(lang, "desk.already_done"), ephemeral=True)
+        except UserFacingError as error:
+            return Notice(error.text(lang), ephemeral=True)
+
+    async def _dispatch(self, c: DeskCommand, lang: str) -> Notice:
+        if c.verb is Verb.SHOW:
+            return await self._show(c, lang)
+        if c.verb is Verb.USAGE:
+            return await self._usage(c, lang)
+        if c.verb is Verb.LANGUAGE and c.language is None:
+            current = await self.people.community_language(c.key)
+            return Notice(say(lang, "desk.language_is", language=say(lang, f"language.{current or 'auto'}")))
+        self.people.require_moderator(c.actor)  # before any target is resolved
+        if c.verb is Verb.LANGUAGE:
+            return await self._language(c, lang)
+        if c.verb is Verb.DEFAULT:
+            daily = self._amount(c, minimum=0)
+            await self._apply(c, ModVerb.SET_DEFAULT, None, daily)
+            return Notice(say(lang, "desk.default_set", count=daily))
+        if c.target is None:
+            raise BadRequest("desk.need_target")
+        if self.people.is_self(c.actor, c.target) and not self.people.is_operator(c.actor) and c.verb in (
+            Verb.SET, Verb.GRANT
+        ):
+            raise NotModerator("desk.not_yourself", reason="self_grant")
+        user_id, name = await self.people.resolve(c.key.platform, c.target)
+        if user_id == c.actor.user_id and not self.people.is_operator(c.actor) and c.verb in (Verb.SET, Verb.GRANT):
+            raise NotModerator("desk.not_yourself", reason="self_grant")
+        if c.verb is Verb.SET:
+            daily = self._amount(c, minimum=0)
+            await self._apply(c, ModVerb.SET_DAILY, user_id, daily)
+            return Notice(say(lang, "desk.daily_set", name=name, count=daily) + " " + await self._report(c.key, user_id, name, lang))
+        if c.verb is Verb.GRANT:
+            credits = self._amount(c, minimum=1)
+            await self._check_grant_ceiling(c, user_id, credits)
+            await self._apply(c, ModVerb.GRANT, user_id, credits)
+            return Notice(say(lang, "desk.granted", name=name, count=credits) + " " + await self._report(c.key, user_id, name, lang))
+        banned = c.verb is Verb.BAN
+        await self._apply(c, ModVerb.BAN if banned else ModVerb.UNBAN, user_id, None)
+        if banned:
+            return Notice(say(lang, "desk.banned", name=name))
+        return Notice(say(lang, "desk.unbanned", name=name) + " " + await self._report(c.key, user_id, name, lang))
+
+    def _amount(self, c: DeskCommand, minimum: int) -> int:
+        value = c.amount if c.amount is not None else -1
+        ceiling = HARD_LIMIT if self.people.is_operator(c.actor) else self.settings.max_daily_credits
+        if not minimum <= value <= HARD_LIMIT:
+            raise BadRequest("desk.amount_range", low=minimum, high=ceiling)
+        if value > ceiling:
+            raise NotModerator("desk.over_ceiling", reason="over_ceiling", high=ceiling)
+        return value
+
+    async def _check_grant_ceiling(self, c: DeskCommand, user_id: str, credits: int) -> None:
+        if self.people.is_operator(c.actor):
             return
-        stamp = self.clock().isoformat()
-        await self.store.write(
-            lambda c: c.execute(
-                "INSERT INTO users (platform, user_id, username, display_name, seen_at) VALUES (?, ?, ?, ?, ?) "
-                "ON CONFLICT (platform, user_id) DO UPDATE SET username = excluded.username, "
-                "display_name = excluded.display_name, seen_at = excluded.seen_at",
-                (actor.platform, actor.user_id, value[0], actor.display_name, stamp),
+        day = day_of(self.clock())
+        balance = await self.store.balance(c.key.platform, c.key.community, user_id, day, self.settings.daily_credits)
+        ceiling = self.settings.max_daily_credits
+        if balance.granted + credits > ceiling:
+            raise NotModerator("desk.grant_ceiling", reason="over_ceiling", high=ceiling,
+                               left=max(0, ceiling - balance.granted))
+
+    async def _apply(self, c: DeskCommand, verb: ModVerb, target: str | None, value: int | None,
+                     text_value: str | None = None) -> None:
+        await self.store.moderate(
+            ModChange(
+                platform=c.key.platform.value,
+                community=c.key.community,
+                actor_id=c.actor.user_id,
+                verb=verb,
+                target=target if target != COMMUNITY_DEFAULT else None,
+                value=value,
+                idem_key=c.idempotency_key,
+                now=self.clock(),
+                text_value=text_value,
             )
         )
-        self._seen[cache_key] = value
 
-    async def _resolve(self, platform: Platform, target: UserRef) -> tuple[str, str]:
-        def find(conn: sqlite3.Connection) -> sqlite3.Row | None:
-            row: sqlite3.Row | None
-            if target.user_id is not None:
-                row = conn.execute(
-                    "SELECT user_id, display_name FROM users WHERE platform = ? AND user_id = ?",
-                    (platform, target.user_id),
-                ).fetchone()
-                return row
-            name = (target.username or "").lstrip("@")
-            row = conn.execute(
-                "SELECT user_id, display_name FROM users WHERE platform = ? AND username = ? COLLATE NOCASE "
-                "ORDER BY seen_at DESC LIMIT 1",
-                (platform, name),
-            ).fetchone()
-            return row
+    async def _language(self, c: DeskCommand, lang: str) -> Notice:
+        code = (c.language or "").strip().lower()
+        if code != texts.AUTO and code not in texts.languages():
+            raise BadRequest("desk.language_invalid", choices=", ".join([texts.AUTO, *texts.languages()]))
+        chosen = None if code == texts.AUTO else code
+        await self._apply(c, ModVerb.LANGUAGE, None, None, text_value=chosen)
+        self.people.language_changed(c.key, chosen)
+        shown = chosen or lang
+        return Notice(say(shown, "desk.language_set", language=say(shown, f"language.{code}")))
 
-        row = await self.store.read(find)
-        if row is not None:
-            return row["user_id"], target.display_name or row["display_name"] or row["user_id"]
-        if target.user_id is not None:
-            return target.user_id, target.display_name or target.user_id
-        raise UnknownUser(
-            f"I haven't seen @{(target.username or '').lstrip('@')} yet. Reply to one of their messages with the "
-            "command instead, or use their numeric id."
-        )
+    async def _show(self, c: DeskCommand, lang: str) -> Notice:
+        if self.people.is_self(c.actor, c.target):
+            return Notice(await self._report(c.key, c.actor.user_id, "", lang), ephemeral=True)
+        self.people.require_moderator(c.actor)
+        assert c.target is not None
+        user_id, name = await self.people.resolve(c.key.platform, c.target)
+        if user_id == c.actor.user_id:
+            name = ""
+        return Notice(await self._report(c.key, user_id, name, lang), ephemeral=True)
 
-    # -- reports ----------------------------------------------------------------------------------------
-
-    async def report(self, key: ChannelKey, user_id: str, name: str) -> CreditReport:
+    async def _report(self, key: ChannelKey, user_id: str, name: str, lang: str) -> str:
         now = self.clock()
-        day = quotas.day_of(now)
-        daily = self.settings.daily_credits
-        bal = await self.store.read(lambda c: quotas.balance(c, key.platform, key.community, user_id, day, daily))
-        reset = quotas.next_reset(now)
-        who = "You have" if name == "" else f"{name} has"
-        lines = [
-            f"{who} {texts.credits_phrase(bal.left)} (daily {bal.daily}, used {bal.used}"
-            + (f", granted {bal.granted})." if bal.granted else ").")
-        ]
+        bal = await self.store.balance(key.platform, key.community, user_id, day_of(now), self.settings.daily_credits)
+        left = words.credits_left(lang, bal.left)
+        own = name == ""
+        msg = "desk.report_own" if own else "desk.report_other"
+        lines = [say(lang, msg, name=name, left=left, daily=bal.daily, used=bal.used)]
+        if bal.granted:
+            lines.append(say(lang, "desk.report_granted", count=bal.granted))
         if bal.banned:
-            lines.append("Blocked from making images here by a moderator.")
-        lines.append(f"Credits reset at {reset:%H:%M} UTC.")
-        return CreditReport(
-            user_id=user_id,
-            display_name=name,
-            left_today=bal.left,
-            daily=bal.daily,
-            granted_today=bal.granted,
-            used_today=bal.used,
-            resets_at=reset,
-            banned=bal.banned,
-            text=" ".join(lines),
-        )
+            lines.append(say(lang, "desk.report_banned"))
+        lines.append(say(lang, "desk.report_reset", time=f"{next_reset(now):%H:%M}"))
+        return " ".join(lines)
 
-    async def credits(self, key: ChannelKey, actor: Actor, target: UserRef | None = None) -> Notice:
-        if target is None or target.user_id == actor.user_id:
-            report = await self.report(key, actor.user_id, "")
-            return Notice(report.text, ephemeral=True)
-        user_id, name = await self._resolve(key.platform, target)
-        if user_id == actor.user_id:
-            return await self.credits(key, actor)
-        self._require_moderator(actor)
-        report = await self.report(key, user_id, name)
-        return Notice(report.text, ephemeral=True)
-
-    # -- moderator actions ------------------------------------------------------------------------------
-
-    async def set_daily(
-        self, key: ChannelKey, actor: Actor, target: UserRef, daily: int, idempotency_key: str
-    ) -> Notice:
-        self._require_moderator(actor)
-        _check_amount(daily, "daily credits")
-        user_id, name = await self._resolve(key.platform, target)
-        await self._apply(key, actor, "set_daily", user_id, daily, idempotency_key, daily=daily)
-        report = await self.report(key, user_id, name)
-        return Notice(f"{name} now gets {daily} credits a day here. {report.text}")
-
-    async def grant(self, key: ChannelKey, actor: Actor, target: UserRef, credits: int, idempotency_key: str) -> Notice:
-        self._require_moderator(actor)
-        _check_amount(credits, "credits", minimum=1)
-        user_id, name = await self._resolve(key.platform, target)
-        await self._apply(key, actor, "grant", user_id, credits, idempotency_key)
-        report = await self.report(key, user_id, name)
-        return Notice(f"Granted {credits} extra credits to {name} for today. {report.text}")
-
-    async def set_default(self, key: ChannelKey, actor: Actor, daily: int, idempotency_key: str) -> Notice:
-        self._require_moderator(actor)
-        _check_amount(daily, "daily credits")
-        await self._apply(key, actor, "set_default", quotas.COMMUNITY_DEFAULT, daily, idempotency_key, daily=daily)
-        return Notice(f"Everyone here now gets {daily} credits a day, from today, unless a moderator set their own.")
-
-    async def ban(self, key: ChannelKey, actor: Actor, target: UserRef, idempotency_key: str) -> Notice:
-        return await self._set_ban(key, actor, target, idempotency_key, banned=True)
-
-    async def unban(self, key: ChannelKey, actor: Actor, target: UserRef, idempotency_key: str) -> Notice:
-        return await self._set_ban(key, actor, target, idempotency_key, banned=False)
-
-    async def _set_ban(
-        self, key: ChannelKey, actor: Actor, target: UserRef, idempotency_key: str, *, banned: bool
-    ) -> Notice:
-        self._require_moderator(actor)
-        user_id, name = await self._resolve(key.platform, target)
-        action = "ban" if banned else "unban"
-        await self._apply(key, actor, action, user_id, None, idempotency_key, banned=banned)
-        if banned:
-            return Notice(f"{name} can no longer make images here. Use unban to undo.")
-        report = await self.report(key, user_id, name)
-        return Notice(f"{name} can make images here again. {report.text}")
-
-    async def _apply(
-        self,
-        key: ChannelKey,
-        actor: Actor,
-        action: str,
-        user_id: str,
-        value: int | None,
-        idempotency_key: str,
-        *,
-        daily: int | None = None,
-        banned: bool | None = None,
-    ) -> None:
-        """One transaction: the audit row (a repeat of the key is a redelivery: nothing happens), then the
-        policy change, or for `grant` a ledger row."""
+    async def _usage(self, c: DeskCommand, lang: str) -> Notice:
         now = self.clock()
-        platform, community = key.platform.value, key.community
+        today, month = day_of(now), day_of(now)[:8] + "01"
+        platform, community = c.key.platform, c.key.community
+        if not self.people.is_moderator(c.actor):
+            mine_today = await self.store.usage_totals(platform, community, today, c.actor.user_id)
+            mine_month = await self.store.usage_totals(platform, community, month, c.actor.user_id)
+            return Notice(say(lang, "usage.own", today=self._totals(lang, mine_today), month=self._totals(lang, mine_month)),
+                          ephemeral=True)
+        all_today = await self.store.usage_totals(platform, community, today)
+        all_month = await self.store.usage_totals(platform, community, month)
+        text = say(lang, "usage.community", today=self._totals(lang, all_today), month=self._totals(lang, all_month))
+        top = await self.store.top_users(platform, community, month, 5)
+        detail = None
+        if top:
+            entries = ", ".join(
+                say(lang, "usage.top_entry", name=u.name or u.user_id, credits=u.credits, images=u.images) for u in top
+            )
+            detail = say(lang, "usage.top", entries=entries)
+        return Notice(text, ephemeral=True, detail=detail)
 
-        def txn(conn: sqlite3.Connection) -> None:
-            target = None if user_id == quotas.COMMUNITY_DEFAULT else user_id
-            self._audit(conn, key, actor, action, target, value, idempotency_key, now)
-            if action == "grant" and value is not None:
-                quotas.grant(
-                    conn,
-                    platform=platform,
-                    community=community,
-                    user_id=user_id,
-                    amount=value,
-                    actor_id=actor.user_id,
-                    idem_key=idempotency_key,
-                    now=now,
-                )
-            else:
-                quotas.set_policy(
-                    conn,
-                    platform=platform,
-                    community=community,
-                    user_id=user_id,
-                    actor_id=actor.user_id,
-                    now=now,
-                    daily=daily,
-                    banned=banned,
-                )
+    @staticmethod
+    def _totals(lang: str, totals: object) -> str:
+        from core.records import UsageTotals
 
-        await self.store.write(txn)
-
-    def _audit(
-        self,
-        conn: sqlite3.Connection,
-        key: ChannelKey,
-        actor: Actor,
-        action: str,
-        target: str | None,
-        value: int | None,
-        idempotency_key: str,
-        now: datetime,
-    ) -> None:
-        quotas.audit(
-            conn,
-            platform=key.platform,
-            community=key.community,
-            actor_id=actor.user_id,
-            action=action,
-            target=target,
-            value=value,
-            idem_key=idempotency_key,
-            now=now,
-        )
-
-    async def usage(self, key: ChannelKey, actor: Actor) -> Notice:
-        from core.reports import community_usage, user_usage
-
-        now = self.clock()
-        if self.is_moderator(actor):
-            text = await self.store.read(lambda c: community_usage(c, key.platform, key.community, now))
-            return Notice(text, ephemeral=True)
-        text = await self.store.read(lambda c: user_usage(c, key.platform, key.community, actor.user_id, now))
-        return Notice(text, ephemeral=True)
+        assert isinstance(totals, UsageTotals)
+        return say(lang, "usage.totals", images=totals.images, credits=totals.credits, usd=f"{totals.usd:.2f}")
 
     async def migrate_community(self, platform: Platform, old: str, new: str) -> None:
         """A Telegram group became a supergroup: its rounds, credits and policies move to the new id."""
-
-        def txn(conn: sqlite3.Connection) -> None:
-            # A policy the new chat already has (set after the upgrade) wins over the old group's.
-            conn.execute(
-                "DELETE FROM policies WHERE platform = ? AND community = ? AND user_id IN "
-                "(SELECT user_id FROM policies WHERE platform = ? AND community = ?)",
-                (platform, old, platform, new),
-            )
-            for table in ("rounds", "ledger", "policies", "audit", "notices"):
-                conn.execute(
-                    f"UPDATE {table} SET community = ? WHERE platform = ? AND community = ?",  # noqa: S608
-                    (new, platform, old),
-                )
-            for table in ("rounds", "notices", "round_messages"):
-                conn.execute(
-                    f"UPDATE OR IGNORE {table} SET channel = ? WHERE platform = ? AND channel = ?",  # noqa: S608
-                    (new, platform, old),
-                )
-
-        await self.store.write(txn)
-
-
-def _check_amount(value: int, what: str, minimum: int = 0) -> None:
-    if not minimum <= value <= MAX_DAILY:
-        raise BadRequest(f"The number of {what} must be between {minimum} and {MAX_DAILY}.")
+        await self.store.migrate_community(platform, old, new)

@@ -6,6 +6,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from core.spec import Background, Quality, Shape, SpecOptions
+
 
 class Platform(StrEnum):
     TELEGRAM = "telegram"
@@ -13,16 +15,8 @@ class Platform(StrEnum):
     CONSOLE = "console"
 
 
-class Size(StrEnum):
-    SQUARE = "square"
-    PORTRAIT = "portrait"
-    LANDSCAPE = "landscape"
-
-
-class Quality(StrEnum):
-    LOW = "low"
-    MEDIUM = "medium"
-    HIGH = "high"
+# The image options live with the image spec; re-exported here because adapters parse them from events.
+Size = Shape
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +44,7 @@ class Actor:
     display_name: str
     username: str | None = None
     is_moderator: bool = False
+    locale: str | None = None  # the client's language (Telegram language_code, Discord locale)
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +79,9 @@ class RoundRequest:
     - `parent_round`: an explicit parent (console `reply N`).
     - `reroll_of`: a round id from a button: same prompt, same parent, charged to whoever pressed.
     - `input_image`: a photo to edit (caption `/imagine ...`, `/edit`, reply to a user's photo).
+    - `references`: further input images (an album, Discord `image1..4`), sent with the prompt.
+    - `options`: the image options the user set (None keeps the parent's, or the default).
+    - `send_file`: also send the original file (Telegram `--file`).
     - `idempotency_key`: from the platform (interaction id, chat+message id, update id); a repeat does nothing.
     """
 
@@ -95,5 +93,51 @@ class RoundRequest:
     parent_round: int | None = None
     reroll_of: int | None = None
     input_image: InputImage | None = None
-    size: Size = Size.SQUARE
-    quality: Quality = Quality.MEDIUM
+    references: tuple[InputImage, ...] = ()
+    options: SpecOptions = field(default_factory=SpecOptions)
+    send_file: bool = False
+
+    @property
+    def inputs(self) -> tuple[InputImage, ...]:
+        return ((self.input_image,) if self.input_image is not None else ()) + self.references
+
+
+
+class Verb(StrEnum):
+    SHOW = "show"
+    SET = "set"
+    GRANT = "grant"
+    DEFAULT = "default"
+    BAN = "ban"
+    UNBAN = "unban"
+    USAGE = "usage"
+    LANGUAGE = "language"  # `language` None shows the current one
+
+
+@dataclass(frozen=True, slots=True)
+class DeskCommand:
+    verb: Verb
+    key: ChannelKey
+    actor: Actor
+    idempotency_key: str
+    target: UserRef | None = None
+    amount: int | None = None
+    language: str | None = None
+
+
+__all__ = [
+    "Actor",
+    "Background",
+    "ChannelKey",
+    "DeskCommand",
+    "FetchImage",
+    "InputImage",
+    "Platform",
+    "Quality",
+    "RoundRequest",
+    "Shape",
+    "Size",
+    "SpecOptions",
+    "UserRef",
+    "Verb",
+]

@@ -2,54 +2,29 @@
 once handled. A crash in between loses nothing: the adapter replays what is left when it starts again.
 
 Replaying is safe because rounds and moderator actions dedupe by idempotency key in the core; a read-only
-command (e.g. a credits report) may answer twice after a crash. Rows older than `RETENTION` are dropped unread:
-the platform would not redeliver them either, and by then an answer would only confuse.
-
-Payloads are the platform's update JSON (user text, file ids); never a token or a file URL (the adapter's
-duty). `secure_delete` (core.store.sqlite) keeps handled payloads from lingering in free pages."""
+command (e.g. a credits report) may answer twice after a crash. Rows older than a day are dropped unread: the
+platform would not redeliver them either, and by then an answer would only confuse. Payloads are the
+platform's update JSON (user text, file ids); never a token or a file URL (the adapter's duty)."""
 
 from __future__ import annotations
 
-import sqlite3
-from collections.abc import Sequence
-from datetime import datetime, timedelta
-
 from core.events import Platform
-from core.store.sqlite import Store
-
-RETENTION = timedelta(hours=24)
+from core.ports import Clock, Store
 
 
-def _put(conn: sqlite3.Connection, platform: Platform, items: Sequence[tuple[str, str]], now: datetime) -> None:
-    stamp = now.isoformat()
-    conn.executemany(
-        "INSERT OR IGNORE INTO inbox (platform, idem_key, payload, received_at) VALUES (?, ?, ?, ?)",
-        [(platform.value, key, payload, stamp) for key, payload in items],
-    )
+class Inbox:
+    def __init__(self, store: Store, clock: Clock) -> None:
+        self.store = store
+        self.clock = clock
 
+    async def put(self, platform: Platform, items: list[tuple[str, str]]) -> None:
+        """Record (idempotency key, payload JSON) pairs in one transaction; known keys are left alone."""
+        if items:
+            await self.store.inbox_put(platform, items, self.clock())
 
-def _pending(conn: sqlite3.Connection, platform: Platform, now: datetime) -> list[str]:
-    conn.execute(
-        "DELETE FROM inbox WHERE platform = ? AND received_at < ?", (platform.value, (now - RETENTION).isoformat())
-    )
-    rows = conn.execute(
-        "SELECT payload FROM inbox WHERE platform = ? ORDER BY received_at, rowid", (platform.value,)
-    ).fetchall()
-    return [str(row[0]) for row in rows]
+    async def done(self, platform: Platform, idem_key: str) -> None:
+        await self.store.inbox_done(platform, idem_key)
 
-
-async def put(store: Store, platform: Platform, items: Sequence[tuple[str, str]], now: datetime) -> None:
-    """Record (idem_key, payload) pairs in one transaction; a key already recorded is left as it is."""
-    if items:
-        await store.write(lambda c: _put(c, platform, items, now))
-
-
-async def done(store: Store, platform: Platform, idem_key: str) -> None:
-    await store.write(
-        lambda c: c.execute("DELETE FROM inbox WHERE platform = ? AND idem_key = ?", (platform.value, idem_key))
-    )
-
-
-async def pending(store: Store, platform: Platform, now: datetime) -> list[str]:
-    """Payloads not yet handled, oldest first; drops those older than `RETENTION` on the way."""
-    return await store.write(lambda c: _pending(c, platform, now))
+    async def pending(self, platform: Platform) -> list[str]:
+        """Payloads recorded but not handled (a crash or a stop interrupted them), oldest first."""
+        return [item.payload for item in await self.store.inbox_pending(platform, self.clock())]

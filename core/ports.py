@@ -10,7 +10,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
-from core.events import Actor, ChannelKey, Platform, RoundRequest, UserRef
+from core.events import Actor, ChannelKey, DeskCommand, Platform, RoundRequest, UserRef
 from core.outcomes import Notice, RoundView
 from core.records import (
     Balance,
@@ -129,7 +129,11 @@ class Store(Protocol):
     async def community_usage(self, now: datetime, community: str | None = None) -> list[CommunityUsage]: ...
 
     # notices for users (sent once the adapter is connected)
-    async def add_notice(self, key: ChannelKey, reply_to: str | None, text: str, now: datetime) -> None: ...
+    async def add_notice(
+        self, key: ChannelKey, reply_to: str | None, text: str, now: datetime, user_id: str | None = None
+    ) -> None:
+        """`user_id`: whom the notice concerns (it may quote their prompt; forgetting them erases it)."""
+        ...
     async def pending_notices(self, platform: Platform) -> list[PendingNotice]: ...
     async def notice_sent(self, notice_id: int, now: datetime) -> None: ...
 
@@ -257,11 +261,27 @@ class RoundsPort(Protocol):
 
     async def is_round_message(self, key: ChannelKey, message_id: str) -> bool: ...
 
+    async def resume(self, platform: Platform, view_for: Callable[[Round], RoundView]) -> int:
+        """The adapter is connected: follow its background rounds left by a restart, through its views."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Services:
+    """What the composition root hands to adapters."""
+
+    rounds: RoundsPort
+    desk: DeskPort
+    notices: NoticesPort
+    inbox: InboxPort
+
 
 class DeskPort(Protocol):
-    async def run(self, command: object) -> Notice:
-        """Run a moderator or credits command (`core.desk.DeskCommand`)."""
+    async def run(self, command: DeskCommand) -> Notice:
+        """Run a moderator or credits command; refusals come back as ephemeral notices."""
         ...
+
+    async def migrate_community(self, platform: Platform, old: str, new: str) -> None: ...
 
     async def seen(self, actor: Actor, community: str) -> None: ...
 

@@ -1,9 +1,9 @@
-"""Shows a round's progress without ever holding up the provider.
+"""Shows a round's progress without ever holding up the round.
 
-Rendering goes through the chat platform, which can be slow (rate limits, retried 5xx). If the studio
-awaited each preview inside the provider call, a slow platform would eat the provider's time budget and
-could make Easel abandon an image it has already paid for. So progress is rendered by a task of its own:
-the latest preview wins, and earlier ones are dropped when the platform is slower than the stream."""
+Rendering goes through the chat platform, which can be slow (rate limits, flood holds, retried 5xx). If the
+round awaited each progress call, a slow chat would hold a provider slot or eat the provider's time budget,
+and a flood-held chat would stall the queue for everyone. So progress is rendered by a task of its own:
+the latest state wins, and older ones are dropped when the platform is slower than the round."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable
 
-from core.outcomes import Preview, RoundView
+from core.outcomes import Preview, RoundView, Stage
 
 log = logging.getLogger(__name__)
 
@@ -20,12 +20,23 @@ class ProgressPump:
     def __init__(self, view: RoundView, round_id: int) -> None:
         self._view = view
         self._round_id = round_id
+        self._position: int | None = None
         self._start_pending = False
+        self._stage: Stage | None = None
         self._preview: Preview | None = None
         self._task: asyncio.Task[None] | None = None
 
+    def queued(self, position: int) -> None:
+        self._position = position
+        self._kick()
+
     def started(self) -> None:
+        self._position = None
         self._start_pending = True
+        self._kick()
+
+    def stage(self, stage: Stage) -> None:
+        self._stage = stage
         self._kick()
 
     def partial(self, preview: Preview) -> None:
@@ -33,9 +44,9 @@ class ProgressPump:
         self._kick()
 
     async def close(self) -> None:
-        """Drop previews not shown yet (the result supersedes them) and wait for the one being shown, so the
-        final delivery never races a preview edit."""
-        self._preview = None
+        """Drop what is not shown yet (the result supersedes it) and wait for the call being made, so the
+        final delivery never races a progress edit."""
+        self._position, self._stage, self._preview = None, None, None
         if self._task is not None:
             try:
                 await asyncio.shield(self._task)
@@ -44,7 +55,7 @@ class ProgressPump:
                 raise
 
     def cancel(self) -> None:
-        self._preview = None
+        self._position, self._stage, self._preview = None, None, None
         if self._task is not None:
             self._task.cancel()
 
@@ -53,13 +64,20 @@ class ProgressPump:
             self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def _run(self) -> None:
+        view, rid = self._view, self._round_id
         while True:
-            if self._start_pending:
+            if self._position is not None:
+                position, self._position = self._position, None
+                await quietly(view.queued(position), "queued", rid)
+            elif self._start_pending:
                 self._start_pending = False
-                await quietly(self._view.started(), "started", self._round_id)
+                await quietly(view.started(), "started", rid)
+            elif self._stage is not None:
+                stage, self._stage = self._stage, None
+                await quietly(view.stage(stage), "stage", rid)
             elif self._preview is not None:
                 preview, self._preview = self._preview, None
-                await quietly(self._view.partial(preview), "partial", self._round_id)
+                await quietly(view.partial(preview), "partial", rid)
             else:
                 return
 

@@ -117,6 +117,7 @@ class Facts:
     stream_seq: int | None = None
     background: bool | None = None
     progress_message: str | None = None
+    input_shas: tuple[str, ...] | None = None
     text_tokens_in: int | None = None
     image_tokens_in: int | None = None
     image_tokens_out: int | None = None

@@ -1,170 +1,569 @@
-"""The round tree: every image is a round with a parent (or none). Replying to any earlier image branches
-from it; "a reply to platform message X" is resolved through `round_messages`, so it survives restarts.
-
-Functions take a connection inside the store's transaction (writes) or read snapshot (reads)."""
+"""The round service: what adapters call to make images. A request is de-duplicated, planned (parent,
+prompt, image spec), recorded, guarded (rate, per-user cap, credits), run (`core.generation`), and answered
+with the image or a clear refusal. Cancel, shutdown and start-up recovery decide by the round's state."""
 
 from __future__ import annotations
 
-import sqlite3
-from dataclasses import dataclass
-from datetime import datetime
-from typing import Any
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import logging
+import unicodedata
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 
-from core.errors import DuplicateRequest
-from core.events import ChannelKey, Platform
+from core import generation, words
+from core.errors import (
+    APOLOGY_ID,
+    BadInputImage,
+    BadRequest,
+    BudgetExhausted,
+    Busy,
+    DuplicateRequest,
+    ProviderTimeout,
+    ProviderUnavailable,
+    ResponseGone,
+    UnknownRound,
+    UserFacingError,
+)
+from core.events import Actor, ChannelKey, InputImage, Platform, RoundRequest
+from core.generation import Deps, Live, context
+from core.guards import ProviderProbe, UserGuards
+from core.outcomes import Button, Notice, Refusal, RoundInfo, RoundView
+from core.people import People
+from core.ports import ImageJob, ParentImage
+from core.pricing import estimate_usd, estimated_usage
+from core.progress import ProgressPump, quietly
+from core.provider import pictures
+from core.records import Balance, Facts, NewRound, Reservation, Round, RoundKind, RoundState, day_of, next_reset
+from core.spec import MAX_REFERENCES
+from core.texts import say
 
-OPEN_STATUSES = ("pending", "reserved", "running", "generated")
+log = logging.getLogger(__name__)
+
+REROLL, CANCEL = "reroll", "cancel"
+# Format characters that only ever confuse the model or the chat (bidirectional overrides and isolates,
+# invisible separators); ZWJ/ZWNJ stay: Persian, Indic scripts and emoji sequences need them.
+_KEEP_FORMAT = {"\u200c", "\u200d", "\ufe0f", "\ufe0e"}
+
+
+# A view the adapter builds for a round picked up after a restart: it posts into the round's channel.
+ViewFactory = Callable[[Round], RoundView]
 
 
 @dataclass(frozen=True, slots=True)
-class Round:
-    id: int
-    key: ChannelKey
-    number: int
-    user_id: str
-    user_name: str
-    parent_id: int | None
-    kind: str
-    prompt: str
-    size: str
-    quality: str
-    cost: int
-    status: str
-    input_sha: str | None
-    image_sha: str | None
-    mime: str | None
-    response_id: str | None
-    image_call_id: str | None
-    revised_prompt: str | None
+class Plan:
+    round: Round
+    parent: Round | None
+    refusal: UserFacingError | None = None
 
-    @classmethod
-    def from_row(cls, row: sqlite3.Row) -> Round:
-        return cls(
-            id=row["id"],
-            key=ChannelKey(Platform(row["platform"]), row["community"], row["channel"], row["thread"]),
-            number=row["number"],
-            user_id=row["user_id"],
-            user_name=row["user_name"],
-            parent_id=row["parent_id"],
-            kind=row["kind"],
-            prompt=row["prompt"],
-            size=row["size"],
-            quality=row["quality"],
-            cost=row["cost"],
-            status=row["status"],
-            input_sha=row["input_sha"],
-            image_sha=row["image_sha"],
-            mime=row["mime"],
-            response_id=row["response_id"],
-            image_call_id=row["image_call_id"],
-            revised_prompt=row["revised_prompt"],
+
+class RoundService:
+    def __init__(self, deps: Deps, people: People, worker: str) -> None:
+        self.deps = deps
+        self.people = people
+        self.worker = worker
+        settings = deps.settings
+        self.guards = UserGuards(settings.user_concurrency, settings.user_rate)
+        self.probe = ProviderProbe()
+        self.accepting = True
+        self._salt = b""
+        self._live: dict[int, Live] = {}
+        self._tasks: set[asyncio.Task[object]] = set()
+        self._resumable: dict[Platform, list[Round]] = {}
+        self._budget_alert_day: str | None = None
+        self._decodes = asyncio.Semaphore(max(2, settings.provider_concurrency // 2))
+
+    # -- lifecycle --------------------------------------------------------------------------------------
+
+    async def start(self) -> int:
+        """Load the safety salt and take over rounds left open by a worker that is gone: background rounds
+        the provider may still hold wait for their platform's adapter (`resume`); the rest are refunded and
+        their users told. Returns how many rounds were taken over."""
+        self._salt = (await self.deps.store.safety_salt()).encode()
+        await self.deps.store.heartbeat(self.worker, self.deps.clock())
+        return await self.adopt()
+
+    async def adopt(self, stale_after: float = 30.0) -> int:
+        adopted = await self.deps.store.adopt_rounds(self.worker, self.deps.clock(), stale_after)
+        for item in adopted:
+            if item.id in self._live:
+                continue
+            if item.background and item.response_id and self.deps.provider.background:
+                self._resumable.setdefault(item.key.platform, []).append(item)
+            else:
+                await self._interrupted_while_away(item)
+        if adopted:
+            log.warning("took over %d rounds left open by a stopped worker", len(adopted))
+        return len(adopted)
+
+    async def _interrupted_while_away(self, item: Round) -> None:
+        now = self.deps.clock()
+        refunded = await self.deps.store.finish(item.id, RoundState.FAILED, "interrupted", now)
+        if refunded or item.state is not RoundState.DELIVERED:
+            text = say(item.lang, "round.interrupted", number=item.number, prompt=words.snippet(item.prompt, 80))
+            await self.deps.store.add_notice(item.key, None, text, now)
+
+    def pending_resumes(self, platform: Platform) -> list[Round]:
+        return list(self._resumable.get(platform, ()))
+
+    async def resume(self, platform: Platform, view_for: ViewFactory) -> int:
+        """An adapter is connected: follow its platform's background rounds to their end. Returns how many."""
+        items = self._resumable.pop(platform, [])
+        for item in items:
+            task = asyncio.create_task(self._resume_one(item, view_for(item)), name=f"easel-resume-{item.id}")
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        return len(items)
+
+    async def drain(self, grace: float) -> int:
+        """Stop taking rounds. Background rounds the provider holds are left for the next start (nothing is
+        refunded, nobody is told twice); queued rounds are refunded at once; rounds the provider runs in the
+        foreground get `grace` seconds, then are refunded. Returns how many were interrupted."""
+        self.accepting = False
+        for live in list(self._live.values()):
+            if live.outer is None:
+                continue
+            if live.detachable:
+                live.detach = True
+                live.outer.cancel()
+            elif live.phase is RoundState.QUEUED:
+                live.outer.cancel()
+        running = {live.outer for live in self._live.values() if live.outer is not None and not live.outer.done()}
+        running |= self._tasks
+        if running:
+            _, running = await asyncio.wait(running, timeout=grace)
+        for task in running:
+            task.cancel()
+        if running:
+            await asyncio.wait(running, timeout=3)
+        await self.deps.store.retire(self.worker)
+        return len(running)
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._live)
+
+    # -- requests ---------------------------------------------------------------------------------------
+
+    async def submit(self, request: RoundRequest, view: RoundView) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._tasks.add(task)
+        try:
+            await self._submit(request, view)
+        finally:
+            if task is not None:
+                self._tasks.discard(task)
+
+    async def press(self, action: str, key: ChannelKey, actor: Actor, idempotency_key: str, view: RoundView) -> None:
+        verb, _, arg = action.partition(":")
+        if verb not in (REROLL, CANCEL) or not arg.isdigit() or len(arg) > 18:
+            await self._refuse(view, actor, UnknownRound("round.button_gone"), await self.people.language(actor, key))
+            return
+        if verb == CANCEL:
+            try:
+                notice = await self.cancel_round(int(arg), key, actor)
+            except UserFacingError as error:
+                await self._refuse(view, actor, error, await self.people.language(actor, key))
+                return
+            if notice is not None:
+                await quietly(view.refuse(Refusal(notice.text, "cancel", ephemeral=True)), "refuse", int(arg))
+            return
+        request = RoundRequest(key=key, actor=actor, prompt="", idempotency_key=idempotency_key, reroll_of=int(arg))
+        await self.submit(request, view)
+
+    async def cancel(self, key: ChannelKey, actor: Actor, message_id: str) -> Notice:
+        """Telegram `/cancel` replying to a progress message."""
+        lang = await self.people.language(actor, key)
+        item = await self.deps.store.round_by_message(key, message_id)
+        if item is None:
+            return Notice(say(lang, "round.cancel_which"), ephemeral=True)
+        notice = await self.cancel_round(item.id, key, actor)
+        return notice or Notice(say(lang, "round.cancel_requested"), ephemeral=True)
+
+    async def cancel_round(self, round_id: int, key: ChannelKey, actor: Actor) -> Notice | None:
+        """Cancel a queued or running round: for its asker and moderators. Returns a notice for the presser
+        when there is nothing to cancel; otherwise the round itself tells its channel it was cancelled."""
+        lang = await self.people.language(actor, key)
+        item = await self.deps.store.get_round(round_id)
+        if item is None or (item.key.platform, item.key.community) != (key.platform, key.community):
+            raise UnknownRound("round.button_gone")
+        if actor.user_id != item.user_id and not self.people.is_moderator(actor):
+            raise UnknownRound("round.cancel_not_yours", reason="not_yours")
+        live = self._live.get(round_id)
+        if not item.state.is_open or (live is not None and live.phase in (RoundState.DELIVERING, RoundState.DELIVERED)):
+            return Notice(say(lang, "round.cancel_too_late"), ephemeral=True)
+        if live is None or live.work is None:
+            # Not running here (another worker's, or waiting to be resumed): stop it at the provider and end it.
+            await generation.cancel_at_provider(self.deps.provider, item.response_id)
+            refunded = await self.deps.store.finish(item.id, RoundState.CANCELLED, "cancelled", self.deps.clock())
+            if live is not None and live.outer is not None:
+                live.cancelled_by = actor
+                live.outer.cancel()
+                return None
+            text = say(item.lang, "round.cancelled", number=item.number)
+            await self.deps.store.add_notice(item.key, item.progress_message, text, self.deps.clock())
+            return Notice(say(lang, "round.cancelled_refunded" if refunded else "round.cancelled", number=item.number))
+        live.cancelled_by = actor
+        asyncio.create_task(generation.cancel_at_provider(self.deps.provider, live.response_id))
+        live.work.cancel()
+        return None
+
+    async def round_id(self, key: ChannelKey, number: int) -> int | None:
+        found = await self.deps.store.round_by_number(key, number)
+        return found.id if found else None
+
+    async def is_round_message(self, key: ChannelKey, message_id: str) -> bool:
+        return await self.deps.store.round_by_message(key, message_id) is not None
+
+    # -- intake -----------------------------------------------------------------------------------------
+
+    async def _submit(self, request: RoundRequest, view: RoundView) -> None:
+        actor, key = request.actor, request.key
+        user = (key.platform.value, actor.user_id)
+        lang = await self.people.language(actor, key)
+        source: int | None = None
+        try:
+            await self.people.seen(actor)
+            if not self.accepting:
+                raise Busy("round.shutting_down")
+            self.people.require_open(key, actor)
+            if not self.guards.rate_ok(user):
+                raise Busy("round.too_fast", reason="rate_limited")
+            prompt = self._clean_prompt(request)
+            if request.reroll_of is not None:
+                if not self.guards.start_reroll(user, request.reroll_of):
+                    raise Busy("round.reroll_running", reason="reroll_running")
+                source = request.reroll_of
+            plan = await self._plan(request, prompt, lang)
+        except DuplicateRequest:
+            log.info("duplicate request %s ignored", request.idempotency_key)
+            self._end_reroll(user, source)
+            return
+        except UserFacingError as error:
+            self._end_reroll(user, source)
+            await self._refuse(view, actor, error, lang)
+            return
+        try:
+            if plan.refusal is not None:
+                await self._refuse(view, actor, plan.refusal, lang)
+                return
+            if not self.guards.enter(user):
+                busy = Busy("round.user_busy", count=self.guards.active(user))
+                await self._finish(plan.round, RoundState.REFUSED, busy.reason)
+                await self._refuse(view, actor, busy, lang)
+                return
+            try:
+                await self._run(request, plan, view, lang)
+            finally:
+                self.guards.leave(user)
+        finally:
+            self._end_reroll(user, source)
+
+    def _end_reroll(self, user: tuple[str, str], source: int | None) -> None:
+        if source is not None:
+            self.guards.end_reroll(user, source)
+
+    def _clean_prompt(self, request: RoundRequest) -> str:
+        prompt = "".join(
+            ch
+            for ch in request.prompt
+            if ch in "\n\t" or ch in _KEEP_FORMAT or unicodedata.category(ch) not in ("Cc", "Cf", "Cs", "Co")
+        ).strip()
+        if request.reroll_of is not None:
+            return prompt
+        if len(request.inputs) > MAX_REFERENCES:
+            raise BadRequest("round.too_many_images", count=MAX_REFERENCES)
+        if not prompt:
+            if request.input_image is not None or request.reply_to is not None or request.parent_round:
+                raise BadRequest("round.empty_instruction")
+            raise BadRequest(f"round.empty_prompt.{request.key.platform.value}")
+        limit = self.deps.settings.max_prompt_chars
+        if len(prompt) > limit:
+            raise BadRequest("round.prompt_too_long", length=len(prompt), limit=limit)
+        return prompt
+
+    async def _plan(self, request: RoundRequest, prompt: str, lang: str) -> Plan:
+        """Resolve the parent (or the rerolled round), decide the image spec, and record the round."""
+        store, key = self.deps.store, request.key
+        parent: Round | None = None
+        refusal: UserFacingError | None = None
+        kind = RoundKind.EDIT if request.input_image is not None else RoundKind.GENERATE
+        spec = request.options.resolve(None, references=len(request.inputs))
+        input_shas: tuple[str, ...] = ()
+        if request.reroll_of is not None:
+            kind = RoundKind.REROLL
+            source = await store.get_round(request.reroll_of)
+            if source is None or not _same_channel(source.key, key) or source.state is not RoundState.DELIVERED:
+                refusal = UnknownRound("round.reroll_gone")
+            elif source.prompt == words.FORGOTTEN:
+                refusal = UnknownRound("round.reroll_forgotten")
+            else:
+                prompt, spec, input_shas = source.prompt, source.spec, source.input_shas
+                parent = await store.get_round(source.parent_id) if source.parent_id else None
+        elif request.reply_to is not None or request.parent_round is not None:
+            kind = RoundKind.EDIT
+            if request.parent_round is not None:
+                parent = await store.get_round(request.parent_round)
+            if parent is None and request.reply_to is not None:
+                parent = await store.round_by_message(key, request.reply_to)
+            if parent is not None and (
+                not _same_channel(parent.key, key)
+                or parent.state not in (RoundState.DELIVERING, RoundState.DELIVERED)
+            ):
+                parent = None
+            if parent is None:
+                refusal = UnknownRound(f"round.parent_unknown.{key.platform.value}")
+            else:
+                spec = request.options.resolve(parent.spec, references=len(request.inputs))
+        new = NewRound(
+            idem_key=request.idempotency_key,
+            key=key,
+            user_id=request.actor.user_id,
+            user_name=request.actor.display_name,
+            parent_id=parent.id if parent else None,
+            kind=kind,
+            prompt=prompt,
+            spec=spec,
+            input_shas=input_shas,
+            state=RoundState.REFUSED if refusal is not None else RoundState.REQUESTED,
+            reason=refusal.reason if refusal is not None else None,
+            owner=self.worker,
+            lang=lang,
+        )
+        claimed = await store.create_round(new, self.deps.clock())
+        return Plan(round=claimed, parent=parent, refusal=refusal)
+
+    # -- running ----------------------------------------------------------------------------------------
+
+    async def _run(self, request: RoundRequest, plan: Plan, view: RoundView, lang: str) -> None:
+        deps, item = self.deps, plan.round
+        live = Live(round=item, view=view, lang=lang, outer=asyncio.current_task())
+        self._live[item.id] = live
+        pump = ProgressPump(view, item.id)
+        reserved = False
+        try:
+            cancel = Button(say(lang, "button.cancel"), f"{CANCEL}:{item.id}")
+            await quietly(view.begin(RoundInfo(item.id, item.number, lang, cancel)), "begin", item.id)
+            balance = await self._reserve(item)
+            reserved = True
+            live.round = item = replace(item, cost=item.spec.cost(deps.settings.cost_table))
+            inputs = await self._inputs(request, item)
+            job = await self._job(item, plan.parent, inputs)
+            async with asyncio.timeout(self._deadline_left(item)):
+                if not self.probe.admit():
+                    assert self.probe.down is not None
+                    raise self.probe.down
+                live.work = asyncio.create_task(generation.generate(deps, live, job, pump))
+                try:
+                    generated = await live.work
+                except ProviderUnavailable as error:
+                    self.probe.failed(error)
+                    log.error("the image provider is unavailable (%s); probing with one request at a time",
+                              error.reason, extra=context(item))
+                    raise
+                except BaseException:
+                    self.probe.released()
+                    raise
+                self.probe.succeeded()
+            await self._record_progress(live, view)
+            await generation.deliver(
+                deps, live, generated, pump, balance.left, plan.parent.number if plan.parent else None,
+                request.send_file,
+            )
+        except TimeoutError:
+            pump.cancel()
+            await generation.cancel_at_provider(deps.provider, live.response_id)
+            await self._end(live, RoundState.CANCELLED, ProviderTimeout("round.deadline",
+                            minutes=int(deps.settings.round_deadline // 60)), reserved)
+        except UserFacingError as error:
+            pump.cancel()
+            await self._end(live, RoundState.REFUSED if not reserved else RoundState.FAILED, error, reserved)
+        except asyncio.CancelledError:
+            pump.cancel()
+            if live.cancelled_by is not None and live.phase is not RoundState.DELIVERED:
+                await asyncio.shield(self._cancelled(live))
+                if (task := asyncio.current_task()) is not None and task.cancelling():
+                    raise
+                return
+            await asyncio.shield(self._stopped(live, reserved))
+            raise
+        except Exception:
+            pump.cancel()
+            log.exception("round %d failed unexpectedly", item.id, extra=context(item))
+            await self._end(live, RoundState.FAILED, None, reserved)
+        finally:
+            self._live.pop(item.id, None)
+
+    async def _reserve(self, item: Round) -> Balance:
+        settings, now = self.deps.settings, self.deps.clock()
+        est = estimate_usd(estimated_usage(item.spec), settings.prices)
+        reservation = Reservation(
+            round_id=item.id,
+            cost=item.spec.cost(settings.cost_table),
+            default_daily=settings.daily_credits,
+            now=now,
+            budget_usd=settings.daily_budget_usd,
+            est_usd=est,
+        )
+        try:
+            return await self.deps.store.reserve(reservation)
+        except BudgetExhausted:
+            if self._budget_alert_day != day_of(now):
+                self._budget_alert_day = day_of(now)
+                log.error("OPERATOR ALERT: the daily budget of $%.2f (EASEL_DAILY_BUDGET_USD) is reached; new "
+                          "rounds are refused until %s UTC", settings.daily_budget_usd, f"{next_reset(now):%H:%M}")
+            raise
+
+    def _deadline_left(self, item: Round) -> float:
+        elapsed = (self.deps.clock() - item.created_at).total_seconds()
+        return max(1.0, self.deps.settings.round_deadline - elapsed)
+
+    async def _record_progress(self, live: Live, view: RoundView) -> None:
+        message = view.progress_message()
+        if message is not None and message != live.round.progress_message:
+            # Recorded before the result replaces it, so `/cancel` and replies resolve to this round.
+            await self.deps.store.attach_messages(live.round.id, live.round.key, [message])
+
+    async def _inputs(self, request: RoundRequest, item: Round) -> tuple[bytes, ...]:
+        """Input images: size-checked before download, decoded and normalised off the loop under a global
+        cap, and stored only now that the credits are reserved."""
+        settings = self.deps.settings
+        if request.inputs:
+            limit = settings.max_input_bytes
+            images = [await self._fetch(image, limit) for image in request.inputs]
+            shas = [await asyncio.to_thread(self.deps.images.put, data, "image/png") for data in images]
+            await self.deps.store.record_facts(item.id, Facts(input_shas=tuple(shas)), self.deps.clock())
+            return tuple(images)
+        stored: list[bytes] = []
+        for sha in item.input_shas:  # a reroll of an edit reuses the stored inputs
+            data = await asyncio.to_thread(self.deps.images.get, sha, "image/png")
+            if data is None:
+                raise UnknownRound("round.input_gone")
+            stored.append(data)
+        return tuple(stored)
+
+    async def _fetch(self, image: InputImage, limit: int) -> bytes:
+        if image.declared_bytes is not None and image.declared_bytes > limit:
+            raise BadInputImage("round.input_too_large", mb=f"{image.declared_bytes / 1e6:.1f}", limit=limit // 10**6)
+        async with self._decodes:
+            data = await image.fetch(limit)
+            png, _, _ = await asyncio.to_thread(
+                pictures.validate_input, data, max_bytes=limit, max_pixels=self.deps.settings.max_input_pixels
+            )
+        return png
+
+    async def _job(self, item: Round, parent: Round | None, inputs: tuple[bytes, ...]) -> ImageJob:
+        parent_image = None
+        if parent is not None:
+            image = None
+            if parent.image_sha:
+                image = await asyncio.to_thread(self.deps.images.get, parent.image_sha, parent.mime or "image/png")
+            parent_image = ParentImage(
+                image=image, mime=parent.mime or "image/png", response_id=parent.response_id,
+                image_call_id=parent.image_call_id,
+            )
+        settings = self.deps.settings
+        safety = hmac.new(self._salt, f"{item.key.platform}:{item.user_id}".encode(), hashlib.sha256)
+        model = settings.transparent_model if item.spec.background.value == "transparent" else None
+        return ImageJob(
+            prompt=item.prompt,
+            params=item.spec.provider_params(model or settings.image_model),
+            parent=parent_image,
+            inputs=inputs,
+            safety_id=safety.hexdigest()[:32],
+            round_id=item.id,
+            model=model,
         )
 
+    async def _resume_one(self, item: Round, view: RoundView) -> None:
+        """Deliver a background round picked up after a restart, charged once."""
+        deps = self.deps
+        live = Live(round=item, view=view, lang=item.lang, outer=asyncio.current_task(),
+                    response_id=item.response_id, background=True)
+        self._live[item.id] = live
+        pump = ProgressPump(view, item.id)
+        try:
+            async with asyncio.timeout(self._deadline_left(item)):
+                live.work = asyncio.create_task(generation.follow(deps, live, pump))
+                generated = await live.work
+            balance = await deps.store.balance(
+                item.key.platform, item.key.community, item.user_id, day_of(item.created_at), deps.settings.daily_credits
+            )
+            await generation.deliver(deps, live, generated, pump, balance.left, None, False)
+        except ResponseGone:
+            pump.cancel()
+            await self._end(live, RoundState.FAILED, UserFacingError("round.expired", reason="expired",
+                            ephemeral=False, number=item.number), True)
+        except TimeoutError:
+            pump.cancel()
+            await generation.cancel_at_provider(deps.provider, live.response_id)
+            await self._end(live, RoundState.CANCELLED, ProviderTimeout("round.deadline",
+                            minutes=int(deps.settings.round_deadline // 60)), True)
+        except UserFacingError as error:
+            pump.cancel()
+            await self._end(live, RoundState.FAILED, error, True)
+        except asyncio.CancelledError:
+            pump.cancel()
+            if live.cancelled_by is not None:
+                await asyncio.shield(self._cancelled(live))
+                return
+            raise  # shutdown: still open, the next start picks it up again
+        except Exception:
+            pump.cancel()
+            log.exception("resumed round %d failed unexpectedly", item.id, extra=context(item))
+            await self._end(live, RoundState.FAILED, None, True)
+        finally:
+            self._live.pop(item.id, None)
 
-def get(conn: sqlite3.Connection, round_id: int) -> Round | None:
-    row = conn.execute("SELECT * FROM rounds WHERE id = ?", (round_id,)).fetchone()
-    return Round.from_row(row) if row else None
+    # -- endings ----------------------------------------------------------------------------------------
 
+    async def _finish(self, item: Round, state: RoundState, reason: str) -> int:
+        return await self.deps.store.finish(item.id, state, reason, self.deps.clock())
 
-def by_number(conn: sqlite3.Connection, key: ChannelKey, number: int) -> Round | None:
-    row = conn.execute(
-        "SELECT * FROM rounds WHERE platform = ? AND community = ? AND channel = ? AND number = ?",
-        (key.platform, key.community, key.channel, number),
-    ).fetchone()
-    return Round.from_row(row) if row else None
+    async def _end(self, live: Live, state: RoundState, error: UserFacingError | None, reserved: bool) -> None:
+        """Refund (once), record why, and tell the user. `error` None means an unexpected failure."""
+        item = live.round
+        if live.phase is RoundState.DELIVERED:
+            return  # the chat shows the image: charged, whatever failed afterwards
+        await self._finish(item, state, error.reason if error is not None else "error")
+        await self._refuse(live.view, None, error, live.lang)
 
+    async def _cancelled(self, live: Live) -> None:
+        item = live.round
+        refunded = await self._finish(item, RoundState.CANCELLED, "cancelled")
+        self.deps.metrics.rounds.labels(item.key.platform.value, "cancelled").inc()
+        text = say(live.lang, "round.cancelled_refunded" if refunded else "round.cancelled", number=item.number)
+        await quietly(live.view.refuse(Refusal(text, "cancelled", ephemeral=False)), "refuse", item.id)
 
-def by_message(conn: sqlite3.Connection, key: ChannelKey, message_id: str) -> Round | None:
-    row = conn.execute(
-        "SELECT r.* FROM round_messages m JOIN rounds r ON r.id = m.round_id "
-        "WHERE m.platform = ? AND m.channel = ? AND m.message_id = ?",
-        (key.platform, key.channel, message_id),
-    ).fetchone()
-    return Round.from_row(row) if row else None
+    async def _stopped(self, live: Live, reserved: bool) -> None:
+        """Shutdown interrupted the round. A background round the provider holds stays open for the next
+        start; anything else is refunded and its user told now."""
+        item = live.round
+        if live.detach or live.phase is RoundState.DELIVERED:
+            log.info("round %d left to the provider's background mode; resumed at the next start", item.id)
+            return
+        with contextlib.suppress(Exception):
+            await self._finish(item, RoundState.FAILED, "interrupted")
+            error = UserFacingError("round.stopped_midway", reason="interrupted", ephemeral=False)
+            await asyncio.wait_for(self._refuse(live.view, None, error, live.lang), timeout=2)
 
-
-def lineage(conn: sqlite3.Connection, round_id: int) -> list[Round]:
-    """The round and its ancestors, oldest first."""
-    rows = conn.execute(
-        "WITH RECURSIVE up(id, depth) AS (SELECT ?, 0 UNION ALL "
-        " SELECT r.parent_id, up.depth + 1 FROM rounds r JOIN up ON r.id = up.id WHERE r.parent_id IS NOT NULL) "
-        "SELECT rounds.* FROM up JOIN rounds ON rounds.id = up.id ORDER BY up.depth DESC",
-        (round_id,),
-    ).fetchall()
-    return [Round.from_row(row) for row in rows]
-
-
-def claim(
-    conn: sqlite3.Connection,
-    *,
-    idem_key: str,
-    key: ChannelKey,
-    user_id: str,
-    user_name: str,
-    parent_id: int | None,
-    kind: str,
-    prompt: str,
-    size: str,
-    quality: str,
-    input_sha: str | None,
-    now: datetime,
-) -> Round:
-    """Record a new request as a `pending` round with the channel's next number. A repeated idempotency key
-    raises `DuplicateRequest`: the platform redelivered an event we already have."""
-    if conn.execute("SELECT 1 FROM rounds WHERE idem_key = ?", (idem_key,)).fetchone():
-        raise DuplicateRequest(idem_key)
-    number = conn.execute(
-        "SELECT COALESCE(MAX(number), 0) + 1 FROM rounds WHERE platform = ? AND community = ? AND channel = ?",
-        (key.platform, key.community, key.channel),
-    ).fetchone()[0]
-    stamp = now.isoformat()
-    cursor = conn.execute(
-        "INSERT INTO rounds (idem_key, platform, community, channel, thread, number, user_id, user_name, "
-        " parent_id, kind, prompt, size, quality, status, input_sha, day, created_at, updated_at) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?)",
-        (
-            idem_key,
-            key.platform,
-            key.community,
-            key.channel,
-            key.thread,
-            number,
-            user_id,
-            user_name,
-            parent_id,
-            kind,
-            prompt,
-            size,
-            quality,
-            input_sha,
-            stamp[:10],
-            stamp,
-            stamp,
-        ),
-    )
-    row_id = cursor.lastrowid
-    assert row_id is not None
-    created = get(conn, row_id)
-    assert created is not None
-    return created
+    async def _refuse(self, view: RoundView, actor: Actor | None, error: UserFacingError | None, lang: str) -> None:
+        if error is None:
+            refusal = Refusal(say(lang, APOLOGY_ID), "error", ephemeral=False)
+        else:
+            if error.reason == "rate_limited" and actor is not None:
+                user = (actor.platform.value, actor.user_id)
+                if not self.guards.should_tell(user, error.reason):
+                    return  # repeated refusals collapse into one message
+            refusal = Refusal(error.text(lang), error.reason, error.ephemeral)
+        platform = actor.platform.value if actor is not None else "any"
+        self.deps.metrics.refusals.labels(platform, refusal.reason).inc()
+        await quietly(view.refuse(refusal), "refuse", 0)
 
 
-def update(conn: sqlite3.Connection, round_id: int, now: datetime, **fields: Any) -> None:
-    columns = ", ".join(f"{name} = ?" for name in fields)
-    conn.execute(
-        f"UPDATE rounds SET {columns}, updated_at = ? WHERE id = ?",  # noqa: S608 - names are ours, values bound
-        (*fields.values(), now.isoformat(), round_id),
-    )
+def _same_channel(a: ChannelKey, b: ChannelKey) -> bool:
+    return (a.platform, a.community, a.channel) == (b.platform, b.community, b.channel)
 
-
-def attach_messages(conn: sqlite3.Connection, round_id: int, key: ChannelKey, message_ids: list[str]) -> None:
-    conn.executemany(
-        "INSERT OR REPLACE INTO round_messages (platform, channel, message_id, round_id) VALUES (?, ?, ?, ?)",
-        [(key.platform, key.channel, message_id, round_id) for message_id in message_ids],
-    )
-
-
-def open_rounds(conn: sqlite3.Connection) -> list[Round]:
-    marks = ", ".join("?" for _ in OPEN_STATUSES)
-    rows = conn.execute(f"SELECT * FROM rounds WHERE status IN ({marks})", OPEN_STATUSES).fetchall()  # noqa: S608
-    return [Round.from_row(row) for row in rows]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
 
 class QueueFull(Exception):
@@ -28,7 +28,9 @@ class FairSlots:
     def in_use(self) -> int:
         return self.capacity - self._free
 
-    async def acquire(self, on_position: Callable[[int], Awaitable[None]]) -> None:
+    async def acquire(self, on_position: Callable[[int], None]) -> None:
+        """Wait for a slot. `on_position` is told the 1-based place in the queue when it changes; it must not
+        block (it schedules the report), so a slow chat never delays the queue."""
         if self._free > 0 and not self._queue:
             self._free -= 1
             return
@@ -47,8 +49,7 @@ class FairSlots:
                 position = self._queue.index(ticket) + 1
                 if position != reported:
                     reported = position
-                    await on_position(position)
-                    continue
+                    on_position(position)
                 await self._changed.wait()
         except BaseException:
             if ticket in self._queue:

@@ -24,7 +24,7 @@ from bots.discord.views import EaselButton
 from bots.process.config import Settings
 from core.errors import FatalPlatformError
 from core.events import Platform
-from core.studio import Studio
+from core.ports import Services
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +60,8 @@ class EaselClient(discord.Client):
             max_ratelimit_timeout=60.0,  # a longer rate-limit wait fails (and refunds) instead of hanging
         )
         self.bot = bot
-        self.handlers = InteractionHandlers(bot.studio, fetcher)
-        self.messages = MessageHandler(self, bot.studio, fetcher)
+        self.handlers = InteractionHandlers(bot.services, fetcher)
+        self.messages = MessageHandler(self, bot.services, fetcher)
         self.tree = build_tree(self, self.handlers)
 
     async def setup_hook(self) -> None:
@@ -84,10 +84,10 @@ class EaselClient(discord.Client):
 class DiscordBot:
     connect_timeout = 120.0  # seconds from login to READY before start-up gives up
 
-    def __init__(self, settings: Settings, studio: Studio, *, on_fatal: Callable[[str], None] | None = None,
+    def __init__(self, settings: Settings, services: Services, *, on_fatal: Callable[[str], None] | None = None,
                  guild_ready_timeout: float = 2.0) -> None:
         self.settings = settings
-        self.studio = studio
+        self.services = services
         self.on_fatal = on_fatal
         self.guild_ready_timeout = guild_ready_timeout
         self._session: aiohttp.ClientSession | None = None
@@ -176,7 +176,7 @@ class DiscordBot:
         """Messages the core kept for this platform (e.g. "your round was interrupted and not charged")."""
         async with self._notices_lock:
             try:
-                pending = await self.studio.take_notices(Platform.DISCORD)
+                pending = await self.services.notices.take(Platform.DISCORD)
             except Exception:
                 log.exception("could not read pending notices")
                 return
@@ -197,7 +197,7 @@ class DiscordBot:
         except discord.HTTPException:
             log.exception("notice %s not sent; kept for the next start", notice_id)
             return
-        await self.studio.notice_sent(notice_id)
+        await self.services.notices.sent(notice_id)
 
 
 def fatal_message(error: BaseException | None) -> str:

@@ -11,7 +11,7 @@ from discord import app_commands
 from bots.discord.common import user_ref
 from bots.discord.interactions import InteractionHandlers
 from core.errors import GENERIC_APOLOGY
-from core.events import Actor, ChannelKey, Quality, Size
+from core.events import Actor, ChannelKey, DeskCommand, Quality, Shape, SpecOptions, Verb
 from core.outcomes import Notice
 
 log = logging.getLogger(__name__)
@@ -23,14 +23,15 @@ Target = discord.Member | discord.User  # a "user" option; a User in DMs
 
 def build_tree(client: discord.Client, handlers: InteractionHandlers) -> app_commands.CommandTree[discord.Client]:
     tree: app_commands.CommandTree[discord.Client] = app_commands.CommandTree(client)
-    studio = handlers.studio
+    desk = handlers.services.desk
 
     @tree.command(name="imagine", description="Create an image from a prompt")
     @app_commands.describe(prompt="What to draw", size="Shape of the image (default: square)",
                            quality="Detail; higher costs more credits (default: medium)")
     async def imagine(interaction: discord.Interaction, prompt: str, size: SizeChoice | None = None,
                       quality: QualityChoice | None = None) -> None:
-        await handlers.imagine(interaction, prompt, Size(size or Size.SQUARE), Quality(quality or Quality.MEDIUM))
+        options = SpecOptions(shape=Shape(size) if size else None, quality=Quality(quality) if quality else None)
+        await handlers.imagine(interaction, prompt, options)
 
     @tree.command(name="edit", description="Edit an uploaded image with an instruction")
     @app_commands.describe(instruction="What to change", image="The image to edit")
@@ -43,7 +44,7 @@ def build_tree(client: discord.Client, handlers: InteractionHandlers) -> app_com
     @app_commands.describe(user="Whose credits (moderators only; default: yours)")
     async def show(interaction: discord.Interaction, user: Target | None = None) -> None:
         async def call(key: ChannelKey, actor: Actor, _: str) -> Notice:
-            return await studio.credits(key, actor, user_ref(user) if user is not None else None)
+            return await desk.run(DeskCommand(Verb.SHOW, key, actor, _, user_ref(user) if user is not None else None))
 
         await handlers.notice(interaction, call, private=True)
 
@@ -51,7 +52,7 @@ def build_tree(client: discord.Client, handlers: InteractionHandlers) -> app_com
     @app_commands.describe(user="The member", daily="Credits per day")
     async def set_daily(interaction: discord.Interaction, user: Target, daily: int) -> None:
         async def call(key: ChannelKey, actor: Actor, idem: str) -> Notice:
-            return await studio.set_daily(key, actor, user_ref(user), daily, idem)
+            return await desk.run(DeskCommand(Verb.SET, key, actor, idem, user_ref(user), daily))
 
         await handlers.notice(interaction, call)
 
@@ -59,7 +60,7 @@ def build_tree(client: discord.Client, handlers: InteractionHandlers) -> app_com
     @app_commands.describe(user="The member", credits="Extra credits for today")
     async def grant(interaction: discord.Interaction, user: Target, credits: int) -> None:
         async def call(key: ChannelKey, actor: Actor, idem: str) -> Notice:
-            return await studio.grant(key, actor, user_ref(user), credits, idem)
+            return await desk.run(DeskCommand(Verb.GRANT, key, actor, idem, user_ref(user), credits))
 
         await handlers.notice(interaction, call)
 
@@ -67,7 +68,7 @@ def build_tree(client: discord.Client, handlers: InteractionHandlers) -> app_com
     @app_commands.describe(daily="Credits per member per day")
     async def default(interaction: discord.Interaction, daily: int) -> None:
         async def call(key: ChannelKey, actor: Actor, idem: str) -> Notice:
-            return await studio.set_default(key, actor, daily, idem)
+            return await desk.run(DeskCommand(Verb.DEFAULT, key, actor, idem, amount=daily))
 
         await handlers.notice(interaction, call)
 
@@ -75,7 +76,7 @@ def build_tree(client: discord.Client, handlers: InteractionHandlers) -> app_com
     @app_commands.describe(user="The member")
     async def ban(interaction: discord.Interaction, user: Target) -> None:
         async def call(key: ChannelKey, actor: Actor, idem: str) -> Notice:
-            return await studio.ban(key, actor, user_ref(user), idem)
+            return await desk.run(DeskCommand(Verb.BAN, key, actor, idem, user_ref(user)))
 
         await handlers.notice(interaction, call)
 
@@ -83,7 +84,7 @@ def build_tree(client: discord.Client, handlers: InteractionHandlers) -> app_com
     @app_commands.describe(user="The member")
     async def unban(interaction: discord.Interaction, user: Target) -> None:
         async def call(key: ChannelKey, actor: Actor, idem: str) -> Notice:
-            return await studio.unban(key, actor, user_ref(user), idem)
+            return await desk.run(DeskCommand(Verb.UNBAN, key, actor, idem, user_ref(user)))
 
         await handlers.notice(interaction, call)
 
@@ -92,7 +93,7 @@ def build_tree(client: discord.Client, handlers: InteractionHandlers) -> app_com
     @tree.command(name="usage", description="Usage report for this server")
     async def usage(interaction: discord.Interaction) -> None:
         async def call(key: ChannelKey, actor: Actor, _: str) -> Notice:
-            return await studio.usage(key, actor)
+            return await desk.run(DeskCommand(Verb.USAGE, key, actor, _))
 
         await handlers.notice(interaction, call, private=True)
 

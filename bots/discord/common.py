@@ -16,13 +16,13 @@ import discord
 
 from core.errors import BadInputImage
 from core.events import Actor, ChannelKey, InputImage, Platform, UserRef
+from core.provider.pictures import extension_for
 
 log = logging.getLogger(__name__)
 
 DEFAULT_UPLOAD_LIMIT = discord.utils.DEFAULT_FILE_SIZE_LIMIT_BYTES  # 10 MiB since 2025-01
 MAX_CONTENT = 2000  # Discord's message length limit
 CDN_HOSTS = frozenset({"cdn.discordapp.com", "media.discordapp.net"})
-_EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp", "image/gif": "gif"}
 _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".gif")
 
 
@@ -162,7 +162,7 @@ async def fitted_image(data: bytes, mime: str, limit: int, stem: str) -> Upload:
 
         data, mime, ext = await asyncio.to_thread(fit_for_upload, data, mime, max_bytes=limit)
     else:
-        ext = _EXTENSIONS.get(mime, "png")
+        ext = extension_for(mime)
     return Upload(data, f"{stem}.{ext}")
 
 

@@ -10,9 +10,9 @@ import discord
 from bots.discord.common import AttachmentFetcher, clip, interaction_actor, interaction_key
 from bots.discord.views import InteractionRoundView, guarded
 from core.errors import GENERIC_APOLOGY, DuplicateRequest, UserFacingError
-from core.events import Actor, ChannelKey, Platform, Quality, RoundRequest, Size
+from core.events import Actor, ChannelKey, Platform, RoundRequest, SpecOptions
 from core.outcomes import Notice, RoundView
-from core.studio import Studio
+from core.ports import Services
 
 log = logging.getLogger(__name__)
 
@@ -43,14 +43,14 @@ async def acknowledge(interaction: discord.Interaction, *, ephemeral: bool = Fal
 class InteractionHandlers:
     """One method per verb; the command tree and the buttons call these."""
 
-    def __init__(self, studio: Studio, fetcher: AttachmentFetcher) -> None:
-        self.studio = studio
+    def __init__(self, services: Services, fetcher: AttachmentFetcher) -> None:
+        self.services = services
         self.fetcher = fetcher
 
-    async def imagine(self, interaction: discord.Interaction, prompt: str, size: Size, quality: Quality) -> None:
+    async def imagine(self, interaction: discord.Interaction, prompt: str, options: SpecOptions) -> None:
         async def call(key: ChannelKey, actor: Actor, idem: str, view: RoundView) -> None:
-            request = RoundRequest(key, actor, prompt, idem, size=size, quality=quality)
-            await self.studio.submit(request, view)
+            request = RoundRequest(key, actor, prompt, idem, options=options)
+            await self.services.rounds.submit(request, view)
 
         await self._round(interaction, call)
 
@@ -58,13 +58,13 @@ class InteractionHandlers:
                    image: discord.Attachment) -> None:
         async def call(key: ChannelKey, actor: Actor, idem: str, view: RoundView) -> None:
             request = RoundRequest(key, actor, instruction, idem, input_image=self.fetcher.input_image(image))
-            await self.studio.submit(request, view)
+            await self.services.rounds.submit(request, view)
 
         await self._round(interaction, call)
 
     async def press(self, interaction: discord.Interaction, action: str) -> None:
         async def call(key: ChannelKey, actor: Actor, idem: str, view: RoundView) -> None:
-            await self.studio.press(action, key, actor, idem, view)
+            await self.services.rounds.press(action, key, actor, idem, view)
 
         await self._round(interaction, call)
 
@@ -76,7 +76,7 @@ class InteractionHandlers:
         view = InteractionRoundView(interaction, deferred_ephemeral=private)
         key, actor = interaction_key(interaction), interaction_actor(interaction)
         try:
-            await self.studio.seen(actor, key.community)
+            await self.services.desk.seen(actor, key.community)
             notice = await call(key, actor, interaction_idempotency_key(interaction))
         except DuplicateRequest:
             await view.abandon()
@@ -89,7 +89,7 @@ class InteractionHandlers:
             await view.say(notice.text, ephemeral=notice.ephemeral)
 
     async def help(self, interaction: discord.Interaction) -> None:
-        text = self.studio.help_text(Platform.DISCORD)  # pure text: answering directly is the acknowledgement
+        text = self.services.desk.help_text(Platform.DISCORD, "en")  # pure text: answering directly is the acknowledgement
         try:
             await interaction.response.send_message(clip(text), ephemeral=True)
         except discord.HTTPException:
@@ -97,7 +97,7 @@ class InteractionHandlers:
             return
         key, actor = interaction_key(interaction), interaction_actor(interaction)
         try:
-            await self.studio.seen(actor, key.community)
+            await self.services.desk.seen(actor, key.community)
         except Exception:
             log.exception("could not record %s as seen", actor.user_id)
 
@@ -108,7 +108,7 @@ class InteractionHandlers:
         key, actor = interaction_key(interaction), interaction_actor(interaction)
 
         async def work() -> None:
-            await self.studio.seen(actor, key.community)
+            await self.services.desk.seen(actor, key.community)
             await call(key, actor, interaction_idempotency_key(interaction), view)
 
         await guarded(view, work(), f"interaction {interaction.id} ({_command_name(interaction)})")

@@ -19,7 +19,7 @@ from bots.discord.common import (
 )
 from bots.discord.views import MessageRoundView, guarded
 from core.events import RoundRequest
-from core.studio import Studio
+from core.ports import Services
 
 log = logging.getLogger(__name__)
 
@@ -27,9 +27,9 @@ _CHAT_TYPES = (discord.MessageType.default, discord.MessageType.reply)
 
 
 class MessageHandler:
-    def __init__(self, client: discord.Client, studio: Studio, fetcher: AttachmentFetcher) -> None:
+    def __init__(self, client: discord.Client, services: Services, fetcher: AttachmentFetcher) -> None:
         self.client = client
-        self.studio = studio
+        self.services = services
         self.fetcher = fetcher
 
     async def on_message(self, message: discord.Message) -> None:
@@ -45,8 +45,8 @@ class MessageHandler:
         typing = asyncio.create_task(_keep_typing(message.channel))
 
         async def work() -> None:
-            await self.studio.seen(request.actor, request.key.community)
-            await self.studio.submit(request, view)
+            await self.services.desk.seen(request.actor, request.key.community)
+            await self.services.rounds.submit(request, view)
 
         try:
             await guarded(view, work(), f"message {message.id}")
@@ -59,7 +59,7 @@ class MessageHandler:
         prompt = strip_mentions(message.content, me)
         idem = f"dc:m:{message.id}"
         parent = await self._referenced(message)
-        if parent is not None and parent.author.id == me and await self.studio.is_round_message(key, str(parent.id)):
+        if parent is not None and parent.author.id == me and await self.services.rounds.is_round_message(key, str(parent.id)):
             return RoundRequest(key, actor, prompt, idem, reply_to=str(parent.id))
         if not (message.guild is None or mentions(message.content, me)):
             return None

@@ -17,7 +17,7 @@ import discord
 from bots.discord.common import DEFAULT_UPLOAD_LIMIT, clip, fitted_image, sniff_extension
 from core import texts
 from core.errors import GENERIC_APOLOGY, DuplicateRequest, UserFacingError
-from core.outcomes import Button, Preview, Refusal, RoundResult
+from core.outcomes import Button, Preview, ProgressDefaults, Refusal, RoundResult
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ def preview_file(preview: Preview) -> discord.File:
 queued_text = texts.queued  # wording lives in the core
 
 
-class InteractionRoundView:
+class InteractionRoundView(ProgressDefaults):
     """A round answered through an interaction that was deferred with `thinking`: progress and the result
     edit the original response; a late result (token about to expire) goes to the channel instead."""
 
@@ -191,7 +191,7 @@ class InteractionRoundView:
             log.warning("progress edit failed for interaction %s", self.interaction.id, exc_info=True)
 
 
-class MessageRoundView:
+class MessageRoundView(ProgressDefaults):
     """A round asked for by a chat message: answers are replies to it (no ping). Progress goes into one
     status message that the result then replaces."""
 

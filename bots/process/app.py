@@ -1,26 +1,40 @@
-"""The composition root: the one place that builds the store, the provider, the cache and the studio, and
-closes them in reverse order. `easel run`, `easel console` and the tests all build the graph here; tests
-plug in fakes through the keyword arguments."""
+"""The composition root: the one place that builds the store, the provider, the image store and the
+services, and closes them in reverse order. `easel run`, `easel console` and the tests all build the graph
+here; tests plug in fakes through the keyword arguments."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+import os
+import socket
+from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
-from core.desk import utcnow
-from core.images import ImageProvider
+from bots.process.lock import hold_data_dir
+from core.desk import Desk
+from core.generation import Deps
+from core.inbox import Inbox
 from core.metrics import Metrics
+from core.notices import Notices
+from core.people import People
+from core.ports import Clock, ImageProvider, Services, Store
 from core.provider.cache import ImageCache
+from core.rounds import RoundService
 from core.settings import Settings
-from core.store.sqlite import Store
-from core.studio import Studio
+from core.slots import FairSlots
 
 log = logging.getLogger(__name__)
+
+HEARTBEAT = 10.0  # seconds between a worker's heartbeats
+STALE_AFTER = 30.0  # a worker silent this long is gone: its rounds are taken over
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
 
 
 @dataclass
@@ -30,8 +44,14 @@ class Core:
     provider: ImageProvider
     cache: ImageCache
     metrics: Metrics
-    studio: Studio
+    services: Services
+    rounds: RoundService
+    desk: Desk
     recovered: int
+
+
+def worker_id(settings: Settings) -> str:
+    return getattr(settings, "worker_id", None) or f"{socket.gethostname()}-{os.getpid()}"
 
 
 @asynccontextmanager
@@ -40,12 +60,14 @@ async def open_core(
     *,
     provider: ImageProvider | None = None,
     metrics: Metrics | None = None,
-    clock: Callable[[], datetime] = utcnow,
+    clock: Clock = utcnow,
+    store: Store | None = None,
 ) -> AsyncIterator[Core]:
     async with AsyncExitStack() as stack:
-        store = await stack.enter_async_context(Store(settings.db_path))
+        if store is None:
+            store = await _open_store(settings, stack)
         if provider is None:
-            from core.provider.routes import build_provider
+            from core.provider.factory import build_provider
 
             provider = build_provider(settings)
         stack.push_async_callback(provider.aclose)
@@ -55,21 +77,46 @@ async def open_core(
             max_bytes=settings.image_cache_mb * 1024**2,
         )
         metrics = metrics or Metrics()
-        studio = Studio(settings, store, provider, cache, metrics, clock=clock)
-        recovered = await studio.start()
-        pruner = asyncio.create_task(_prune_hourly(cache), name="easel-cache-prune")
-        stack.push_async_callback(_cancel, pruner)
-        yield Core(settings, store, provider, cache, metrics, studio, recovered)
+        slots = FairSlots(settings.provider_concurrency, settings.queue_limit)
+        deps = Deps(settings, store, provider, cache, metrics, clock, slots)
+        people = People(settings, store, clock)
+        worker = worker_id(settings)
+        rounds = RoundService(deps, people, worker)
+        desk = Desk(settings, store, people, clock)
+        services = Services(rounds=rounds, desk=desk, notices=Notices(store, clock), inbox=Inbox(store, clock))
+        recovered = await rounds.start()
+        await asyncio.to_thread(cache.prune)
+        upkeep = asyncio.create_task(_upkeep(cache, rounds, store, worker, clock), name="easel-upkeep")
+        stack.push_async_callback(_cancel, upkeep)
+        yield Core(settings, store, provider, cache, metrics, services, rounds, desk, recovered)
 
 
-async def _prune_hourly(cache: ImageCache) -> None:
-    """Retention is enforced while Easel runs for months, not only at start-up."""
+async def _open_store(settings: Settings, stack: AsyncExitStack) -> Store:
+    url = getattr(settings, "database_url", None)
+    if url:
+        from core.store import open_store
+
+        return await stack.enter_async_context(open_store(url, settings.data_dir))
+    from core.store.sqlite import SqliteStore
+
+    stack.enter_context(hold_data_dir(settings.data_dir))
+    return await stack.enter_async_context(SqliteStore(settings.db_path))
+
+
+async def _upkeep(cache: ImageCache, rounds: RoundService, store: Store, worker: str, clock: Clock) -> None:
+    """Heartbeats (so other workers know this one lives), taking over a dead worker's rounds, and the image
+    cache's retention, while Easel runs for months."""
+    beats = 0
     while True:
-        await asyncio.sleep(3600)
+        await asyncio.sleep(HEARTBEAT)
+        beats += 1
         try:
-            await asyncio.to_thread(cache.prune)
-        except OSError:
-            log.exception("image cache prune failed")
+            await store.heartbeat(worker, clock())
+            await rounds.adopt(STALE_AFTER)
+            if beats % 360 == 0:
+                await asyncio.to_thread(cache.prune)
+        except Exception:
+            log.exception("upkeep failed; trying again in %g s", HEARTBEAT)
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:

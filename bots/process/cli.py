@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import sys
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 
 from bots.process.config import Settings, load_settings
@@ -90,30 +91,44 @@ def _backup(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _require_database(settings: Settings) -> None:
+    if not settings.db_path.exists():
+        raise StoreError(f"there is no database at {settings.db_path} (EASEL_DATA_DIR); nothing to do")
+
+
 def _usage(settings: Settings, args: argparse.Namespace) -> int:
-    from core.desk import utcnow
-    from core.reports import operator_usage
-    from core.store.sqlite import Store
+    from bots.process.reports import operator_table
+    from core.store.sqlite import SqliteStore
+
+    _require_database(settings)
 
     async def report() -> str:
-        async with Store(settings.db_path) as store:
-            now = utcnow()
-            return await store.read(lambda c: operator_usage(c, now, args.community))
+        async with SqliteStore(settings.db_path) as store:
+            rows = await store.community_usage(datetime.now(UTC), args.community)
+        return operator_table(rows)
 
     print(asyncio.run(report()))
     return 0
 
 
 def _forget(settings: Settings, args: argparse.Namespace) -> int:
-    from core.privacy import forget_user
+    from core.events import Platform, UserRef
     from core.provider.cache import ImageCache
-    from core.store.sqlite import Store
+    from core.store.sqlite import SqliteStore
 
+    _require_database(settings)
     cache = ImageCache(settings.image_dir, max_age_days=settings.image_cache_days, max_bytes=0)
+    platform = Platform(args.platform)
 
     async def erase() -> int:
-        async with Store(settings.db_path) as store:
-            forgotten = await store.write(lambda c: forget_user(c, args.platform, args.user_id))
+        async with SqliteStore(settings.db_path) as store:
+            who = args.user_id
+            ref = UserRef(username=who.lstrip("@")) if who.startswith("@") else UserRef(user_id=who)
+            found = await store.find_user(platform, ref)
+            if found is None and ref.user_id is None:
+                raise StoreError(f"Easel has not seen {who} on {platform.value}; use the numeric user id")
+            user_id = found[0] if found is not None else who
+            forgotten = await store.forget_user(platform, user_id)
             await store.checkpoint()
         for sha, mime in forgotten.images:
             cache.delete(sha, mime)

@@ -106,7 +106,7 @@ async def _shutdown(
         log.error("stopping: %s", fatal[0])
     else:
         log.info("stopping: finishing running rounds (up to %g s)", settings.shutdown_grace)
-    cancelled = await core.studio.drain(settings.shutdown_grace)
+    cancelled = await core.rounds.drain(settings.shutdown_grace)
     if cancelled:
         log.warning("%d rounds did not finish in time; refunded and their users told", cancelled)
     for name, adapter in adapters.items():
@@ -123,11 +123,11 @@ def _adapters(settings: Settings, core: Core, on_fatal: Callable[[str], None]) -
     if settings.telegram_token:
         from bots.telegram.bot import TelegramBot
 
-        adapters["telegram"] = TelegramBot(settings, core.studio, on_fatal=on_fatal)
+        adapters["telegram"] = TelegramBot(settings, core.services, on_fatal=on_fatal)
     if settings.discord_token:
         from bots.discord.bot import DiscordBot
 
-        adapters["discord"] = DiscordBot(settings, core.studio, on_fatal=on_fatal)
+        adapters["discord"] = DiscordBot(settings, core.services, on_fatal=on_fatal)
     return adapters
 
 

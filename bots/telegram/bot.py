@@ -39,7 +39,7 @@ from bots.telegram.send import FloodGate, retrying, send_text
 from bots.telegram.transport import api_request, rate_limiter, updates_request
 from bots.telegram.view import PREVIEW_INTERVAL, EditPacer
 from core.errors import ConfigError, FatalPlatformError
-from core.studio import Studio
+from core.ports import Services
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ class TelegramBot:
     def __init__(
         self,
         settings: Settings,
-        studio: Studio,
+        services: Services,
         *,
         on_fatal: Callable[[str], None] | None = None,
         request_timeout: float = 10.0,
@@ -79,7 +79,7 @@ class TelegramBot:
         if not settings.telegram_token:
             raise ConfigError("TELEGRAM_TOKEN is not set")
         self.settings = settings
-        self.studio = studio
+        self.services = services
         self.on_fatal = on_fatal
         self.request_timeout = request_timeout
         self.poll_timeout = poll_timeout
@@ -154,7 +154,7 @@ class TelegramBot:
     async def _connect(self, app: AnyApplication) -> None:
         handlers = TelegramHandlers(
             self.settings,
-            self.studio,
+            self.services,
             app.bot,
             self._spawn,
             self._report,
@@ -165,7 +165,7 @@ class TelegramBot:
         handlers.register(app)
         await retrying(lambda: app.bot.set_my_commands(COMMANDS), "setMyCommands")
         await app.start()
-        self._feed = feed = InboxFeed(self.studio, app)
+        self._feed = feed = InboxFeed(self.services.inbox, app)
         feed.start()
         await feed.replay()  # what a previous run received but did not finish comes first
         if self.webhook_mode:
@@ -313,7 +313,7 @@ class TelegramBot:
         app = self.application
         if app is None:
             return
-        for notice in await self.studio.take_notices(TELEGRAM):
+        for notice in await self.services.notices.take(TELEGRAM):
             reply = int(notice.reply_to) if notice.reply_to and notice.reply_to.isdigit() else None
             thread = int(notice.key.thread) if notice.key.thread.isdigit() else None
             try:
@@ -326,4 +326,4 @@ class TelegramBot:
                 log.warning("start-up notice %d not sent (%s); will retry at next start", notice.id,
                             type(error).__name__)
                 continue
-            await self.studio.notice_sent(notice.id)
+            await self.services.notices.sent(notice.id)

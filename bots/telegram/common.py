@@ -9,9 +9,12 @@ from telegram.error import BadRequest, NetworkError, TelegramError
 
 from core.errors import BadInputImage
 from core.events import Actor, ChannelKey, InputImage, Platform, UserRef
-from core.studio import raise_too_large
 
 TELEGRAM = Platform.TELEGRAM
+
+
+def raise_too_large(size: int, limit: int) -> None:
+    raise BadInputImage("round.input_too_large", mb=f"{size / 1e6:.1f}", limit=limit // 10**6)
 # What the public Bot API lets a bot download (T-g). A self-hosted Bot API server (EASEL_TELEGRAM_API_URL)
 # allows much more, so this cap applies only to api.telegram.org. 20 MB rather than 20 MiB keeps the
 # refusal's wording ("the most I can take is 20 MB") exact.

@@ -49,11 +49,10 @@ from bots.telegram.common import (
 from bots.telegram.mods import ModeratorCheck
 from bots.telegram.send import retrying, send_text
 from bots.telegram.view import CALLBACK_PREFIX, EditPacer, TelegramRoundView, Where
-from core import texts
 from core.errors import GENERIC_APOLOGY, DuplicateRequest, NotModerator, UserFacingError
-from core.events import Actor, ChannelKey, RoundRequest, UserRef
-from core.outcomes import Notice, Refusal
-from core.studio import Studio
+from core.events import Actor, ChannelKey, DeskCommand, RoundRequest, UserRef, Verb
+from core.outcomes import Refusal
+from core.ports import Services
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +64,7 @@ class TelegramHandlers:
     def __init__(
         self,
         settings: Settings,
-        studio: Studio,
+        services: Services,
         bot: Bot,
         spawn: Spawn,
         report: Callable[[Update, Exception], Awaitable[None]],
@@ -74,7 +73,7 @@ class TelegramHandlers:
         download_cap: int | None,
     ) -> None:
         self.settings = settings
-        self.studio = studio
+        self.services = services
         self.bot = bot
         self.spawn = spawn
         self.report = report
@@ -139,7 +138,7 @@ class TelegramHandlers:
         message = update.message
         if message is not None and message.migrate_to_chat_id:
             old, new = str(message.chat.id), str(message.migrate_to_chat_id)
-            self.spawn(update, self.studio.migrate_community(TELEGRAM, old, new))
+            self.spawn(update, self.services.desk.migrate_community(TELEGRAM, old, new))
 
     async def on_button(self, update: Update, context: Context) -> None:
         query = update.callback_query
@@ -163,7 +162,7 @@ class TelegramHandlers:
         request = RoundRequest(
             key, actor_for(message), prompt, idempotency_key(update, message), reply_to=reply_to, input_image=image
         )
-        await self._run(update, self.studio.submit(request, view := self._view(message)), view)
+        await self._run(update, self.services.rounds.submit(request, view := self._view(message)), view)
 
     async def _reply_round(self, update: Update, message: Message, target: Message) -> None:
         """A text reply in a group to one of Easel's messages: an edit round if it shows a round."""
@@ -174,7 +173,7 @@ class TelegramHandlers:
             key, actor_for(message), message.text or "", idempotency_key(update, message),
             reply_to=str(target.message_id),
         )
-        await self._run(update, self.studio.submit(request, view := self._view(message)), view)
+        await self._run(update, self.services.rounds.submit(request, view := self._view(message)), view)
 
     async def _press(self, update: Update) -> None:
         query = update.callback_query
@@ -189,16 +188,16 @@ class TelegramHandlers:
         thread = thread_of(message) if isinstance(message, Message) else None
         key = channel_key(message.chat, thread)
         actor = user_actor(query.from_user)
-        await self.studio.seen(actor, key.community)
+        await self.services.desk.seen(actor, key.community)
         where = Where(message.chat.id, thread, message.message_id, is_group(message.chat))
         view = TelegramRoundView(self.bot, where, self.pacer)
         action = query.data.removeprefix(CALLBACK_PREFIX)
-        await self._run(update, self.studio.press(action, key, actor, f"tg:cb:{query.id}", view), view)
+        await self._run(update, self.services.rounds.press(action, key, actor, f"tg:cb:{query.id}", view), view)
 
     async def _is_round(self, key: ChannelKey, target: Message) -> bool:
         if target.from_user is None or target.from_user.id != self.bot.id:
             return False
-        return await self.studio.is_round_message(key, str(target.message_id))
+        return await self.services.rounds.is_round_message(key, str(target.message_id))
 
     def _view(self, message: Message) -> TelegramRoundView:
         where = Where(message.chat.id, thread_of(message), message.message_id, is_group(message.chat))
@@ -254,47 +253,34 @@ class TelegramHandlers:
         if target is not None and target.user_id is not None and command.user is None:
             # Learn the @username of people moderators point at, for later `<user>` lookups.
             seen = Actor(TELEGRAM, target.user_id, target.display_name or target.user_id, target.username)
-            await self.studio.seen(seen, str(message.chat.id))
+            await self.services.desk.seen(seen, str(message.chat.id))
         if command.verb == "show" and _is_self(target, actor_for(message)):
             target = None  # `/quota @me`: one's own credits need no moderator
         needs_moderator = command.verb != "show" or target is not None
         actor = actor_for(message, await self.mods.is_moderator(message) if needs_moderator else False)
         key = message_key(message)
-        await self.studio.seen(actor, key.community)
+        await self.services.desk.seen(actor, key.community)
         idem = idempotency_key(update, message)
         if command.verb in NEEDS_TARGET and target is None:
             if not (actor.is_moderator or self.settings.is_operator(TELEGRAM, actor.user_id)):
-                raise NotModerator(texts.NOT_MODERATOR)
+                raise NotModerator("desk.not_moderator")
             raise UsageError(NEED_TARGET)
-        notice: Notice
-        if command.verb == "show":
-            notice = await self.studio.credits(key, actor, target)
-        elif command.verb == "default":
-            assert command.amount is not None
-            notice = await self.studio.set_default(key, actor, command.amount, idem)
-        else:
-            assert target is not None
-            if command.verb == "set":
-                assert command.amount is not None
-                notice = await self.studio.set_daily(key, actor, target, command.amount, idem)
-            elif command.verb == "grant":
-                assert command.amount is not None
-                notice = await self.studio.grant(key, actor, target, command.amount, idem)
-            elif command.verb == "ban":
-                notice = await self.studio.ban(key, actor, target, idem)
-            else:
-                notice = await self.studio.unban(key, actor, target, idem)
+        verbs = {"show": Verb.SHOW, "default": Verb.DEFAULT, "set": Verb.SET, "grant": Verb.GRANT,
+                 "ban": Verb.BAN, "unban": Verb.UNBAN}
+        notice = await self.services.desk.run(
+            DeskCommand(verbs[command.verb], key, actor, idem, target=target, amount=command.amount)
+        )
         return notice.text
 
     async def _usage(self, message: Message) -> str:
         actor = actor_for(message, await self.mods.is_moderator(message))
         key = message_key(message)
-        await self.studio.seen(actor, key.community)
-        return (await self.studio.usage(key, actor)).text
+        await self.services.desk.seen(actor, key.community)
+        return (await self.services.desk.run(DeskCommand(Verb.USAGE, key, actor, f"tg:usage:{message.chat.id}:{message.message_id}"))).text
 
     async def _help(self, message: Message) -> str:
-        await self.studio.seen(actor_for(message), str(message.chat.id))
-        return self.studio.help_text(TELEGRAM)
+        await self.services.desk.seen(actor_for(message), str(message.chat.id))
+        return self.services.desk.help_text(TELEGRAM, "en")
 
 
 def _has_command(message: Message) -> bool:

@@ -24,25 +24,15 @@ import logging
 from collections.abc import Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from telegram import Update
 from telegram.ext import Application
 
 from bots.telegram.common import TELEGRAM
-from core.events import Platform
+from core.ports import InboxPort
 
 log = logging.getLogger(__name__)
-
-
-class InboxStore(Protocol):
-    """The Studio methods this module needs."""
-
-    async def inbox_put(self, platform: Platform, items: list[tuple[str, str]]) -> None: ...
-
-    async def inbox_done(self, platform: Platform, idem_key: str) -> None: ...
-
-    async def inbox_pending(self, platform: Platform) -> list[str]: ...
 
 
 @dataclass
@@ -62,8 +52,8 @@ def inbox_key(update: Update) -> str:
 
 
 class InboxFeed:
-    def __init__(self, studio: InboxStore, app: Application[Any, Any, Any, Any, Any, Any]) -> None:
-        self.studio = studio
+    def __init__(self, services: InboxPort, app: Application[Any, Any, Any, Any, Any, Any]) -> None:
+        self.services = services
         self.app = app
         self._queue: asyncio.Queue[Update | None] = asyncio.Queue()
         self._handling: set[str] = set()
@@ -89,7 +79,7 @@ class InboxFeed:
 
     async def record(self, updates: Sequence[Update]) -> None:
         """Write the batch to the inbox in one transaction; raises if the database refused it."""
-        await self.studio.inbox_put(TELEGRAM, [(inbox_key(u), json.dumps(u.to_dict())) for u in updates])
+        await self.services.put(TELEGRAM, [(inbox_key(u), json.dumps(u.to_dict())) for u in updates])
 
     def feed(self, update: Update) -> None:
         key = inbox_key(update)
@@ -101,7 +91,7 @@ class InboxFeed:
     async def replay(self) -> int:
         """Feed what the inbox still holds (a crash or a stop interrupted it). Returns how many."""
         count = 0
-        for payload in await self.studio.inbox_pending(TELEGRAM):
+        for payload in await self.services.pending(TELEGRAM):
             try:
                 update = Update.de_json(json.loads(payload), self.app.bot)
             except Exception:  # unreadable: it expires from the inbox by itself within a day
@@ -135,7 +125,7 @@ class InboxFeed:
         if entry.cancelled:
             return  # left in the inbox: replayed (and deduped by the core) at the next start
         try:
-            await self.studio.inbox_done(TELEGRAM, entry.key)
+            await self.services.done(TELEGRAM, entry.key)
         except Exception as error:
             log.warning("could not mark Telegram update %s handled (%s); it will be replayed at the next start",
                         entry.key, type(error).__name__)

@@ -28,7 +28,7 @@ from telegram.error import NetworkError, RetryAfter, TelegramError
 
 from bots.telegram.send import CAPTION_LIMIT, FloodGate, clip, reply_to, retry_after_seconds, send_text
 from core import texts
-from core.outcomes import Button, Preview, Refusal, RoundResult
+from core.outcomes import Button, Preview, ProgressDefaults, Refusal, RoundResult
 from core.provider import pictures
 
 log = logging.getLogger(__name__)
@@ -101,7 +101,7 @@ class Where:
     group: bool
 
 
-class TelegramRoundView:
+class TelegramRoundView(ProgressDefaults):
     def __init__(self, bot: Bot, where: Where, pacer: EditPacer, fit: Fit = pictures.fit_for_upload) -> None:
         self.bot = bot
         self.where = where

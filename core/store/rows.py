@@ -25,6 +25,7 @@ FACT_COLUMNS: dict[str, str] = {
     "stream_seq": "stream_seq",
     "background": "bg_mode",
     "progress_message": "progress_message",
+    "input_shas": "input_shas",
     "text_tokens_in": "text_tokens_in",
     "image_tokens_in": "image_tokens_in",
     "image_tokens_out": "image_tokens_out",
@@ -69,6 +70,8 @@ def fact_columns(facts: Facts | None) -> dict[str, Any]:
     for name, column in FACT_COLUMNS.items():
         value = getattr(facts, name)
         if value is not None:
+            if isinstance(value, tuple):
+                value = shas_to_column(value)
             columns[column] = int(value) if isinstance(value, bool) else value
     return columns
 
