@@ -1,16 +1,34 @@
-"""The store contract suite runs every test against each backend behind `core.ports.Store`."""
+"""The store contract suite runs every test against each backend behind `core.ports.Store`: SQLite in a
+temporary directory, and PostgreSQL in a throwaway cluster started once per session (`pg_cluster.py`), with a
+fresh database per test."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import itertools
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
 from core.ports import Store
+from core.store.postgres import PostgresStore
 from core.store.sqlite import SqliteStore
+from tests.store.pg_cluster import Cluster, running_cluster
 
-BACKENDS = ["sqlite"]
+BACKENDS = ["sqlite", "postgres"]
+_databases = itertools.count(1)
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[Cluster]:
+    with running_cluster() as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def pg_url(pg_cluster: Cluster) -> str:
+    """A fresh, empty database in the session's cluster."""
+    return pg_cluster.create_database(f"easel_test_{next(_databases)}")
 
 
 @pytest.fixture(params=BACKENDS)
@@ -18,5 +36,7 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
     if request.param == "sqlite":
         async with SqliteStore(tmp_path / "data" / "easel.db") as opened:
             yield opened
-    else:  # pragma: no cover - every backend is listed above
-        raise AssertionError(request.param)
+    else:
+        url = request.getfixturevalue("pg_url")
+        async with PostgresStore(url) as pg:
+            yield pg

@@ -1,0 +1,762 @@
+"""`PostgresStore`: the store port (`core.ports.Store`) on PostgreSQL 15+, shared by several worker processes.
+
+psycopg 3 with its async pool. Every method is one short transaction (READ COMMITTED). Writers that must
+not interleave take locks first, then read:
+
+- a round's life (reserve, transition, deliver, finish) locks the round row (`SELECT ... FOR UPDATE`);
+- a reserve also takes a transaction-scoped advisory lock on the user's balance (platform, community, user),
+  and when a budget is set one on the day's spend, always in that order, so a balance check and the reserve
+  that follows it cannot race another worker's (the statements after the lock see every commit before it);
+- a new round takes an advisory lock on its channel for its number;
+- adopting rounds skips rows another adopter holds (`FOR UPDATE SKIP LOCKED`).
+
+The ledger's invariants are constraints and triggers in the schema (`core.store.pg_migrations`)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import psycopg
+from psycopg import AsyncConnection, sql
+from psycopg.rows import DictRow, dict_row
+from psycopg_pool import AsyncConnectionPool
+
+from core.errors import Banned, BudgetExhausted, DuplicateRequest, OverQuota, StoreError
+from core.events import ChannelKey, Platform, UserRef
+from core.records import (
+    COMMUNITY_DEFAULT,
+    OPEN_STATES,
+    Balance,
+    CommunityUsage,
+    Facts,
+    Forgotten,
+    InboxItem,
+    ModChange,
+    ModVerb,
+    NewRound,
+    PendingNotice,
+    Reservation,
+    Round,
+    RoundState,
+    TopUser,
+    UsageTotals,
+    day_of,
+    next_reset,
+)
+from core.store import pg_migrations
+from core.store.rows import (
+    FINAL_STATES,
+    OPEN_STATE_NAMES,
+    SPENDING_STATE_NAMES,
+    fact_columns,
+    notice_from_row,
+    prompt_snippet,
+    round_from_row,
+    shas_from_column,
+    shas_to_column,
+)
+
+Conn = AsyncConnection[DictRow]
+INBOX_RETENTION = timedelta(hours=24)
+DELETED_PROMPT = "[deleted]"
+OPEN = list(OPEN_STATE_NAMES)
+SPENDING = list(SPENDING_STATE_NAMES)
+
+
+class PostgresStore:
+    """Open with `async with PostgresStore("postgresql://...") as store:`; migrations run on open."""
+
+    def __init__(self, url: str, *, min_size: int = 1, max_size: int = 10) -> None:
+        self.url = url
+        self._pool: AsyncConnectionPool[Conn] = AsyncConnectionPool(
+            url,
+            min_size=min_size,
+            max_size=max_size,
+            open=False,
+            kwargs={"autocommit": True, "row_factory": dict_row},
+            name="easel-store",
+        )
+
+    async def __aenter__(self) -> PostgresStore:
+        await self._pool.open(wait=True, timeout=30)
+        try:
+            async with self._pool.connection() as conn:
+                await pg_migrations.apply(conn)
+        except BaseException:
+            await self._pool.close()
+            raise
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self._pool.close()
+
+    # -- helpers ----------------------------------------------------------------------------------------
+
+    async def _one(self, query: Any, params: Sequence[Any] = ()) -> DictRow | None:
+        async with self._pool.connection() as conn:
+            cursor = await conn.execute(query, params)
+            return await cursor.fetchone()
+
+    async def _all(self, query: Any, params: Sequence[Any] = ()) -> list[DictRow]:
+        async with self._pool.connection() as conn:
+            cursor = await conn.execute(query, params)
+            return await cursor.fetchall()
+
+    # -- lifecycle and health ---------------------------------------------------------------------------
+
+    async def writable(self) -> bool:
+        try:
+            async with self._pool.connection() as conn, conn.transaction():
+                await conn.execute("UPDATE meta SET value = value WHERE key = 'schema'")
+        except (psycopg.Error, StoreError, TimeoutError):
+            return False
+        return True
+
+    async def checkpoint(self) -> None:
+        """After erasing data: vacuum the tables that hold text, so dead row versions do not keep it."""
+        async with self._pool.connection() as conn:
+            await conn.execute("VACUUM rounds, notices, users, inbox")
+
+    async def backup(self, target: Path) -> None:
+        raise StoreError("PostgreSQL is backed up with its own tools (pg_dump, base backups), not `easel db backup`")
+
+    async def safety_salt(self) -> str:
+        row = await self._one("SELECT value FROM meta WHERE key = 'safety_salt'")
+        if row is None:
+            raise StoreError("the database has no safety salt")
+        return str(row["value"])
+
+    # -- users ------------------------------------------------------------------------------------------
+
+    async def remember_user(
+        self, platform: Platform, user_id: str, username: str | None, display_name: str, now: datetime
+    ) -> None:
+        async with self._pool.connection() as conn:
+            await conn.execute(
+                "INSERT INTO users (platform, user_id, username, display_name, seen_at) VALUES (%s, %s, %s, %s, %s) "
+                "ON CONFLICT (platform, user_id) DO UPDATE SET username = excluded.username, "
+                "display_name = excluded.display_name, seen_at = excluded.seen_at",
+                (platform.value, user_id, username.lstrip("@").lower() if username else None, display_name, now),
+            )
+
+    async def find_user(self, platform: Platform, ref: UserRef) -> tuple[str, str] | None:
+        if ref.user_id is not None:
+            row = await self._one(
+                "SELECT user_id, display_name FROM users WHERE platform = %s AND user_id = %s",
+                (platform.value, ref.user_id),
+            )
+        else:
+            name = (ref.username or "").lstrip("@")
+            if not name:
+                return None
+            row = await self._one(
+                "SELECT user_id, display_name FROM users WHERE platform = %s AND lower(username) = lower(%s) "
+                "ORDER BY seen_at DESC LIMIT 1",
+                (platform.value, name),
+            )
+        if row is None:
+            return None
+        return str(row["user_id"]), str(row["display_name"] or row["user_id"])
+
+    # -- rounds -----------------------------------------------------------------------------------------
+
+    async def create_round(self, new: NewRound, now: datetime) -> Round:
+        if new.state not in (RoundState.REQUESTED, RoundState.REFUSED):
+            raise ValueError(f"a new round is requested or refused, not {new.state}")
+        key, spec = new.key, new.spec.to_row()
+        async with self._pool.connection() as conn, conn.transaction():
+            if await (await conn.execute("SELECT 1 FROM rounds WHERE idem_key = %s", (new.idem_key,))).fetchone():
+                raise DuplicateRequest(new.idem_key)
+            await conn.execute(
+                "SELECT pg_advisory_xact_lock(hashtextextended(%s, 1))",
+                (f"{key.platform.value}\x1f{key.community}\x1f{key.channel}",),
+            )
+            cursor = await conn.execute(
+                "INSERT INTO rounds (idem_key, platform, community, channel, thread, number, user_id, user_name,"
+                " parent_id, kind, prompt, size, quality, background, refs, status, reason, input_shas, owner, lang,"
+                " day, created_at, updated_at) "
+                "SELECT %s, %s, %s, %s, %s, COALESCE(MAX(number), 0) + 1, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,"
+                " %s, %s::jsonb, %s, %s, %s, %s, %s "
+                "FROM rounds WHERE platform = %s AND community = %s AND channel = %s "
+                "ON CONFLICT (idem_key) DO NOTHING RETURNING *",
+                (
+                    new.idem_key,
+                    key.platform.value,
+                    key.community,
+                    key.channel,
+                    key.thread,
+                    new.user_id,
+                    new.user_name,
+                    new.parent_id,
+                    new.kind.value,
+                    new.prompt,
+                    spec["size"],
+                    spec["quality"],
+                    spec["background"],
+                    spec["refs"],
+                    new.state.value,
+                    new.reason,
+                    shas_to_column(new.input_shas),
+                    new.owner,
+                    new.lang,
+                    day_of(now),
+                    now,
+                    now,
+                    key.platform.value,
+                    key.community,
+                    key.channel,
+                ),
+            )
+            row = await cursor.fetchone()
+            if row is None:
+                raise DuplicateRequest(new.idem_key)
+            return round_from_row(row)
+
+    async def get_round(self, round_id: int) -> Round | None:
+        row = await self._one("SELECT * FROM rounds WHERE id = %s", (round_id,))
+        return round_from_row(row) if row else None
+
+    async def round_by_number(self, key: ChannelKey, number: int) -> Round | None:
+        row = await self._one(
+            "SELECT * FROM rounds WHERE platform = %s AND community = %s AND channel = %s AND number = %s "
+            "ORDER BY id DESC LIMIT 1",
+            (key.platform.value, key.community, key.channel, number),
+        )
+        return round_from_row(row) if row else None
+
+    async def round_by_message(self, key: ChannelKey, message_id: str) -> Round | None:
+        row = await self._one(
+            "SELECT r.* FROM round_messages m JOIN rounds r ON r.id = m.round_id "
+            "WHERE m.platform = %s AND m.channel = %s AND m.message_id = %s",
+            (key.platform.value, key.channel, message_id),
+        )
+        return round_from_row(row) if row else None
+
+    async def derived_rounds(self, round_id: int) -> list[Round]:
+        async with self._pool.connection() as conn:
+            return await _derived(conn, round_id)
+
+    async def reserve(self, reservation: Reservation) -> Balance:
+        req = reservation
+        async with self._pool.connection() as conn, conn.transaction():
+            item = await _lock_round(conn, req.round_id)
+            if item is None:
+                raise StoreError(f"no round {req.round_id}")
+            if item.state is not RoundState.REQUESTED:
+                if await _fetch(conn, "SELECT 1 FROM ledger WHERE round_id = %s AND kind = 'reserve'", (item.id,)):
+                    raise DuplicateRequest(f"round {item.id} is already reserved")
+                raise StoreError(f"round {item.id} is {item.state}, not requested")
+            key, day = item.key, day_of(req.now)
+            await conn.execute(
+                "SELECT pg_advisory_xact_lock(hashtextextended(%s, 2))",
+                (f"{key.platform.value}\x1f{key.community}\x1f{item.user_id}",),
+            )
+            bal = await _balance(conn, key.platform.value, key.community, item.user_id, day, req.default_daily)
+            resets_at = next_reset(req.now)
+            if bal.banned:
+                raise Banned("quota.banned")
+            if bal.left < req.cost:
+                raise OverQuota("quota.over", cost=req.cost, left=bal.left, resets_at=resets_at)
+            if req.budget_usd is not None:
+                await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 3))", (day,))
+                if await _spend_on(conn, day) + req.est_usd > req.budget_usd:
+                    raise BudgetExhausted("budget.exhausted", resets_at=resets_at)
+            await conn.execute(
+                "INSERT INTO ledger (round_id, platform, community, user_id, kind, amount, day, created_at) "
+                "VALUES (%s, %s, %s, %s, 'reserve', %s, %s, %s)",
+                (item.id, key.platform.value, key.community, item.user_id, req.cost, day, req.now),
+            )
+            await _update_round(
+                conn, item.id, req.now, {"status": RoundState.QUEUED.value, "cost": req.cost, "est_usd": req.est_usd}
+            )
+            return Balance(daily=bal.daily, granted=bal.granted, used=bal.used + req.cost, banned=False)
+
+    async def transition(
+        self, round_id: int, state: RoundState, now: datetime, facts: Facts | None = None
+    ) -> bool:
+        if state not in OPEN_STATES:
+            raise ValueError(f"transition() moves between open states; use finish() or deliver() for {state}")
+        async with self._pool.connection() as conn, conn.transaction():
+            item = await _lock_round(conn, round_id)
+            if item is None or not item.state.is_open:
+                return False
+            await _write_facts(conn, item, facts, now, {"status": state.value})
+            return True
+
+    async def record_facts(self, round_id: int, facts: Facts, now: datetime) -> None:
+        async with self._pool.connection() as conn, conn.transaction():
+            item = await _lock_round(conn, round_id)
+            if item is None:
+                raise StoreError(f"no round {round_id}")
+            await _write_facts(conn, item, facts, now, {})
+
+    async def attach_messages(self, round_id: int, key: ChannelKey, message_ids: Sequence[str]) -> None:
+        async with self._pool.connection() as conn, conn.transaction():
+            await _attach(conn, round_id, key, message_ids, "result")
+
+    async def deliver(
+        self, round_id: int, key: ChannelKey, message_ids: Sequence[str], facts: Facts, now: datetime
+    ) -> None:
+        async with self._pool.connection() as conn, conn.transaction():
+            item = await _lock_round(conn, round_id)
+            if item is None:
+                raise StoreError(f"no round {round_id}")
+            await _attach(conn, round_id, key, message_ids, "result")
+            if item.state.is_open or item.state is RoundState.DELIVERED:
+                await _write_facts(conn, item, facts, now, {"status": RoundState.DELIVERED.value})
+
+    async def finish(
+        self, round_id: int, state: RoundState, reason: str, now: datetime, facts: Facts | None = None
+    ) -> int:
+        if state not in FINAL_STATES:
+            raise ValueError(f"finish() ends a round as failed, cancelled or refused, not {state}")
+        async with self._pool.connection() as conn, conn.transaction():
+            item = await _lock_round(conn, round_id)
+            if item is None or not item.state.is_open:
+                return 0
+            columns: dict[str, Any] = {"status": state.value, "reason": reason}
+            if not item.state.may_be_billed:
+                columns["est_usd"] = 0.0
+            await _write_facts(conn, item, facts, now, columns)
+            cursor = await conn.execute(
+                "INSERT INTO ledger (round_id, platform, community, user_id, kind, amount, day, created_at) "
+                "SELECT round_id, platform, community, user_id, 'refund', amount, day, %s FROM ledger "
+                "WHERE round_id = %s AND kind = 'reserve' ON CONFLICT (round_id, kind) DO NOTHING RETURNING amount",
+                (now, round_id),
+            )
+            row = await cursor.fetchone()
+            return 0 if row is None else int(row["amount"])
+
+    async def open_rounds(self, owner: str | None = None) -> list[Round]:
+        if owner is None:
+            rows = await self._all("SELECT * FROM rounds WHERE status = ANY(%s) ORDER BY id", (OPEN,))
+        else:
+            rows = await self._all(
+                "SELECT * FROM rounds WHERE status = ANY(%s) AND owner = %s ORDER BY id", (OPEN, owner)
+            )
+        return [round_from_row(row) for row in rows]
+
+    async def adopt_rounds(self, owner: str, now: datetime, stale_after: float) -> list[Round]:
+        cutoff = now - timedelta(seconds=stale_after)
+        async with self._pool.connection() as conn, conn.transaction():
+            cursor = await conn.execute(
+                "SELECT id FROM rounds WHERE status = ANY(%s) AND (owner IS NULL OR (owner <> %s AND NOT EXISTS "
+                " (SELECT 1 FROM workers w WHERE w.owner = rounds.owner AND w.heartbeat_at >= %s))) "
+                "ORDER BY id FOR UPDATE SKIP LOCKED",
+                (OPEN, owner, cutoff),
+            )
+            ids = [int(row["id"]) for row in await cursor.fetchall()]
+            if not ids:
+                return []
+            cursor = await conn.execute(
+                "UPDATE rounds SET owner = %s, updated_at = %s WHERE id = ANY(%s) RETURNING *", (owner, now, ids)
+            )
+            return sorted((round_from_row(row) for row in await cursor.fetchall()), key=lambda r: r.id)
+
+    async def heartbeat(self, owner: str, now: datetime) -> None:
+        async with self._pool.connection() as conn:
+            await conn.execute(
+                "INSERT INTO workers (owner, heartbeat_at) VALUES (%s, %s) "
+                "ON CONFLICT (owner) DO UPDATE SET heartbeat_at = excluded.heartbeat_at",
+                (owner, now),
+            )
+
+    async def retire(self, owner: str) -> None:
+        async with self._pool.connection() as conn:
+            await conn.execute("DELETE FROM workers WHERE owner = %s", (owner,))
+
+    # -- credits and moderation ---------------------------------------------------------------------------
+
+    async def balance(
+        self, platform: Platform, community: str, user_id: str, day: str, default_daily: int
+    ) -> Balance:
+        async with self._pool.connection() as conn, conn.transaction():
+            return await _balance(conn, platform.value, community, user_id, day, default_daily)
+
+    async def moderate(self, change: ModChange) -> None:
+        async with self._pool.connection() as conn, conn.transaction():
+            cursor = await conn.execute(
+                "INSERT INTO audit (platform, community, actor_id, action, target, value, text_value, idem_key,"
+                " created_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (idem_key) DO NOTHING "
+                "RETURNING id",
+                (
+                    change.platform,
+                    change.community,
+                    change.actor_id,
+                    change.verb.value,
+                    change.target,
+                    change.value,
+                    change.text_value,
+                    change.idem_key,
+                    change.now,
+                ),
+            )
+            if await cursor.fetchone() is None:
+                raise DuplicateRequest(change.idem_key)
+            await _apply_change(conn, change)
+
+    async def granted_by(self, platform: Platform, community: str, actor_id: str, day: str) -> int:
+        row = await self._one(
+            "SELECT COALESCE(SUM(amount), 0) AS total FROM ledger "
+            "WHERE kind = 'grant' AND platform = %s AND community = %s AND actor_id = %s AND day = %s",
+            (platform.value, community, actor_id, day),
+        )
+        return int(row["total"]) if row else 0
+
+    async def spend_on(self, day: str) -> float:
+        async with self._pool.connection() as conn:
+            return await _spend_on(conn, day)
+
+    async def community_language(self, platform: Platform, community: str) -> str | None:
+        row = await self._one(
+            "SELECT language FROM communities WHERE platform = %s AND community = %s", (platform.value, community)
+        )
+        return None if row is None or row["language"] is None else str(row["language"])
+
+    async def migrate_community(self, platform: Platform, old: str, new: str) -> None:
+        p = platform.value
+        async with self._pool.connection() as conn, conn.transaction():
+            await conn.execute(
+                "DELETE FROM policies WHERE platform = %s AND community = %s AND user_id IN "
+                "(SELECT user_id FROM policies WHERE platform = %s AND community = %s)",
+                (p, old, p, new),
+            )
+            await conn.execute(
+                "DELETE FROM communities WHERE platform = %s AND community = %s AND EXISTS "
+                "(SELECT 1 FROM communities WHERE platform = %s AND community = %s)",
+                (p, old, p, new),
+            )
+            for table in ("rounds", "ledger", "policies", "audit", "notices", "communities"):
+                await conn.execute(
+                    sql.SQL("UPDATE {} SET community = %s WHERE platform = %s AND community = %s").format(
+                        sql.Identifier(table)
+                    ),
+                    (new, p, old),
+                )
+            for table in ("rounds", "notices"):
+                await conn.execute(
+                    sql.SQL("UPDATE {} SET channel = %s WHERE platform = %s AND channel = %s").format(
+                        sql.Identifier(table)
+                    ),
+                    (new, p, old),
+                )
+            await conn.execute(
+                "UPDATE round_messages m SET channel = %s WHERE platform = %s AND channel = %s AND NOT EXISTS "
+                "(SELECT 1 FROM round_messages o WHERE o.platform = m.platform AND o.channel = %s "
+                " AND o.message_id = m.message_id)",
+                (new, p, old, new),
+            )
+
+    # -- reports ----------------------------------------------------------------------------------------
+
+    async def usage_totals(
+        self, platform: Platform, community: str, since: str, user_id: str | None = None
+    ) -> UsageTotals:
+        row = await self._one(
+            "SELECT COUNT(*) FILTER (WHERE r.status = 'delivered') AS images,"
+            " COALESCE(SUM(r.est_usd), 0) AS usd,"
+            " COALESCE(SUM((SELECT COALESCE(SUM(CASE l.kind WHEN 'reserve' THEN l.amount ELSE -l.amount END), 0)"
+            "   FROM ledger l WHERE l.round_id = r.id)), 0) AS credits "
+            "FROM rounds r WHERE r.platform = %s AND r.community = %s AND r.day >= %s "
+            "AND (%s::text IS NULL OR r.user_id = %s)",
+            (platform.value, community, since, user_id, user_id),
+        )
+        assert row is not None
+        return UsageTotals(images=int(row["images"]), credits=int(row["credits"]), usd=float(row["usd"]))
+
+    async def top_users(self, platform: Platform, community: str, since: str, limit: int) -> list[TopUser]:
+        rows = await self._all(
+            "SELECT user_id, MAX(user_name) AS name, COUNT(*) AS images, SUM(cost) AS credits FROM rounds "
+            "WHERE platform = %s AND community = %s AND day >= %s AND status = 'delivered' "
+            "GROUP BY user_id ORDER BY credits DESC, images DESC, user_id LIMIT %s",
+            (platform.value, community, since, limit),
+        )
+        return [
+            TopUser(
+                user_id=str(row["user_id"]),
+                name=str(row["name"] or row["user_id"]),
+                images=int(row["images"]),
+                credits=int(row["credits"]),
+            )
+            for row in rows
+        ]
+
+    async def community_usage(self, now: datetime, community: str | None = None) -> list[CommunityUsage]:
+        today = day_of(now)
+        rows = await self._all(
+            "SELECT platform, community,"
+            " COUNT(*) FILTER (WHERE day = %s AND status = 'delivered') AS today_images,"
+            " COALESCE(SUM(cost) FILTER (WHERE day = %s AND status = 'delivered'), 0) AS today_credits,"
+            " COUNT(*) FILTER (WHERE status = 'delivered') AS month_images,"
+            " COALESCE(SUM(cost) FILTER (WHERE status = 'delivered'), 0) AS month_credits,"
+            " COALESCE(SUM(est_usd), 0) AS month_usd "
+            "FROM rounds WHERE day >= %s AND (%s::text IS NULL OR community = %s) GROUP BY platform, community "
+            "ORDER BY month_credits DESC, platform, community",
+            (today, today, today[:8] + "01", community, community),
+        )
+        return [
+            CommunityUsage(
+                platform=str(row["platform"]),
+                community=str(row["community"]),
+                today_images=int(row["today_images"]),
+                today_credits=int(row["today_credits"]),
+                month_images=int(row["month_images"]),
+                month_credits=int(row["month_credits"]),
+                month_usd=float(row["month_usd"]),
+            )
+            for row in rows
+        ]
+
+    # -- notices ----------------------------------------------------------------------------------------
+
+    async def add_notice(
+        self, key: ChannelKey, reply_to: str | None, text: str, now: datetime, user_id: str | None = None
+    ) -> None:
+        async with self._pool.connection() as conn:
+            await conn.execute(
+                "INSERT INTO notices (platform, community, channel, thread, reply_to, text, user_id, created_at) "
+                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+                (key.platform.value, key.community, key.channel, key.thread, reply_to, text, user_id, now),
+            )
+
+    async def pending_notices(self, platform: Platform) -> list[PendingNotice]:
+        rows = await self._all(
+            "SELECT * FROM notices WHERE platform = %s AND sent_at IS NULL ORDER BY id", (platform.value,)
+        )
+        return [notice_from_row(row) for row in rows]
+
+    async def notice_sent(self, notice_id: int, now: datetime) -> None:
+        async with self._pool.connection() as conn:
+            await conn.execute("UPDATE notices SET sent_at = %s WHERE id = %s", (now, notice_id))
+
+    # -- inbox ------------------------------------------------------------------------------------------
+
+    async def inbox_put(self, platform: Platform, items: Sequence[tuple[str, str]], now: datetime) -> None:
+        if not items:
+            return
+        async with self._pool.connection() as conn, conn.transaction(), conn.cursor() as cursor:
+            await cursor.executemany(
+                "INSERT INTO inbox (platform, idem_key, payload, received_at) VALUES (%s, %s, %s, %s) "
+                "ON CONFLICT (platform, idem_key) DO NOTHING",
+                [(platform.value, key, payload, now) for key, payload in items],
+            )
+
+    async def inbox_done(self, platform: Platform, idem_key: str) -> None:
+        async with self._pool.connection() as conn:
+            await conn.execute("DELETE FROM inbox WHERE platform = %s AND idem_key = %s", (platform.value, idem_key))
+
+    async def inbox_pending(self, platform: Platform, now: datetime) -> list[InboxItem]:
+        async with self._pool.connection() as conn, conn.transaction():
+            await conn.execute(
+                "DELETE FROM inbox WHERE platform = %s AND received_at < %s", (platform.value, now - INBOX_RETENTION)
+            )
+            cursor = await conn.execute(
+                "SELECT idem_key, payload FROM inbox WHERE platform = %s ORDER BY received_at, seq", (platform.value,)
+            )
+            return [InboxItem(idem_key=str(r["idem_key"]), payload=str(r["payload"])) for r in await cursor.fetchall()]
+
+    # -- privacy ----------------------------------------------------------------------------------------
+
+    async def forget_user(self, platform: Platform, user_id: str) -> Forgotten:
+        p = platform.value
+        async with self._pool.connection() as conn, conn.transaction():
+            cursor = await conn.execute(
+                "SELECT id, community, prompt, image_sha, input_shas, mime FROM rounds "
+                "WHERE platform = %s AND user_id = %s FOR UPDATE",
+                (p, user_id),
+            )
+            own = await cursor.fetchall()
+            derived = {
+                d.id for row in own for d in await _derived(conn, int(row["id"])) if d.user_id != user_id
+            }
+            snippets = {(str(row["community"]), prompt_snippet(str(row["prompt"]))) for row in own}
+            await conn.execute(
+                "UPDATE rounds SET prompt = %s, revised_prompt = NULL, user_name = '', response_id = NULL,"
+                " image_call_id = NULL WHERE platform = %s AND user_id = %s",
+                (DELETED_PROMPT, p, user_id),
+            )
+            if derived:
+                await conn.execute(
+                    "UPDATE rounds SET prompt = %s, revised_prompt = NULL, response_id = NULL, image_call_id = NULL "
+                    "WHERE id = ANY(%s)",
+                    (DELETED_PROMPT, sorted(derived)),
+                )
+            await conn.execute("DELETE FROM users WHERE platform = %s AND user_id = %s", (p, user_id))
+            await conn.execute("DELETE FROM notices WHERE platform = %s AND user_id = %s", (p, user_id))
+            for community, snippet in snippets:
+                if snippet and snippet != DELETED_PROMPT:
+                    await conn.execute(
+                        "DELETE FROM notices WHERE platform = %s AND community = %s AND user_id IS NULL "
+                        "AND strpos(text, %s) > 0",
+                        (p, community, snippet),
+                    )
+            candidates = {(str(r["image_sha"]), str(r["mime"] or "image/png")) for r in own if r["image_sha"]}
+            candidates |= {(sha, "image/png") for r in own for sha in shas_from_column(r["input_shas"])}
+            orphaned = []
+            for sha, mime in sorted(candidates):
+                shared = await _fetch(
+                    conn,
+                    "SELECT 1 FROM rounds WHERE NOT (platform = %s AND user_id = %s) "
+                    "AND (image_sha = %s OR input_shas @> %s::jsonb) LIMIT 1",
+                    (p, user_id, sha, json.dumps([sha])),
+                )
+                if not shared:
+                    orphaned.append((sha, mime))
+            await conn.execute(
+                "UPDATE rounds SET image_sha = NULL, input_shas = '[]'::jsonb WHERE platform = %s AND user_id = %s",
+                (p, user_id),
+            )
+            return Forgotten(rounds=len(own), images=orphaned)
+
+
+# -- statements shared by several methods, on a connection inside the caller's transaction -----------------
+
+
+async def _fetch(conn: Conn, query: Any, params: Sequence[Any]) -> DictRow | None:
+    cursor = await conn.execute(query, params)
+    return await cursor.fetchone()
+
+
+async def _lock_round(conn: Conn, round_id: int) -> Round | None:
+    row = await _fetch(conn, "SELECT * FROM rounds WHERE id = %s FOR UPDATE", (round_id,))
+    return round_from_row(row) if row else None
+
+
+async def _update_round(conn: Conn, round_id: int, now: datetime, columns: dict[str, Any]) -> None:
+    assignments: list[sql.Composable] = [sql.SQL("{} = %s").format(sql.Identifier(name)) for name in columns]
+    assignments.append(sql.SQL("updated_at = %s"))
+    query = sql.SQL("UPDATE rounds SET {} WHERE id = %s").format(sql.SQL(", ").join(assignments))
+    await conn.execute(query, (*columns.values(), now, round_id))
+
+
+async def _write_facts(conn: Conn, item: Round, facts: Facts | None, now: datetime, columns: dict[str, Any]) -> None:
+    await _update_round(conn, item.id, now, {**fact_columns(facts), **columns})
+    if facts is not None and facts.progress_message is not None:
+        await _attach(conn, item.id, item.key, [facts.progress_message], "progress")
+
+
+async def _attach(conn: Conn, round_id: int, key: ChannelKey, message_ids: Sequence[str], role: str) -> None:
+    for message_id in message_ids:
+        await conn.execute(
+            "INSERT INTO round_messages (platform, channel, message_id, round_id, role) VALUES (%s, %s, %s, %s, %s) "
+            "ON CONFLICT (platform, channel, message_id) DO UPDATE SET round_id = excluded.round_id, "
+            "role = excluded.role",
+            (key.platform.value, key.channel, message_id, round_id, role),
+        )
+
+
+async def _derived(conn: Conn, round_id: int) -> list[Round]:
+    cursor = await conn.execute(
+        "SELECT d.* FROM rounds s JOIN rounds d ON d.platform = s.platform AND d.community = s.community "
+        " AND d.parent_id IS NOT DISTINCT FROM s.parent_id AND d.prompt = s.prompt AND d.id > s.id "
+        " AND d.kind = 'reroll' WHERE s.id = %s ORDER BY d.id",
+        (round_id,),
+    )
+    return [round_from_row(row) for row in await cursor.fetchall()]
+
+
+async def _balance(conn: Conn, platform: str, community: str, user_id: str, day: str, default_daily: int) -> Balance:
+    used = await _fetch(
+        conn,
+        "SELECT COALESCE(SUM(CASE kind WHEN 'reserve' THEN amount WHEN 'refund' THEN -amount END), 0) AS used,"
+        " COALESCE(SUM(amount) FILTER (WHERE kind = 'grant'), 0) AS granted "
+        "FROM ledger WHERE platform = %s AND community = %s AND user_id = %s AND day = %s",
+        (platform, community, user_id, day),
+    )
+    cursor = await conn.execute(
+        "SELECT user_id, daily, banned FROM policies WHERE platform = %s AND community = %s AND user_id IN (%s, %s)",
+        (platform, community, user_id, COMMUNITY_DEFAULT),
+    )
+    rows = {row["user_id"]: row for row in await cursor.fetchall()}
+    own, default = rows.get(user_id), rows.get(COMMUNITY_DEFAULT)
+    daily = default_daily
+    if default is not None and default["daily"] is not None:
+        daily = int(default["daily"])
+    if own is not None and own["daily"] is not None:
+        daily = int(own["daily"])
+    assert used is not None
+    return Balance(
+        daily=daily,
+        granted=int(used["granted"]),
+        used=int(used["used"]),
+        banned=bool(own is not None and own["banned"]),
+    )
+
+
+async def _spend_on(conn: Conn, day: str) -> float:
+    row = await _fetch(
+        conn,
+        "SELECT COALESCE(SUM(est_usd), 0) AS usd FROM rounds WHERE day = %s AND status = ANY(%s)",
+        (day, SPENDING),
+    )
+    return float(row["usd"]) if row else 0.0
+
+
+async def _apply_change(conn: Conn, change: ModChange) -> None:
+    verb = change.verb
+    if verb is ModVerb.LANGUAGE:
+        await conn.execute(
+            "INSERT INTO communities (platform, community, language) VALUES (%s, %s, %s) "
+            "ON CONFLICT (platform, community) DO UPDATE SET language = excluded.language",
+            (change.platform, change.community, change.text_value),
+        )
+        return
+    if verb is ModVerb.SET_DEFAULT:
+        await _set_policy(conn, change, COMMUNITY_DEFAULT, daily=_value(change), banned=None)
+        return
+    target = change.target
+    if target is None:
+        raise ValueError(f"{verb} needs a target user")
+    if verb is ModVerb.GRANT:
+        await conn.execute(
+            "INSERT INTO ledger (platform, community, user_id, kind, amount, day, actor_id, idem_key, created_at) "
+            "VALUES (%s, %s, %s, 'grant', %s, %s, %s, %s, %s)",
+            (
+                change.platform,
+                change.community,
+                target,
+                _value(change),
+                day_of(change.now),
+                change.actor_id,
+                change.idem_key,
+                change.now,
+            ),
+        )
+    elif verb is ModVerb.SET_DAILY:
+        await _set_policy(conn, change, target, daily=_value(change), banned=None)
+    else:
+        await _set_policy(conn, change, target, daily=None, banned=verb is ModVerb.BAN)
+
+
+def _value(change: ModChange) -> int:
+    if change.value is None or change.value < 0:
+        raise ValueError(f"{change.verb} needs a non-negative value")
+    return change.value
+
+
+async def _set_policy(conn: Conn, change: ModChange, user_id: str, *, daily: int | None, banned: bool | None) -> None:
+    await conn.execute(
+        "INSERT INTO policies (platform, community, user_id, daily, banned, updated_at, updated_by) "
+        "VALUES (%s, %s, %s, %s, %s, %s, %s) "
+        "ON CONFLICT (platform, community, user_id) DO UPDATE SET "
+        " daily = COALESCE(excluded.daily, policies.daily),"
+        " banned = CASE WHEN %s::integer IS NULL THEN policies.banned ELSE excluded.banned END,"
+        " updated_at = excluded.updated_at, updated_by = excluded.updated_by",
+        (
+            change.platform,
+            change.community,
+            user_id,
+            daily,
+            int(bool(banned)),
+            change.now,
+            change.actor_id,
+            None if banned is None else int(banned),
+        ),
+    )
