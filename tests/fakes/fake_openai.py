@@ -1,15 +1,20 @@
 """A fake OpenAI image API on loopback that the real `openai` SDK talks to (openai-images.md §9).
 
-Routes: POST /v1/responses (JSON or SSE), GET /v1/responses/{id}, POST /v1/images/generations (JSON or
-SSE), POST /v1/images/edits (multipart, `image` or `image[]`). Every request is recorded as a `Call` whose
+Routes: POST /v1/responses (JSON or SSE; `background: true` runs it in the background, see
+`tests.fakes.fake_openai_runs`), GET /v1/responses/{id} (also `?stream=true&starting_after=N`), POST
+/v1/responses/{id}/cancel, POST /v1/images/generations (JSON or SSE), POST /v1/images/edits (multipart,
+`image` or `image[]`). Every request is recorded as a `Call` whose
 `method` is "POST /v1/responses" etc., with lower-cased headers, the parsed JSON or form fields in `params`
 (uploads described in `params["_uploads"]`) and uploaded bytes in `files`.
 
 Images are real PNGs: the final image of generation N is a flat `color(N)` square, so a test can tell which
-generation it got. `billed` counts generations that produced an image.
+generation it got; with `background: transparent` it is RGBA whose alpha runs from 0 (left) to 255 (right)
+(`alphas(image)`). Models in `refuse_transparency` answer a transparent request with a 400 naming the
+`background` parameter. `billed` counts generations that produced an image.
 
 Faults: `fail_next(kind, count=1, **opts)` applies to the next `count` requests (optionally only to one
-`endpoint`: "responses", "generations" or "edits"). Kinds answered before any output:
+`endpoint`: "responses", "generations", "edits", "retrieve" (GET, streamed or not) or "cancel").
+Kinds answered before any output:
   moderation (stage="input"|"output"), rate_limit (retry_after=1, retry_after_ms=None),
   insufficient_quota, server_error (status=500), bad_request (message, code, param), unauthorized,
   forbidden, not_found, hang (parks until the server stops), disconnect (drops the connection),
@@ -19,7 +24,8 @@ is reported in the body where the API can do that):
   ig_failed (the image call fails with moderation_blocked, stage="output"), response_failed (code=...),
   error_event (a `type:error` event, code=...), stream_api_error (a `data.error` payload the SDK raises),
   stream_hang (parks mid-stream), stream_drop (drops the connection mid-stream; with after_image=True on
-  /v1/responses, right after the finished image item).
+  /v1/responses, right after the finished image item; on a background stream also after_seq=K). On a
+  background response the in-stream failures happen to the run, the connection faults only to the stream.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ from aiohttp import BodyPartReader, web
 from PIL import Image
 
 from tests.fakes._base import Call, FakeServer
+from tests.fakes.fake_openai_runs import Run, Runs
 
 ACCEPTED_UPLOAD_TYPES = ("image/jpeg", "image/png", "image/webp")
 MODERATION_MESSAGE = (
@@ -54,6 +61,28 @@ def png(side: int, rgb: tuple[int, int, int]) -> bytes:
     buffer = io.BytesIO()
     Image.new("RGB", (side, side), rgb).save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def transparent_png(side: int, rgb: tuple[int, int, int]) -> bytes:
+    """RGBA in `rgb`, its alpha rising from 0 at the left edge to 255 at the right."""
+    image = Image.new("RGBA", (side, side), (*rgb, 0))
+    for x in range(side):
+        alpha = round(255 * x / max(1, side - 1))
+        for y in range(side):
+            image.putpixel((x, y), (*rgb, alpha))
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def alphas(data: bytes) -> tuple[int, int] | None:
+    """(min, max) alpha of an image, None when it has no alpha channel."""
+    with Image.open(io.BytesIO(data)) as image:
+        if "A" not in image.getbands():
+            return None
+        low, high = image.getchannel("A").getextrema()
+    assert isinstance(low, int) and isinstance(high, int)
+    return low, high
 
 
 def pixel(data: bytes) -> tuple[int, ...]:
@@ -109,8 +138,10 @@ class FakeOpenAI(FakeServer):
         self.peak_in_flight = 0
         self.event_delay = 0.0  # seconds between SSE events
         self.partials_override: int | None = None  # send fewer partials than asked, like the real API may
+        self.refuse_transparency: set[str] = set()  # image models that answer `transparent` with a 400
         self._faults: list[Fault] = []
         self._release = asyncio.Event()
+        self.runs = Runs(self)
         super().__init__()
 
     # ---- scripting -------------------------------------------------------------------------------------
@@ -121,11 +152,35 @@ class FakeOpenAI(FakeServer):
         self._faults.append(Fault(kind, count, endpoint, opts))
 
     def forget_responses(self) -> None:
-        """Simulate expiry: every stored response id becomes unknown."""
+        """Simulate expiry: every stored response id (background ones included) becomes unknown."""
+        self.runs.forget()
         self.responses.clear()
+
+    def expire(self, response_id: str) -> None:
+        """One response id becomes unknown (404 on GET, `previous_response_not_found` as a parent)."""
+        self.runs.forget(response_id)
+        self.responses.pop(response_id, None)
+
+    def hold(self, stage: str) -> asyncio.Event:
+        """Background runs wait at `stage` ("thinking" or "drawing") until the returned event is set."""
+        return self.runs.hold(stage)
+
+    def advance(self, seconds: float) -> None:
+        """Move the fake clock: background responses older than `runs.retention` (600 s) are forgotten."""
+        self.runs.advance(seconds)
+
+    def run(self, response_id: str) -> Run:
+        run = self.runs.get(response_id)
+        assert run is not None, f"no background response {response_id}"
+        return run
+
+    def bodies(self, method: str) -> list[dict[str, Any]]:
+        """The recorded request bodies (JSON, or form fields for edits) of `method`, in order."""
+        return [call.params for call in self.calls_to(method)]
 
     async def before_stop(self) -> None:
         self._release.set()
+        await self.runs.stop()
 
     def input_images(self, call: Call) -> list[bytes]:
         """The bytes of every `input_image` data URL in a recorded Responses request."""
@@ -141,6 +196,7 @@ class FakeOpenAI(FakeServer):
     def setup_routes(self, app: web.Application) -> None:
         app.router.add_post("/v1/responses", self._responses)
         app.router.add_get("/v1/responses/{response_id}", self._get_response)
+        app.router.add_post("/v1/responses/{response_id}/cancel", self._cancel_response)
         app.router.add_post("/v1/images/generations", self._generations)
         app.router.add_post("/v1/images/edits", self._edits)
 
@@ -197,6 +253,13 @@ class FakeOpenAI(FakeServer):
         if fault.kind == "disconnect":
             return await self._drop(request)
         return self._error_response(self._fault_error(fault, request_id), request_id)
+
+    async def _connection_fault(self, request: web.Request, fault: Fault, request_id: str) -> web.StreamResponse:
+        """A stream fault on a request that does not stream: it hangs or drops before any answer."""
+        if fault.kind == "stream_hang":
+            await self._release.wait()
+            return self._error_response(ApiError(503, "stopped", type_="server_error", code=None), request_id)
+        return await self._drop(request)
 
     async def _drop(self, request: web.Request) -> web.StreamResponse:
         """Close the connection without an answer (the client sees a protocol error, not a refusal)."""
@@ -262,10 +325,15 @@ class FakeOpenAI(FakeServer):
             )
         raise AssertionError(f"unknown fault kind {kind!r}")
 
-    def _new_image(self) -> tuple[int, bytes]:
+    def _new_image(self, *, transparent: bool = False) -> tuple[int, bytes]:
         self.generations += 1
-        image = png(self.image_side, color(self.generations))
-        return self.generations, image
+        make = transparent_png if transparent else png
+        return self.generations, make(self.image_side, color(self.generations))
+
+    def _check_transparency(self, model: object, background: object, param: str) -> None:
+        if background == "transparent" and model in self.refuse_transparency:
+            raise ApiError(400, f"Transparent background is not supported for model '{model}'. Use 'opaque' or "
+                           "'auto'.", type_="invalid_request_error", code="invalid_value", param=param)
 
     def _produced(self, image: bytes) -> None:
         self.billed += 1
@@ -283,9 +351,13 @@ class FakeOpenAI(FakeServer):
 
         async def body(request_id: str, fault: Fault | None) -> web.StreamResponse:
             plan = self._plan_response(payload)
+            if payload.get("background"):
+                run = self.runs.start(plan, fault)
+                if payload.get("stream"):
+                    return await self.runs.serve(request, request_id, run, -1, fault)
+                return self._json(run.body, request_id)
             if fault is not None and not payload.get("stream") and fault.kind in ("stream_hang", "stream_drop"):
-                kind = "hang" if fault.kind == "stream_hang" else "disconnect"
-                return await self._early_fault(request, Fault(kind, 1, None), request_id)
+                return await self._connection_fault(request, fault, request_id)
             if payload.get("stream"):
                 return await self._responses_stream(request, request_id, plan, fault)
             return self._responses_json(request_id, plan, fault)
@@ -331,7 +403,9 @@ class FakeOpenAI(FakeServer):
         partials = int(tool.get("partial_images") or 0)
         if self.partials_override is not None:
             partials = min(partials, self.partials_override)
+        self._check_transparency(tool.get("model"), tool.get("background"), "tools[0].background")
         return {
+            "transparent": tool.get("background") == "transparent",
             "model": model, "tool": tool, "previous": previous, "prompt": prompt, "input_images": images,
             "action": "edit" if (parent is not None or images) else "generate", "partials": partials,
             "store": payload.get("store", True) is not False, "tool_choice": payload.get("tool_choice", "auto"),
@@ -368,7 +442,7 @@ class FakeOpenAI(FakeServer):
                  error: dict[str, Any] | None = None) -> dict[str, Any]:
         item: dict[str, Any] = {
             "id": f"ig_fake_{number}", "type": "image_generation_call", "status": status,
-            "action": plan["action"], "background": "opaque", "output_format": "png",
+            "action": plan["action"], "background": _background(plan), "output_format": "png",
             "quality": plan["tool"].get("quality", "auto"), "size": plan["tool"].get("size", "1024x1024"),
             "revised_prompt": f"{plan['prompt']} (revised)", "result": b64(result) if result else None,
         }
@@ -400,7 +474,7 @@ class FakeOpenAI(FakeServer):
                 "message": fault.opts.get("message", "The server had an error processing your request.")}
 
     def _responses_json(self, request_id: str, plan: dict[str, Any], fault: Fault | None) -> web.Response:
-        number, image = self._new_image()
+        number, image = self._new_image(transparent=plan["transparent"])
         rid = f"resp_fake_{number}"
         text = "Here is your image."
         if fault is not None and fault.kind == "ig_failed":
@@ -418,61 +492,73 @@ class FakeOpenAI(FakeServer):
         self._store(body, plan)
         return self._json(body, request_id)
 
+    def _drawing_events(self, number: int, plan: dict[str, Any], partials: int) -> list[tuple[str, dict[str, Any]]]:
+        """From the image call's start to its last partial preview."""
+        ig_id = f"ig_fake_{number}"
+        events: list[tuple[str, dict[str, Any]]] = [
+            ("response.output_item.added", {"output_index": 0, "item": self._ig_item(number, plan, "in_progress")}),
+            ("response.image_generation_call.in_progress", {"item_id": ig_id, "output_index": 0}),
+            ("response.image_generation_call.generating", {"item_id": ig_id, "output_index": 0}),
+        ]
+        for index in range(partials):
+            events.append(("response.image_generation_call.partial_image", {
+                "item_id": ig_id, "output_index": 0, "partial_image_index": index,
+                "partial_image_b64": b64(self._partial_png(index)), "background": _background(plan),
+                "output_format": "png", "quality": plan["tool"].get("quality", "auto"),
+                "size": plan["tool"].get("size", "1024x1024"),
+            }))
+        return events
+
+    def _closing_events(self, number: int, plan: dict[str, Any], image: bytes) -> list[tuple[str, dict[str, Any]]]:
+        """From the finished image to `response.completed` (whose response the caller fills in)."""
+        ig_id, msg_id = f"ig_fake_{number}", f"msg_fake_{number}"
+        text_parts = ["Here is ", "your image."]
+        text = "".join(text_parts)
+        part = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
+        where = {"item_id": msg_id, "output_index": 1, "content_index": 0}
+        events: list[tuple[str, dict[str, Any]]] = [
+            ("response.image_generation_call.completed", {"item_id": ig_id, "output_index": 0}),
+            ("response.output_item.done", {"output_index": 0, "item": self._ig_item(number, plan, "completed", image)}),
+            ("response.output_item.added", {"output_index": 1, "item": self._message_item(number, "in_progress", "")}),
+            ("response.content_part.added", {**where, "part": part}),
+        ]
+        events += [("response.output_text.delta", {**where, "delta": delta, "logprobs": []}) for delta in text_parts]
+        events += [
+            ("response.output_text.done", {**where, "text": text, "logprobs": []}),
+            ("response.content_part.done", {**where, "part": {**part, "text": text}}),
+            ("response.output_item.done", {"output_index": 1, "item": self._message_item(number, "completed", text)}),
+            ("response.completed", {}),
+        ]
+        return events
+
     async def _responses_stream(self, request: web.Request, request_id: str, plan: dict[str, Any],
                                 fault: Fault | None) -> web.StreamResponse:
-        number, image = self._new_image()
+        number, image = self._new_image(transparent=plan["transparent"])
         rid = f"resp_fake_{number}"
         sse = _Sse(request, request_id, self)
         await sse.open()
         await sse.send("response.created", {"response": self._response_body(rid, plan, [], "in_progress")})
         await sse.send("response.in_progress", {"response": self._response_body(rid, plan, [], "in_progress")})
-        ig_id = f"ig_fake_{number}"
-        await sse.send("response.output_item.added",
-                       {"output_index": 0, "item": self._ig_item(number, plan, "in_progress")})
-        await sse.send("response.image_generation_call.in_progress", {"item_id": ig_id, "output_index": 0})
-        await sse.send("response.image_generation_call.generating", {"item_id": ig_id, "output_index": 0})
         limit = plan["partials"] if fault is None else min(plan["partials"], int(fault.opts.get("after_partials", 0)))
-        for index in range(limit):
-            await sse.send("response.image_generation_call.partial_image", {
-                "item_id": ig_id, "output_index": 0, "partial_image_index": index,
-                "partial_image_b64": b64(self._partial_png(index)), "background": "opaque",
-                "output_format": "png", "quality": plan["tool"].get("quality", "auto"),
-                "size": plan["tool"].get("size", "1024x1024"),
-            })
+        for type_, data in self._drawing_events(number, plan, limit):
+            await sse.send(type_, data)
         drop_after_image = fault is not None and fault.kind == "stream_drop" and fault.opts.get("after_image")
         if fault is not None and not drop_after_image:
             return await self._stream_fault(request, sse, fault, rid, plan, number)
-        await sse.send("response.image_generation_call.completed", {"item_id": ig_id, "output_index": 0})
-        ig_done = self._ig_item(number, plan, "completed", image)
-        await sse.send("response.output_item.done", {"output_index": 0, "item": ig_done})
-        self._produced(image)
-        if drop_after_image:
-            return await self._drop(request)
-        msg_id = f"msg_fake_{number}"
-        text_parts = ["Here is ", "your image."]
-        text = "".join(text_parts)
-        await sse.send("response.output_item.added",
-                       {"output_index": 1, "item": self._message_item(number, "in_progress", "")})
-        await sse.send("response.content_part.added", {
-            "item_id": msg_id, "output_index": 1, "content_index": 0,
-            "part": {"type": "output_text", "text": "", "annotations": [], "logprobs": []},
-        })
-        for delta in text_parts:
-            await sse.send("response.output_text.delta", {
-                "item_id": msg_id, "output_index": 1, "content_index": 0, "delta": delta, "logprobs": [],
-            })
-        await sse.send("response.output_text.done", {
-            "item_id": msg_id, "output_index": 1, "content_index": 0, "text": text, "logprobs": [],
-        })
-        await sse.send("response.content_part.done", {
-            "item_id": msg_id, "output_index": 1, "content_index": 0,
-            "part": {"type": "output_text", "text": text, "annotations": [], "logprobs": []},
-        })
-        message = self._message_item(number, "completed", text)
-        await sse.send("response.output_item.done", {"output_index": 1, "item": message})
-        body = self._response_body(rid, plan, [ig_done, message], "completed")
-        self._store(body, plan)
-        await sse.send("response.completed", {"response": body})
+        output: list[dict[str, Any]] = []
+        for type_, event in self._closing_events(number, plan, image):
+            data = event
+            if type_ == "response.completed":
+                body = self._response_body(rid, plan, output, "completed")
+                self._store(body, plan)
+                data = {"response": body}
+            await sse.send(type_, data)
+            if type_ == "response.output_item.done":
+                output.append(data["item"])
+                if data["item"]["type"] == "image_generation_call":
+                    self._produced(image)
+                    if drop_after_image:
+                        return await self._drop(request)
         return await sse.close()
 
     async def _stream_fault(self, request: web.Request, sse: _Sse, fault: Fault, rid: str,
@@ -501,14 +587,39 @@ class FakeOpenAI(FakeServer):
 
     async def _get_response(self, request: web.Request) -> web.StreamResponse:
         response_id = request.match_info["response_id"]
-        self.record(Call(f"GET /v1/responses/{response_id}", headers=_headers(request)))
-        request_id = self._request_id()
-        body = self.responses.get(response_id)
-        if body is None:
-            error = ApiError(404, f"Response with id '{response_id}' not found.", type_="invalid_request_error",
-                             code=None, param="response_id")
-            return self._error_response(error, request_id)
-        return self._json(body, request_id)
+        query = dict(request.query)
+        self.record(Call(f"GET /v1/responses/{response_id}", params=query, headers=_headers(request)))
+
+        async def body(request_id: str, fault: Fault | None) -> web.StreamResponse:
+            run = self.runs.get(response_id)
+            stored = run.body if run is not None else self.responses.get(response_id)
+            if stored is None:
+                raise _not_found(response_id)
+            if query.get("stream") != "true":
+                return self._json(stored, request_id)
+            if run is None:
+                raise ApiError(400, "Only responses created with background=true can be streamed again.",
+                               type_="invalid_request_error", code=None, param="stream")
+            after = int(query.get("starting_after", "-1"))
+            return await self.runs.serve(request, request_id, run, after, fault)
+
+        return await self._handle(request, "retrieve", body)
+
+    async def _cancel_response(self, request: web.Request) -> web.StreamResponse:
+        response_id = request.match_info["response_id"]
+        self.record(Call(f"POST /v1/responses/{response_id}/cancel", headers=_headers(request)))
+
+        async def body(request_id: str, fault: Fault | None) -> web.StreamResponse:
+            run = self.runs.get(response_id)
+            if run is None:
+                if response_id in self.responses:
+                    raise ApiError(400, "Only responses created with background=true can be cancelled.",
+                                   type_="invalid_request_error", code=None, param="response_id")
+                raise _not_found(response_id)
+            self.runs.cancel(run)
+            return self._json(run.body, request_id)
+
+        return await self._handle(request, "cancel", body)
 
     # ---- Images API ------------------------------------------------------------------------------------------
 
@@ -580,12 +691,17 @@ class FakeOpenAI(FakeServer):
         stream = params.get("stream") in (True, "true")
         size = str(params.get("size", "1024x1024"))
         quality = str(params.get("quality", "auto"))
-        _, image = self._new_image()
-        common = {"background": "opaque", "output_format": "png", "quality": quality, "size": size}
+        background = params.get("background")
+        self._check_transparency(params.get("model"), background, "background")
+        if background == "transparent" and params.get("output_format", "png") not in ("png", "webp"):
+            raise ApiError(400, "Transparent background requires output_format png or webp.",
+                           type_="invalid_request_error", code="invalid_value", param="output_format")
+        _, image = self._new_image(transparent=background == "transparent")
+        common = {"background": "transparent" if background == "transparent" else "opaque",
+                  "output_format": str(params.get("output_format", "png")), "quality": quality, "size": size}
         if not stream:
             if fault is not None and fault.kind in ("stream_hang", "stream_drop"):
-                kind = "hang" if fault.kind == "stream_hang" else "disconnect"
-                return await self._early_fault(request, Fault(kind, 1, None), request_id)
+                return await self._connection_fault(request, fault, request_id)
             if fault is not None and fault.kind == "ig_failed":
                 raise self._fault_error(Fault("moderation", 1, None, {"stage": "output"}), request_id)
             if fault is not None:
@@ -660,6 +776,15 @@ class _Sse:
     async def close(self) -> web.StreamResponse:
         await self.response.write_eof()
         return self.response
+
+
+def _not_found(response_id: str) -> ApiError:
+    return ApiError(404, f"Response with id '{response_id}' not found.", type_="invalid_request_error",
+                    code=None, param="response_id")
+
+
+def _background(plan: dict[str, Any]) -> str:
+    return "transparent" if plan["transparent"] else "opaque"
 
 
 def _headers(request: web.Request) -> dict[str, str]:

@@ -1,5 +1,6 @@
 """Fixtures for the provider tests: the fake OpenAI server, a real `AsyncOpenAI` pointed at it with the SDK's
-retries off, and the two providers built on that client with a tiny backoff so retries stay fast."""
+retries off, and the providers built on that client with a tiny backoff so retries stay fast. `make_responses`
+runs rounds in the foreground (a plain stream); `make_background` in the provider's background mode."""
 
 from __future__ import annotations
 
@@ -9,9 +10,10 @@ from typing import Any
 import pytest
 from openai import AsyncOpenAI
 
-from core.provider.routes import ImagesProvider, ResponsesProvider
+from core.provider.images_api import ImagesProvider
+from core.provider.responses import ResponsesProvider
 from tests.fakes.fake_openai import FakeOpenAI
-from tests.provider.support import Partials, make_client
+from tests.provider.support import Events, make_client
 
 
 @pytest.fixture
@@ -46,6 +48,16 @@ def make_responses(client: AsyncOpenAI) -> Callable[..., ResponsesProvider]:
 
 
 @pytest.fixture
+def make_background(client: AsyncOpenAI) -> Callable[..., ResponsesProvider]:
+    def make(**overrides: Any) -> ResponsesProvider:
+        options = {"background": True, "call_timeout": 2.0, "poll_interval": 0.01, "max_poll_interval": 0.05,
+                   **overrides}
+        return ResponsesProvider(client, host_model="gpt-5.5", **_options(**options))
+
+    return make
+
+
+@pytest.fixture
 def make_images(client: AsyncOpenAI) -> Callable[..., ImagesProvider]:
     def make(**overrides: Any) -> ImagesProvider:
         return ImagesProvider(client, **_options(**overrides))
@@ -54,5 +66,10 @@ def make_images(client: AsyncOpenAI) -> Callable[..., ImagesProvider]:
 
 
 @pytest.fixture
-def partials() -> Partials:
-    return Partials()
+def partials() -> Events:
+    return Events()
+
+
+@pytest.fixture
+def events() -> Events:
+    return Events()

@@ -8,7 +8,8 @@ from typing import Any
 import openai
 from openai import AsyncOpenAI
 
-from core.images import ImageJob
+from core.ports import ImageJob
+from tests.fakes.fake_provider import NullEvents
 
 API_KEY = "sk-test-provider-key-0123456789"
 # Fragments of the fake's error texts and of SDK exception text: none may reach a user-facing message.
@@ -23,24 +24,50 @@ def assert_clean(message: str) -> None:
         assert fragment not in message, (fragment, message)
 
 
-class Partials:
-    """An `on_partial` callback that keeps what it got, in order."""
+class Events:
+    """`ProviderEvents` that keeps what it got, in order: `taken` (response id, background), `progress`
+    (seq, stage) and `got` (partial index, image)."""
 
     def __init__(self) -> None:
+        self.taken: list[tuple[str, bool]] = []
+        self.progress: list[tuple[int, str]] = []
         self.got: list[tuple[int, bytes]] = []
 
-    async def __call__(self, image: bytes, index: int) -> None:
+    async def accepted(self, response_id: str, background: bool) -> None:
+        self.taken.append((response_id, background))
+
+    async def progressed(self, seq: int, stage: str) -> None:
+        self.progress.append((seq, stage))
+
+    async def partial(self, image: bytes, index: int) -> None:
         self.got.append((index, image))
 
+    @property
+    def seqs(self) -> list[int]:
+        return [seq for seq, _ in self.progress]
 
-def job(prompt: str = "a red fox in the snow", **fields: Any) -> ImageJob:
-    values: dict[str, Any] = {"size": "1024x1024", "quality": "medium", "safety_id": "user-hash", "round_id": 7}
+    @property
+    def indexes(self) -> list[int]:
+        return [index for index, _ in self.got]
+
+
+Partials = Events  # the older name, for the tests that only look at previews
+
+ignore_partials = NullEvents()
+
+
+def job(
+    prompt: str = "a red fox in the snow", *, size: str = "1024x1024", quality: str = "medium",
+    background: str | None = None, output_format: str | None = None, **fields: Any,
+) -> ImageJob:
+    params = {"size": size, "quality": quality}
+    if background is not None:
+        params["background"] = background
+    if output_format is not None:
+        params["output_format"] = output_format
+    values: dict[str, Any] = {"params": params, "safety_id": "user-hash", "round_id": 7}
     values.update(fields)
     return ImageJob(prompt=prompt, **values)
-
-
-async def ignore_partials(image: bytes, index: int) -> None:
-    """For tests that do not look at previews."""
 
 
 # Building a TLS context (loading the CA bundle) is most of the cost of a new client; share one.

@@ -10,8 +10,8 @@ import pytest
 from PIL import Image
 
 from core.errors import UnknownRound
-from core.images import ParentImage, Usage
-from core.provider.routes import ImagesProvider
+from core.ports import ParentImage, Usage
+from core.provider.images_api import ImagesProvider
 from tests.fakes.fake_openai import FakeOpenAI, color, pixel, png
 from tests.provider.support import Partials, assert_clean, ignore_partials, job
 

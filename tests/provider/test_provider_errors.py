@@ -19,7 +19,8 @@ from core.errors import (
     ProviderUnavailable,
     SafetyRefusal,
 )
-from core.provider.routes import ImagesProvider, ResponsesProvider
+from core.provider.images_api import ImagesProvider
+from core.provider.responses import ResponsesProvider
 from tests.fakes.fake_openai import FakeOpenAI, color, pixel
 from tests.provider.support import API_KEY, Partials, assert_clean, ignore_partials, job, make_client
 
@@ -127,7 +128,7 @@ async def test_insufficient_quota_is_never_retried_and_tells_the_operator(
 ) -> None:
     fake.fail_next("insufficient_quota", count=3)
 
-    with caplog.at_level(logging.INFO, logger="core.provider.routes"):
+    with caplog.at_level(logging.INFO, logger="core.provider"):
         error = await fails(make(), ProviderUnavailable)
 
     assert requests(fake) == 1
@@ -145,7 +146,7 @@ async def test_account_problems_are_unavailable_and_logged_without_the_key(
 ) -> None:
     fake.fail_next(kind, count=3)
 
-    with caplog.at_level(logging.INFO, logger="core.provider.routes"):
+    with caplog.at_level(logging.INFO, logger="core.provider"):
         await fails(make(), ProviderUnavailable)
 
     assert requests(fake) == 1
@@ -338,7 +339,7 @@ async def test_cancelling_during_a_retry_wait_stops_at_once(
 ) -> None:
     fake.fail_next("rate_limit", retry_after=15)  # short enough to wait for, long enough to cancel
     provider = make()
-    with caplog.at_level(logging.INFO, logger="core.provider.routes"):
+    with caplog.at_level(logging.INFO, logger="core.provider"):
         task = asyncio.create_task(provider.create(job(), ignore_partials))
         for _ in range(10_000):  # until the provider has started its 15 s wait
             if any(r.getMessage().startswith("retrying image call in 15.00s") for r in caplog.records):
@@ -363,7 +364,7 @@ async def test_refused_connection_is_retried_then_busy(caplog: pytest.LogCapture
     sdk = make_client(f"http://127.0.0.1:{port}/v1", timeout=2)
     provider = ResponsesProvider(sdk, host_model="gpt-5.5", image_model="gpt-image-2", retries=2, backoff=0.01)
     try:
-        with caplog.at_level(logging.INFO, logger="core.provider.routes"):
+        with caplog.at_level(logging.INFO, logger="core.provider"):
             error = await fails(provider, ProviderBusy)
     finally:
         await provider.aclose()

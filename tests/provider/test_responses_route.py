@@ -12,9 +12,10 @@ import pytest
 from PIL import Image
 
 from core.errors import UnknownRound
-from core.images import ParentImage, Usage
-from core.provider.routes import ResponsesProvider
+from core.ports import ParentImage, Usage
+from core.provider.responses import ResponsesProvider
 from tests.fakes.fake_openai import FakeOpenAI, color, pixel, png
+from tests.fakes.fake_provider import NullEvents
 from tests.provider.support import Partials, assert_clean, ignore_partials, job
 
 MakeProvider = Callable[..., ResponsesProvider]
@@ -85,12 +86,13 @@ async def test_partials_arrive_in_order_each_awaited_before_the_next(
 ) -> None:
     seen: list[str] = []
 
-    async def on_partial(image: bytes, index: int) -> None:
-        seen.append(f"start {index} {pixel(image)[0]}")
-        await asyncio.sleep(0)  # a slow consumer must not reorder or overlap previews
-        seen.append(f"end {index}")
+    class Slow(NullEvents):
+        async def partial(self, image: bytes, index: int) -> None:
+            seen.append(f"start {index} {pixel(image)[0]}")
+            await asyncio.sleep(0)  # a slow consumer must not reorder or overlap previews
+            seen.append(f"end {index}")
 
-    result = await make_responses(partial_images=3).create(job(), on_partial)
+    result = await make_responses(partial_images=3).create(job(), Slow())
 
     assert seen == ["start 0 0", "end 0", "start 1 60", "end 1", "start 2 120", "end 2"]
     assert pixel(result.image) == color(1)
