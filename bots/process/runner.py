@@ -14,6 +14,9 @@ from bots.process.app import Core, open_core
 from bots.process.config import Settings
 from bots.process.web import WebServer
 from core.errors import ConfigError, FatalPlatformError
+from core.events import Platform
+from core.outcomes import RoundView
+from core.records import Round
 
 log = logging.getLogger("easel")
 
@@ -27,6 +30,8 @@ class ChatAdapter(Protocol):
     async def start(self) -> None: ...
 
     async def stop(self) -> None: ...
+
+    def view_for_round(self, item: Round) -> RoundView: ...
 
 
 def check_runnable(settings: Settings) -> None:
@@ -90,6 +95,10 @@ async def _serve(
         for name, adapter in adapters.items():
             await adapter.start()
             log.info("%s bot connected", name)
+            # Background rounds a restart interrupted are followed to their end through this platform now.
+            resumed = await core.rounds.resume(Platform(name), adapter.view_for_round)
+            if resumed:
+                log.info("%s: following %d rounds the provider kept running across the restart", name, resumed)
         _summary(settings, core, list(adapters))
         await asyncio.to_thread(backoff.clear, settings.data_dir)
         await stop.wait()
