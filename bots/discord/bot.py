@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
 import discord
@@ -20,11 +20,12 @@ from bots.discord.commands import build_tree
 from bots.discord.common import AttachmentFetcher, clip
 from bots.discord.interactions import InteractionHandlers
 from bots.discord.messages import MessageHandler
-from bots.discord.views import EaselButton
+from bots.discord.views import EaselButton, MessageRoundView
 from bots.process.config import Settings
 from core.errors import FatalPlatformError
 from core.events import Platform
 from core.ports import Services
+from core.records import Round
 
 log = logging.getLogger(__name__)
 
@@ -171,6 +172,14 @@ class DiscordBot:
         log.critical("%s", message)
         if self.on_fatal is not None:
             self.on_fatal(message)
+
+    def view_for_round(self, item: Round) -> MessageRoundView:
+        """A view for a round picked up after a restart: it answers in the round's channel, replying to the
+        message that showed its progress (or the channel itself)."""
+        channel = self.client.get_partial_messageable(int(item.key.thread or item.key.channel))
+        anchor = item.progress_message if (item.progress_message or "").isdigit() else None
+        message = channel.get_partial_message(int(anchor)) if anchor else channel.get_partial_message(0)
+        return MessageRoundView(cast(discord.Message, message))
 
     async def send_notices(self) -> None:
         """Messages the core kept for this platform (e.g. "your round was interrupted and not charged")."""

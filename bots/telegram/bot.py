@@ -37,7 +37,8 @@ from bots.telegram.mods import ModeratorCheck
 from bots.telegram.poll import Fatal, Poller
 from bots.telegram.send import FloodGate, retrying, send_text
 from bots.telegram.transport import api_request, rate_limiter, updates_request
-from bots.telegram.view import PREVIEW_INTERVAL, EditPacer
+from bots.telegram.view import PREVIEW_INTERVAL, EditPacer, TelegramRoundView, Where
+from core.records import Round
 from core.errors import ConfigError, FatalPlatformError
 from core.ports import Services
 
@@ -150,6 +151,16 @@ class TelegramBot:
         self._ready = True
         log.info("Telegram bot @%s connected (%s)", app.bot.username, "webhook" if self.webhook_mode else "polling")
         self._spawn(None, self._send_notices())
+
+    def view_for_round(self, item: Round) -> TelegramRoundView:
+        """A view for a round picked up after a restart: it answers in the round's chat, replying to the
+        message that showed its progress."""
+        assert self.application is not None
+        chat = int(item.key.channel)
+        thread = int(item.key.thread) if item.key.thread.isdigit() else None
+        anchor = item.progress_message or ""
+        reply = int(anchor) if anchor.isdigit() else None
+        return TelegramRoundView(self.application.bot, Where(chat, thread, reply, chat < 0), self.pacer)
 
     async def _connect(self, app: AnyApplication) -> None:
         handlers = TelegramHandlers(
