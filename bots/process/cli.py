@@ -1,18 +1,30 @@
-"""The `easel` command: run, console, db backup, usage, forget."""
+"""The `easel` command: run, console, db backup, usage, forget, --version."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import re
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from importlib import metadata
 from pathlib import Path
 
-from bots.process.config import Settings, load_settings
+from bots.process.config import Settings, check_tokens, load_settings
 from core.errors import ConfigError, StoreError
+from core.events import Platform, UserRef
+from core.records import CommunityUsage
 
 EX_CONFIG = 78
+DISTRIBUTION = "easel-bot"  # the name in pyproject.toml
+
+
+def version() -> str:
+    try:
+        return metadata.version(DISTRIBUTION)
+    except metadata.PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown (not installed)"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -40,6 +52,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="easel", description="Image generation and edit rounds for chat.")
+    parser.add_argument("--version", action="version", version=f"easel {version()}")
     sub = parser.add_subparsers(dest="command")
     run = sub.add_parser("run", help="start every bot whose token is set")
     run.set_defaults(handler=_run)
@@ -48,22 +61,24 @@ def _parser() -> argparse.ArgumentParser:
     db = sub.add_parser("db", help="database maintenance")
     db_sub = db.add_subparsers(dest="db_command", required=True)
     backup = db_sub.add_parser("backup", help="write a consistent copy of the live database")
-    backup.add_argument("path", type=Path)
+    backup.add_argument("path", type=Path, help="a file, or an existing directory for a dated easel-*.db file")
     backup.add_argument("--force", action="store_true", help="overwrite PATH if it exists")
     backup.set_defaults(handler=_backup)
     usage = sub.add_parser("usage", help="images, credits and estimated spend per community")
     usage.add_argument("--community", help="only this community (a Telegram chat id or Discord guild id)")
     usage.set_defaults(handler=_usage)
     forget = sub.add_parser("forget", help="erase a user's prompts and images (ledger totals are kept)")
-    forget.add_argument("platform", choices=["telegram", "discord", "console"])
-    forget.add_argument("user_id")
+    forget.add_argument("platform", choices=[p.value for p in Platform])
+    forget.add_argument("user", help="the user's numeric id, or an @username Easel has seen")
     forget.set_defaults(handler=_forget)
     return parser
 
 
 def _run(settings: Settings, args: argparse.Namespace) -> int:
-    from bots.process.runner import run
+    from bots.process.runner import check_runnable, run
 
+    check_runnable(settings)  # what is missing comes before what is malformed
+    check_tokens(settings)
     return asyncio.run(run(settings))
 
 
@@ -81,61 +96,91 @@ def _console(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def require_database(settings: Settings) -> None:
+    """Commands that read or change existing data refuse to create an empty database by mistake (a typo in
+    EASEL_DATA_DIR, the wrong working directory)."""
+    if settings.database_url is None and not settings.db_path.is_file():
+        raise StoreError(
+            f"there is no database at {settings.db_path.resolve()}: check EASEL_DATA_DIR (and the directory you "
+            "run easel from); Easel creates it on its first `easel run` or `easel console`"
+        )
+
+
 def _backup(settings: Settings, args: argparse.Namespace) -> int:
     from bots.process.backup import backup_database
 
-    if not settings.db_path.exists():
-        raise StoreError(f"there is no database at {settings.db_path} (EASEL_DATA_DIR)")
-    backup_database(settings.db_path, args.path, force=args.force)
-    print(f"backup written to {args.path} (integrity check ok)")
+    if settings.database_url is not None:
+        raise StoreError("easel db backup copies the SQLite database; for PostgreSQL use pg_dump")
+    require_database(settings)
+    written = backup_database(settings.db_path, args.path, force=args.force)
+    print(f"backup written to {written} (integrity check ok)")
     return 0
-
-
-def _require_database(settings: Settings) -> None:
-    if not settings.db_path.exists():
-        raise StoreError(f"there is no database at {settings.db_path} (EASEL_DATA_DIR); nothing to do")
 
 
 def _usage(settings: Settings, args: argparse.Namespace) -> int:
-    from bots.process.reports import operator_table
-    from core.store.sqlite import SqliteStore
+    from core.store import open_store
 
-    _require_database(settings)
+    require_database(settings)
 
-    async def report() -> str:
-        async with SqliteStore(settings.db_path) as store:
-            rows = await store.community_usage(datetime.now(UTC), args.community)
-        return operator_table(rows)
+    async def report() -> list[CommunityUsage]:
+        async with open_store(settings.database_url, settings.data_dir) as store:
+            return await store.community_usage(datetime.now(UTC), args.community)
 
-    print(asyncio.run(report()))
+    print(usage_table(asyncio.run(report())))
     return 0
 
 
+def usage_table(rows: Sequence[CommunityUsage]) -> str:
+    """Every community (or one) for `easel usage`: a fixed-width table."""
+    header = (
+        f"{'platform':<9} {'community':<22} {'today img':>9} {'today cr':>8} {'month img':>9} "
+        f"{'month cr':>8} {'month $':>9}"
+    )
+    lines = [header, "-" * len(header)]
+    for row in rows:
+        lines.append(
+            f"{row.platform:<9} {row.community[:22]:<22} {row.today_images:>9} {row.today_credits:>8} "
+            f"{row.month_images:>9} {row.month_credits:>8} {row.month_usd or 0:>9.2f}"
+        )
+    if not rows:
+        lines.append("(no rounds this month)")
+    return "\n".join(lines)
+
+
+def parse_user(text: str) -> UserRef:
+    """A numeric id (ASCII digits) or an @username."""
+    if re.fullmatch(r"[0-9]+", text):
+        return UserRef(user_id=text)
+    if re.fullmatch(r"@[A-Za-z0-9_.]{1,64}", text):
+        return UserRef(username=text[1:])
+    raise ConfigError(f"{text!r} is neither a numeric user id nor an @username")
+
+
 def _forget(settings: Settings, args: argparse.Namespace) -> int:
-    from core.events import Platform, UserRef
     from core.provider.cache import ImageCache
-    from core.store.sqlite import SqliteStore
+    from core.store import open_store
 
-    _require_database(settings)
+    platform, ref = Platform(args.platform), parse_user(args.user)
+    require_database(settings)
     cache = ImageCache(settings.image_dir, max_age_days=settings.image_cache_days, max_bytes=0)
-    platform = Platform(args.platform)
 
-    async def erase() -> int:
-        async with SqliteStore(settings.db_path) as store:
-            who = args.user_id
-            ref = UserRef(username=who.lstrip("@")) if who.startswith("@") else UserRef(user_id=who)
-            found = await store.find_user(platform, ref)
-            if found is None and ref.user_id is None:
-                raise StoreError(f"Easel has not seen {who} on {platform.value}; use the numeric user id")
-            user_id = found[0] if found is not None else who
+    async def erase() -> tuple[str, int]:
+        async with open_store(settings.database_url, settings.data_dir) as store:
+            user_id = ref.user_id
+            if user_id is None:
+                found = await store.find_user(platform, ref)
+                if found is None:
+                    raise StoreError(f"Easel has not seen {args.user} on {platform.value}; give their numeric id")
+                user_id = found[0]
             forgotten = await store.forget_user(platform, user_id)
-            await store.checkpoint()
+            await store.checkpoint()  # the erased text leaves the write-ahead log too
         for sha, mime in forgotten.images:
             cache.delete(sha, mime)
-        return forgotten.rounds
+        return user_id, forgotten.rounds
 
-    count = asyncio.run(erase())
-    print(f"erased the prompts and images of {count} rounds by {args.platform}:{args.user_id}; ledger totals kept")
+    user_id, count = asyncio.run(erase())
+    who = f"{platform.value}:{user_id}" + (f" ({args.user})" if ref.username else "")
+    print(f"erased the prompts and images of {count} rounds by {who}; ledger totals kept")
     return 0
 
 

@@ -144,3 +144,19 @@ def test_a_corrupt_database_fails_the_check_and_leaves_nothing(tmp_path: Path) -
     assert list(dest.parent.iterdir()) == []
     with pytest.raises(StoreError, match="failed the integrity check"):
         check_integrity(path)
+
+
+def test_a_directory_gets_a_dated_file(live_db: tuple[Path, Writer], tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
+    path, _ = live_db
+    folder = tmp_path / "backups"
+    folder.mkdir()
+    moment = datetime(2026, 3, 4, 5, 6, 7, tzinfo=UTC)
+    written = backup_database(path, folder, now=moment)
+    assert written == folder / "easel-20260304-050607.db"
+    check_integrity(written)
+    later = backup_database(path, folder, now=moment.replace(second=8))
+    assert later != written and sorted(p.name for p in folder.iterdir()) == [written.name, later.name]
+    with pytest.raises(StoreError, match="already exists"):
+        backup_database(path, folder, now=moment)  # the same second: never overwritten
