@@ -17,7 +17,7 @@ from bots.process.config import Settings, load_settings
 from core.errors import NotModerator
 from core.events import Actor, ChannelKey, Platform, RoundRequest, UserRef
 from core.outcomes import Button, Notice, Preview, Refusal, RoundResult, RoundView
-from core.studio import PendingNotice
+from core.records import PendingNotice
 from tests.fakes._base import Call
 from tests.fakes.fake_discord import FakeDiscord, FakeGuild, FakeInteraction, FakeMember
 

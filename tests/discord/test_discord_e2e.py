@@ -18,7 +18,7 @@ from bots.discord.bot import DiscordBot
 from bots.process.app import Core, open_core
 from bots.process.config import Settings
 from core.errors import GENERIC_APOLOGY, FatalPlatformError, SafetyRefusal
-from core.studio import Studio
+from core.ports import Services
 from core.texts import NOT_MODERATOR
 from tests.discord.discord_support import (
     ErrorLog,
@@ -45,14 +45,14 @@ class Env:
     _stack: AsyncExitStack = field(default_factory=AsyncExitStack)
 
     @property
-    def studio(self) -> Studio:
+    def services(self) -> Services:
         assert self.core is not None
-        return self.core.studio
+        return self.core.services
 
     async def open(self) -> None:
         self._stack = AsyncExitStack()
         self.core = await self._stack.enter_async_context(open_core(self.settings, provider=self.provider))
-        self.bot = DiscordBot(self.settings, self.core.studio, guild_ready_timeout=0.01)
+        self.bot = DiscordBot(self.settings, self.core.services, guild_ready_timeout=0.01)
         await self.bot.start()
 
     async def close(self) -> None:
@@ -67,7 +67,8 @@ class Env:
 
     async def settle(self) -> None:
         """Wait until every round in flight has finished (commit included): its handler task ends."""
-        while running := set(self.studio._running):
+        assert self.core is not None
+        while running := set(self.core.rounds._tasks):
             await asyncio.wait(running)
 
     async def imagine(self, user: FakeMember, prompt: str, *, created_ago: float = 0.0,
@@ -109,13 +110,13 @@ async def test_slash_generate(env: Env, fake: FakeDiscord, world: World, provide
     interaction = await env.imagine(world.alice, "a red fox", size="portrait")
     message = await env.delivered(interaction)
     job = provider.jobs[0]
-    assert (job.prompt, job.size, job.quality, job.parent) == ("a red fox", "1024x1536", "medium", None)
-    assert message["content"] == "#1 · a red fox · 1 credit left today"  # portrait/medium costs 2 of 3
+    assert (job.prompt, job.params["size"], job.params["quality"], job.parent) == ("a red fox", "1024x1536", "medium", None)
+    assert message["content"] == "#1 · a red fox · 2 credits · 1 credit left today"  # portrait/medium costs 2 of 3
     final = fake.calls_to("edit_original")[-1]
     assert final.files["files[0]"] == provider_png(64, 64, (1, 100, 150))
     assert buttons(message) == [("Reroll", "easel:reroll:1")]
     assert fake.calls_to("edit_original")[0].params["content"] == "Drawing… (preview)"
-    assert await env.studio.is_round_message(_key(world), message["id"])
+    assert await env.services.rounds.is_round_message(_key(world), message["id"])
 
 
 async def test_reply_edit_rounds_and_branching(env: Env, fake: FakeDiscord, world: World,
