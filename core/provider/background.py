@@ -45,7 +45,8 @@ class Follower:
         return await self._poll(reader, response_id)
 
     async def _resume_stream(self, reader: Reader, response_id: str) -> bool:
-        """True once the stream reached a terminal event; False when it is time to poll instead."""
+        """True once the stream reached a terminal event; False when it is time to poll instead (the stream
+        ended without one, or kept breaking without new events)."""
         idle = 0
         while idle < self._options.resume_attempts:
             before = reader.last_seq
@@ -57,8 +58,8 @@ class Follower:
                 async with stream:
                     async for event in stream:
                         await reader.on_event(event)
-                if reader.terminal:
-                    return True
+                # The server ended the stream: finished, or it will not stream this response any more.
+                return reader.terminal
             except openai.NotFoundError:
                 raise ResponseGone(response_id) from None
             except TRANSIENT as exc:

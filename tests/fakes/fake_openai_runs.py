@@ -190,7 +190,10 @@ class Runs:
                         await self.fake._release.wait()
                         return await sse.close()
                     return await self.fake._drop(request)
-                await sse.raw(event["type"], event)
+                try:
+                    await sse.raw(event["type"], event)
+                except ConnectionResetError:
+                    return sse.response  # the client went away (a restart); the run goes on
                 index += 1
             if run.terminal:
                 return await sse.close()

@@ -18,7 +18,8 @@ from tests.provider.support import Events, make_client
 
 @pytest.fixture
 async def fake() -> AsyncIterator[FakeOpenAI]:
-    async with FakeOpenAI() as server:
+    server = FakeOpenAI()
+    async with server:
         yield server
         assert not server.fake_errors, server.fake_errors[0]
 

@@ -5,16 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import base64
-from typing import Any
 
 import openai
 import pytest
 from openai import AsyncOpenAI
+from openai.types.responses.tool_param import ImageGeneration
 
 from tests.fakes.fake_openai import FakeOpenAI, color, pixel, png
 from tests.provider.support import make_client
 
-TOOL: dict[str, Any] = {"type": "image_generation", "model": "gpt-image-2", "partial_images": 2}
+TOOL: ImageGeneration = {"type": "image_generation", "model": "gpt-image-2", "partial_images": 2}
 
 
 async def test_stream_helper_accepts_the_event_order(client: AsyncOpenAI) -> None:

@@ -31,7 +31,7 @@ FIRST_CALL = {"responses": "POST /v1/responses", "images": "POST /v1/images/gene
 
 
 @pytest.fixture(params=ROUTES)
-def make(request: pytest.FixtureRequest, make_responses: Any, make_images: Any) -> MakeProvider:
+def make(request: pytest.FixtureRequest, make_responses: MakeProvider, make_images: MakeProvider) -> MakeProvider:
     return make_responses if request.param == "responses" else make_images
 
 
