@@ -144,3 +144,19 @@ def test_readme_credit_table_matches_the_defaults() -> None:
         expected = [str(DEFAULT_COSTS[(shape, quality)]) for quality in (Quality.LOW, Quality.MEDIUM, Quality.HIGH)]
         assert cells == expected, f"README credit table for {shape.value} differs from core.spec.DEFAULT_COSTS"
     assert {Shape.SQUARE, Shape.PORTRAIT, Shape.LANDSCAPE} <= set(listed)
+
+
+def test_the_backup_timer_writes_dated_files_and_keeps_them_private() -> None:
+    service = (REPO / "deploy" / "easel-backup.service").read_text(encoding="utf-8")
+    timer = (REPO / "deploy" / "easel-backup.timer").read_text(encoding="utf-8")
+    start = re.search(r"^ExecStart=\S+/easel db backup (\S+)$", service, re.MULTILINE)
+    assert start and start.group(1).endswith("/"), "the timer backs up into a directory: dated file names"
+    assert re.search(r"^StateDirectoryMode=0700$", service, re.MULTILINE)
+    assert re.search(r"^UMask=0077$", service, re.MULTILINE)
+    assert "-name easel-*.db" in service  # pruning touches only Easel's dated backups
+    assert re.search(r"^OnCalendar=\S+$", timer, re.MULTILINE) and "Persistent=true" in timer
+
+
+def test_build_output_is_ignored_by_git() -> None:
+    ignored = (REPO / ".gitignore").read_text(encoding="utf-8").splitlines()
+    assert "build/" in ignored
