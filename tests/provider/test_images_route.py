@@ -9,7 +9,7 @@ from collections.abc import Callable
 import pytest
 from PIL import Image
 
-from core.errors import UnknownRound
+from core.errors import ResponseGone, UnknownRound
 from core.ports import ParentImage, Usage
 from core.provider.images_api import ImagesProvider
 from tests.fakes.fake_openai import FakeOpenAI, color, pixel, png
@@ -114,4 +114,14 @@ async def test_expired_parent_image_is_refused_without_a_call(
 
     assert "expired" in caught.value.message
     assert_clean(caught.value.message)
+    assert fake.calls == []
+
+
+async def test_the_images_route_has_no_background_mode(fake: FakeOpenAI, make_images: MakeProvider) -> None:
+    provider = make_images()
+
+    assert provider.background is False
+    with pytest.raises(ResponseGone):
+        await provider.resume("resp_1", 3, ignore_partials)
+    await provider.cancel("resp_1")  # nothing to call: the service abandons the request
     assert fake.calls == []
