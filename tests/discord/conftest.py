@@ -1,4 +1,4 @@
-"""Fixtures for the Discord adapter tests: a FakeDiscord, a FakeStudio and a running DiscordBot driven through
+"""Fixtures for the Discord adapter tests: a FakeDiscord, a FakeServices and a running DiscordBot driven through
 the real discord.py.
 
 The `monkeypatch` on `Route.BASE` / `DEFAULT_GATEWAY` only records the originals so they are restored after
@@ -18,8 +18,9 @@ from discord.gateway import DiscordWebSocket
 
 from bots.discord.bot import DiscordBot
 from bots.process.config import Settings
-from tests.discord.discord_support import ErrorLog, FakeStudio, StartBot, World, discord_settings
+from tests.discord.discord_support import ErrorLog, StartBot, World, discord_services, discord_settings
 from tests.fakes.fake_discord import MANAGE_GUILD, MEMBER_PERMISSIONS, FakeDiscord
+from tests.fakes.fake_services import FakeServices
 
 
 @pytest.fixture
@@ -51,8 +52,8 @@ async def world(fake: FakeDiscord) -> World:
 
 
 @pytest.fixture
-def studio() -> FakeStudio:
-    return FakeStudio()
+def services() -> FakeServices:
+    return discord_services()
 
 
 @pytest.fixture
@@ -61,11 +62,11 @@ def settings(fake: FakeDiscord, tmp_path: Path) -> Settings:
 
 
 @pytest.fixture
-async def start_bot(settings: Settings, studio: FakeStudio) -> AsyncIterator[StartBot]:
+async def start_bot(settings: Settings, services: FakeServices) -> AsyncIterator[StartBot]:
     started: list[DiscordBot] = []
 
-    async def start(studio_: Any = None, settings_: Settings | None = None, **kwargs: Any) -> DiscordBot:
-        bot = DiscordBot(settings_ or settings, studio_ if studio_ is not None else studio,
+    async def start(services_: Any = None, settings_: Settings | None = None, **kwargs: Any) -> DiscordBot:
+        bot = DiscordBot(settings_ or settings, (services_ if services_ is not None else services).services,
                          guild_ready_timeout=0.01, **kwargs)
         started.append(bot)
         await bot.start()

@@ -110,7 +110,8 @@ async def test_slash_generate(env: Env, fake: FakeDiscord, world: World, provide
     interaction = await env.imagine(world.alice, "a red fox", size="portrait")
     message = await env.delivered(interaction)
     job = provider.jobs[0]
-    assert (job.prompt, job.params["size"], job.params["quality"], job.parent) == ("a red fox", "1024x1536", "medium", None)
+    assert (job.prompt, job.params["size"], job.params["quality"], job.parent) == (
+        "a red fox", "1024x1536", "medium", None)
     assert message["content"] == "#1 · a red fox · 2 credits · 1 credit left today"  # portrait/medium costs 2 of 3
     final = fake.calls_to("edit_original")[-1]
     assert final.files["files[0]"] == provider_png(64, 64, (1, 100, 150))

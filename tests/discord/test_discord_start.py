@@ -13,9 +13,10 @@ from bots.discord.bot import DiscordBot
 from bots.process.config import Settings
 from core.errors import FatalPlatformError
 from core.events import ChannelKey, Platform
-from core.studio import PendingNotice
-from tests.discord.discord_support import ErrorLog, FakeStudio, StartBot, World, discord_settings
+from core.records import PendingNotice
+from tests.discord.discord_support import ErrorLog, StartBot, World, discord_settings
 from tests.fakes.fake_discord import INTENT_MESSAGE_CONTENT, FakeDiscord
+from tests.fakes.fake_services import FakeServices
 
 
 async def test_start_points_discord_py_at_the_configured_urls_and_registers_commands(
@@ -64,7 +65,7 @@ async def test_commands_match_the_chat_contract_exactly(fake: FakeDiscord, bot: 
 
 
 async def test_bad_token_is_fatal_without_retries(fake: FakeDiscord, world: World, start_bot: StartBot,
-                                                  studio: FakeStudio) -> None:
+                                                  services: FakeServices) -> None:
     fake.token = "another-token"  # the fake now rejects the configured one: 401 on /users/@me
     with pytest.raises(FatalPlatformError, match="DISCORD_TOKEN") as raised:
         await start_bot()
@@ -107,24 +108,24 @@ async def test_fatal_close_after_start_reaches_on_fatal_once(
 
 
 async def test_reconnect_resumes_and_replays_missed_events(
-    fake: FakeDiscord, world: World, bot: DiscordBot, studio: FakeStudio
+    fake: FakeDiscord, world: World, bot: DiscordBot, services: FakeServices
 ) -> None:
     await fake.request_reconnect()
     interaction = await fake.slash_command(world.guild.channel, world.alice, "imagine", {"prompt": "a fox"})
     await fake.wait_for("GATEWAY RESUME")
-    await studio.wait_rounds(1)
-    assert studio.requests[0].idempotency_key == f"dc:i:{interaction.id}"
+    await services.wait_finished(1)
+    assert services.requests[0].idempotency_key == f"dc:i:{interaction.id}"
     assert len(fake.calls_to("GATEWAY IDENTIFY")) == 1
     assert bot.ready
 
 
 async def test_pending_notices_are_sent_after_ready(
-    fake: FakeDiscord, world: World, start_bot: StartBot, studio: FakeStudio
+    fake: FakeDiscord, world: World, start_bot: StartBot, services: FakeServices
 ) -> None:
     channel = world.guild.channel
     asked = await fake.user_message(channel, world.alice, "hello")  # before the bot is up: not handled
     key = ChannelKey(Platform.DISCORD, str(world.guild.id), str(channel.id))
-    studio.notices = [
+    services.notices = [
         PendingNotice(7, key, asked["id"], "Your round was interrupted by a restart and not charged."),
         PendingNotice(8, key, "123", "Another notice, its message is gone."),
     ]
@@ -135,7 +136,7 @@ async def test_pending_notices_are_sent_after_ready(
     assert str(first.params["message_reference"]["message_id"]) == asked["id"]
     assert first.params["allowed_mentions"]["parse"] == []
     assert second.params["message_reference"]["fail_if_not_exists"] is False
-    await fake.wait_until(lambda: studio.sent_notices == [7, 8], what="notice_sent")
+    await fake.wait_until(lambda: services.sent_notices == [7, 8], what="notice_sent")
 
 
 async def test_stop_is_idempotent_and_closes_the_gateway(fake: FakeDiscord, bot: DiscordBot) -> None:
@@ -145,22 +146,22 @@ async def test_stop_is_idempotent_and_closes_the_gateway(fake: FakeDiscord, bot:
     await fake.wait_until(lambda: not fake.connected, what="gateway closed")
 
 
-async def test_missing_token_is_fatal(fake: FakeDiscord, studio: FakeStudio, tmp_path: Path) -> None:
+async def test_missing_token_is_fatal(fake: FakeDiscord, services: FakeServices, tmp_path: Path) -> None:
     settings = discord_settings(fake, tmp_path, DISCORD_TOKEN="")
     with pytest.raises(FatalPlatformError, match="DISCORD_TOKEN"):
-        await DiscordBot(settings, studio).start()  # type: ignore[arg-type]
+        await DiscordBot(settings, services.services).start()
 
 
-async def test_unreachable_rest_api_is_fatal(fake: FakeDiscord, studio: FakeStudio, tmp_path: Path) -> None:
+async def test_unreachable_rest_api_is_fatal(fake: FakeDiscord, services: FakeServices, tmp_path: Path) -> None:
     settings = discord_settings(fake, tmp_path, EASEL_DISCORD_API_URL="http://127.0.0.1:9/api/v10")
     with pytest.raises(FatalPlatformError, match="EASEL_DISCORD_API_URL"):
-        await DiscordBot(settings, studio).start()  # type: ignore[arg-type]
+        await DiscordBot(settings, services.services).start()
 
 
 async def test_a_gateway_that_never_gets_ready_is_fatal(fake: FakeDiscord, world: World, settings: Settings,
-                                                        studio: FakeStudio) -> None:
+                                                        services: FakeServices) -> None:
     fake.identify_hangs = True
-    bot = DiscordBot(settings, studio, guild_ready_timeout=0.01)  # type: ignore[arg-type]
+    bot = DiscordBot(settings, services.services, guild_ready_timeout=0.01)
     bot.connect_timeout = 0.2
     with pytest.raises(FatalPlatformError, match="EASEL_DISCORD_GATEWAY_URL"):
         await bot.start()
