@@ -17,7 +17,6 @@ from core.errors import BadInputImage
 
 ALLOWED_FORMATS = ("PNG", "JPEG", "WEBP", "GIF")
 _EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp", "image/gif": "gif"}
-_SEND_INSTEAD = "Send a PNG, JPEG, WEBP or GIF."
 # Header sniffing for a clear "unsupported format" message, without handing the bytes to other decoders.
 _KNOWN_OTHERS: tuple[tuple[bytes, str], ...] = (
     (b"II*\x00", "TIFF"),
@@ -60,23 +59,18 @@ def _open(data: bytes, max_pixels: int) -> Image.Image:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data), formats=list(ALLOWED_FORMATS))
     except (Image.DecompressionBombWarning, Image.DecompressionBombError):
-        raise BadInputImage(
-            f"That image has too many pixels to process (the limit is {max_pixels:,}). Send a smaller one."
-        ) from None
+        raise BadInputImage("provider.input.too_many_pixels", limit=max_pixels) from None
     except UnidentifiedImageError:
         other = _sniff_other_format(data[:512])
         if other is not None:
-            raise BadInputImage(f"{other} files aren't supported. {_SEND_INSTEAD}") from None
-        raise BadInputImage(f"That file isn't an image I can read. {_SEND_INSTEAD}") from None
+            raise BadInputImage("provider.input.unsupported", kind=other) from None
+        raise BadInputImage("provider.input.unreadable") from None
     except (OSError, SyntaxError, ValueError):
-        raise BadInputImage(f"That image is damaged and can't be read. {_SEND_INSTEAD}") from None
+        raise BadInputImage("provider.input.damaged") from None
     width, height = image.size
     if width <= 0 or height <= 0 or width * height > max_pixels:
         image.close()
-        raise BadInputImage(
-            f"That image is too large ({width}×{height} pixels; the limit is {max_pixels:,} pixels). "
-            "Send a smaller one."
-        )
+        raise BadInputImage("provider.input.too_large_pixels", width=width, height=height, limit=max_pixels)
     return image
 
 
@@ -93,9 +87,9 @@ def validate_input(data: bytes, *, max_bytes: int, max_pixels: int) -> tuple[byt
     Only the first frame is kept, EXIF orientation is applied and then all metadata is dropped; the mode
     becomes RGB or RGBA. Raises `BadInputImage` with a message that says what was wrong."""
     if len(data) > max_bytes:
-        raise BadInputImage(f"That image is too large ({_mb(len(data))}; the limit is {_mb(max_bytes)}).")
+        raise BadInputImage("provider.input.too_large_bytes", size=_mb(len(data)), limit=_mb(max_bytes))
     if not data:
-        raise BadInputImage(f"That file is empty. {_SEND_INSTEAD}")
+        raise BadInputImage("provider.input.empty")
     image = _open(data, max_pixels)
     try:
         image.seek(0)
@@ -105,12 +99,10 @@ def validate_input(data: bytes, *, max_bytes: int, max_pixels: int) -> tuple[byt
         # CMYK, palette, 16-bit and friends all become plain 8-bit RGB(A).
         pixels = upright if upright.mode == mode else upright.convert(mode)
     except (Image.DecompressionBombWarning, Image.DecompressionBombError):
-        raise BadInputImage("That image has too many pixels to process. Send a smaller one.") from None
+        raise BadInputImage("provider.input.too_many_pixels", limit=max_pixels) from None
     except (OSError, SyntaxError, ValueError, EOFError):
         # Pillow reports a cut-off file as OSError("image file is truncated ...").
-        raise BadInputImage(
-            f"That image is incomplete or damaged (maybe the upload was cut off). {_SEND_INSTEAD}"
-        ) from None
+        raise BadInputImage("provider.input.incomplete") from None
     finally:
         image.close()
     icc = image.info.get("icc_profile") if image.mode in ("RGB", "RGBA") else None
@@ -129,7 +121,7 @@ def image_size(data: bytes) -> tuple[int, int]:
         with Image.open(io.BytesIO(data), formats=list(ALLOWED_FORMATS)) as image:
             return image.size
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
-        raise BadInputImage(f"That file isn't an image I can read. {_SEND_INSTEAD}") from None
+        raise BadInputImage("provider.input.unreadable") from None
 
 
 def extension_for(mime: str) -> str:
@@ -168,7 +160,7 @@ def fit_for_upload(
             opened.seek(0)
             frame = opened.copy()  # decodes now, while the file is open
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
-        raise BadInputImage(f"That file isn't an image I can read. {_SEND_INSTEAD}") from None
+        raise BadInputImage("provider.input.unreadable") from None
     image = _flatten(frame)
     if max_side_sum is not None and image.width + image.height > max_side_sum:
         scale = max_side_sum / (image.width + image.height)
@@ -182,7 +174,7 @@ def fit_for_upload(
         encoded = _jpeg(image, 80)
         if len(encoded) <= max_bytes:
             return encoded, "image/jpeg", "jpg"
-    raise BadInputImage("That image can't be made small enough to send. Try a smaller one.")
+    raise BadInputImage("provider.input.cannot_shrink")
 
 
 def _scaled(size: tuple[int, int], scale: float) -> tuple[int, int]:
