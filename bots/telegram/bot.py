@@ -38,9 +38,9 @@ from bots.telegram.poll import Fatal, Poller
 from bots.telegram.send import FloodGate, retrying, send_text
 from bots.telegram.transport import api_request, rate_limiter, updates_request
 from bots.telegram.view import PREVIEW_INTERVAL, EditPacer, TelegramRoundView, Where
-from core.records import Round
 from core.errors import ConfigError, FatalPlatformError
 from core.ports import Services
+from core.records import Round
 
 log = logging.getLogger(__name__)
 

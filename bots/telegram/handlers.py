@@ -276,7 +276,8 @@ class TelegramHandlers:
         actor = actor_for(message, await self.mods.is_moderator(message))
         key = message_key(message)
         await self.services.desk.seen(actor, key.community)
-        return (await self.services.desk.run(DeskCommand(Verb.USAGE, key, actor, f"tg:usage:{message.chat.id}:{message.message_id}"))).text
+        idem = f"tg:usage:{message.chat.id}:{message.message_id}"
+        return (await self.services.desk.run(DeskCommand(Verb.USAGE, key, actor, idem))).text
 
     async def _help(self, message: Message) -> str:
         await self.services.desk.seen(actor_for(message), str(message.chat.id))

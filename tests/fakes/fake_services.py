@@ -228,6 +228,10 @@ class FakeServices:
         self.refused.append(refusal)
         await view.refuse(refusal)
 
+    async def play(self, request: RoundRequest, view: RoundView) -> None:
+        """Play the scripted round (for an `on_submit` that wraps it)."""
+        await self._round(request, view)
+
     async def _round(self, request: RoundRequest, view: RoundView) -> None:
         if request.input_image is not None:
             try:

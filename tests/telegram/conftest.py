@@ -1,4 +1,4 @@
-"""Fixtures for the Telegram adapter tests: a FakeTelegram Bot API on loopback, a FakeStudio (or the real core),
+"""Fixtures for the Telegram adapter tests: a FakeTelegram Bot API on loopback, a FakeServices (or the real core),
 and a running TelegramBot driven through the real python-telegram-bot."""
 
 from __future__ import annotations
@@ -13,8 +13,9 @@ from telegram.ext import ContextTypes
 
 from bots.process.config import Settings
 from bots.telegram.bot import TelegramBot
+from core.ports import Services
 from tests.fakes.fake_telegram import FakeTelegram
-from tests.telegram.telegram_support import ErrorLog, FakeStudio
+from tests.telegram.telegram_support import ErrorLog, FakeServices
 
 StartBot = Callable[..., Awaitable[TelegramBot]]
 
@@ -39,8 +40,8 @@ async def tg(error_log: ErrorLog) -> AsyncIterator[FakeTelegram]:
 
 
 @pytest.fixture
-def studio() -> FakeStudio:
-    return FakeStudio()
+def fake() -> FakeServices:
+    return FakeServices()
 
 
 @pytest.fixture
@@ -57,16 +58,19 @@ def settings(tg_settings: Callable[..., Settings]) -> Settings:
 
 
 @pytest.fixture
-async def start_bot(tg: FakeTelegram, settings: Settings, studio: FakeStudio) -> AsyncIterator[StartBot]:
-    """Start a TelegramBot (FakeStudio and the default settings unless given); every one is stopped at the
+async def start_bot(tg: FakeTelegram, settings: Settings, fake: FakeServices) -> AsyncIterator[StartBot]:
+    """Start a TelegramBot (the FakeServices and the default settings unless given); every one is stopped at the
     end. Handler errors the adapter hands to PTB's error handlers fail `tg.wait_for` at once."""
     started: list[TelegramBot] = []
 
-    async def start(studio_: Any = None, settings_: Settings | None = None, **kwargs: Any) -> TelegramBot:
+    async def start(
+        services_: FakeServices | Services | None = None, settings_: Settings | None = None, **kwargs: Any
+    ) -> TelegramBot:
         kwargs.setdefault("request_timeout", 5.0)
         kwargs.setdefault("stop_grace", 2.0)
-        chosen: Any = studio_ if studio_ is not None else studio  # a FakeStudio or the real Studio
-        bot = TelegramBot(settings_ or settings, chosen, **kwargs)
+        chosen = services_ if services_ is not None else fake  # a FakeServices or the real core's Services
+        services = chosen.services if isinstance(chosen, FakeServices) else chosen
+        bot = TelegramBot(settings_ or settings, services, **kwargs)
         started.append(bot)
         await bot.start()
         assert bot.application is not None

@@ -9,13 +9,13 @@ from telegram.error import RetryAfter
 from bots.telegram.bot import TelegramBot
 from bots.telegram.send import MAX_FLOOD_WAIT, FloodGate, retry_after_seconds
 from tests.fakes.fake_telegram import FakeTelegram
-from tests.telegram.telegram_support import FakeStudio
+from tests.telegram.telegram_support import FakeServices
 
 HOLD = 0.4
 
 
 async def test_a_flood_wait_holds_the_chat_for_every_send_but_not_other_chats(
-    tg: FakeTelegram, bot: TelegramBot, studio: FakeStudio
+    tg: FakeTelegram, bot: TelegramBot, fake: FakeServices
 ) -> None:
     x, y = tg.group_chat("X"), tg.group_chat("Y")
     ann, bob = tg.user("Ann"), tg.user("Bob")
@@ -28,7 +28,7 @@ async def test_a_flood_wait_holds_the_chat_for_every_send_but_not_other_chats(
     for chat in (x, y):
         await tg.send_message(chat, bob, "/imagine second")
         await tg.send_message(chat, bob, "/help")
-    await studio.wait_finished(3)
+    await fake.wait_finished(3)
     await tg.wait_for("sendMessage", 2)
     await bot.idle()
 
@@ -39,7 +39,7 @@ async def test_a_flood_wait_holds_the_chat_for_every_send_but_not_other_chats(
     early = [(t.method, round(t.at - flooded.at, 3)) for t in to_x if t.at - flooded.at < HOLD]
     assert early == [], early  # not even a chat action
     assert any(t.at - flooded.at < HOLD for t in to_y), "chat Y was held too"
-    assert len(studio.delivered) == 3 and all(t.status == 200 for t in later)
+    assert len(fake.delivered) == 3 and all(t.status == 200 for t in later)
 
 
 def test_flood_gate_holds_per_chat_and_never_shortens() -> None:

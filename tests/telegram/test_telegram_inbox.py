@@ -20,7 +20,7 @@ from core.events import Platform
 from tests.fakes.fake_provider import FakeProvider
 from tests.fakes.fake_telegram import FakeTelegram
 from tests.telegram.conftest import StartBot
-from tests.telegram.telegram_support import ErrorLog, FakeStudio
+from tests.telegram.telegram_support import ErrorLog, FakeServices
 
 TG = Platform.TELEGRAM
 
@@ -31,9 +31,9 @@ def offsets(tg: FakeTelegram) -> list[int | None]:
 
 
 async def test_a_batch_is_confirmed_only_after_it_is_stored(
-    tg: FakeTelegram, start_bot: StartBot, studio: FakeStudio
+    tg: FakeTelegram, start_bot: StartBot, fake: FakeServices
 ) -> None:
-    studio.inbox_gate = asyncio.Event()  # a slow database: inbox_put waits
+    fake.inbox_gate = asyncio.Event()  # a slow database: inbox_put waits
     bot = await start_bot()
     await tg.wait_for("getUpdates")
     ann = tg.user("Ann")
@@ -42,20 +42,20 @@ async def test_a_batch_is_confirmed_only_after_it_is_stored(
     # The parked poll returned the update, but it is not stored yet: no getUpdates may confirm it meanwhile.
     with pytest.raises(AssertionError, match="timed out"):
         await tg.wait_for("getUpdates", 2, timeout=0.3)
-    assert tg.calls_to("sendMessage") == [] and studio.inbox_batches == []
-    studio.inbox_gate.set()
+    assert tg.calls_to("sendMessage") == [] and fake.inbox_batches == []
+    fake.inbox_gate.set()
     confirm = await tg.wait_for("getUpdates", 2)
     assert confirm.params["offset"] == str(update_id + 1)
-    assert studio.inbox_batches == [[str(update_id)]]
+    assert fake.inbox_batches == [[str(update_id)]]
     await tg.wait_for("sendMessage")
     await bot.idle()
-    assert studio.inbox == {}  # answered: marked done
+    assert fake.inbox == {}  # answered: marked done
 
 
 async def test_a_batch_the_database_refused_is_fetched_again_and_handled_once(
-    tg: FakeTelegram, start_bot: StartBot, studio: FakeStudio
+    tg: FakeTelegram, start_bot: StartBot, fake: FakeServices
 ) -> None:
-    studio.inbox_failures = 1  # the first inbox_put raises (a locked database)
+    fake.inbox_failures = 1  # the first inbox_put raises (a locked database)
     bot = await start_bot(poll_retry=0.05)
     await tg.wait_for("getUpdates")
     ann = tg.user("Ann")
@@ -67,8 +67,8 @@ async def test_a_batch_the_database_refused_is_fetched_again_and_handled_once(
     # Poll 1 fetched it (no offset), the store failed, poll 2 fetched it again (still no offset: not
     # confirmed), poll 3 confirmed it once it was stored.
     assert offsets(tg)[:3] == [None, None, update_id + 1]
-    assert len(studio.requests) == 1 and studio.inbox_batches == [[str(update_id)]]
-    assert studio.inbox == {}
+    assert len(fake.requests) == 1 and fake.inbox_batches == [[str(update_id)]]
+    assert fake.inbox == {}
 
 
 @pytest.fixture
@@ -87,48 +87,48 @@ async def test_replay_on_start_runs_a_pending_update_exactly_once(
     # pending at Telegram (which sends it again).
     await tg.send_message(group, ann, "/imagine a lighthouse at dusk")
     update = tg.last_update
-    await core.studio.inbox_put(TG, [(str(update["update_id"]), json.dumps(update))])
-    bot = await start_bot(core.studio)
+    await core.services.inbox.put(TG, [(str(update["update_id"]), json.dumps(update))])
+    bot = await start_bot(core.services)
     await tg.wait_for("sendPhoto")
     await tg.wait_for("getUpdates", 2)  # the redelivered copy was fetched and confirmed
     await bot.idle()
     assert len(provider.jobs) == 1 and len(tg.calls_to("sendPhoto")) == 1
-    assert await core.studio.inbox_pending(TG) == []
+    assert await core.services.inbox.pending(TG) == []
     await bot.stop()
     assert tg.updates == []
 
     # Died again after the round but before marking the update done: replayed once more, and the core's
     # idempotency key makes it a no-op (no second image, no second charge, no message).
-    await core.studio.inbox_put(TG, [(str(update["update_id"]), json.dumps(update))])
+    await core.services.inbox.put(TG, [(str(update["update_id"]), json.dumps(update))])
     sent_before = len(tg.calls)
-    bot = await start_bot(core.studio)
+    bot = await start_bot(core.services)
     await bot.idle()
     assert len(provider.jobs) == 1
     assert [c.method for c in tg.calls[sent_before:] if c.method.startswith("send")] == []
-    assert await core.studio.inbox_pending(TG) == []
+    assert await core.services.inbox.pending(TG) == []
 
 
 async def test_a_replayed_update_redelivered_meanwhile_is_handled_once(
-    tg: FakeTelegram, start_bot: StartBot, studio: FakeStudio
+    tg: FakeTelegram, start_bot: StartBot, fake: FakeServices
 ) -> None:
-    # FakeStudio does not dedupe: this checks that the adapter itself does not feed the copy of an update it is
+    # FakeServices does not dedupe: this checks that the adapter itself does not feed the copy of an update it is
     # still handling.
-    studio.gate = asyncio.Event()
+    fake.gate = asyncio.Event()
     group, ann = tg.group_chat(), tg.user("Ann")
     await tg.send_message(group, ann, "/imagine a fox")
     update = tg.last_update
-    studio.inbox[str(update["update_id"])] = json.dumps(update)
+    fake.inbox[str(update["update_id"])] = json.dumps(update)
     bot = await start_bot()
     await tg.wait_for("getUpdates", 2)  # the redelivered copy was fetched, stored and confirmed
-    studio.gate.set()
+    fake.gate.set()
     await tg.wait_for("sendPhoto")
     await bot.idle()
-    assert len(studio.requests) == 1 and len(tg.calls_to("sendPhoto")) == 1
-    assert studio.inbox == {}
+    assert len(fake.requests) == 1 and len(tg.calls_to("sendPhoto")) == 1
+    assert fake.inbox == {}
 
 
 async def test_stop_is_quick_and_confirms_what_was_stored(
-    tg: FakeTelegram, start_bot: StartBot, studio: FakeStudio
+    tg: FakeTelegram, start_bot: StartBot, fake: FakeServices
 ) -> None:
     bot = await start_bot()  # the default 25 s long poll
     ann = tg.user("Ann")
@@ -141,7 +141,7 @@ async def test_stop_is_quick_and_confirms_what_was_stored(
     assert time.monotonic() - started < 1.0
     last = tg.calls_to("getUpdates")[-1].params
     assert last["offset"] == str(update_id + 1) and last["timeout"] == "0"
-    assert tg.updates == [] and studio.inbox == {}
+    assert tg.updates == [] and fake.inbox == {}
     assert not bot.ready
 
 
@@ -153,7 +153,7 @@ async def test_stop_before_anything_arrived_does_not_confirm(tg: FakeTelegram, s
 
 
 async def test_polling_errors_back_off_then_recover(
-    tg: FakeTelegram, start_bot: StartBot, studio: FakeStudio
+    tg: FakeTelegram, start_bot: StartBot, fake: FakeServices
 ) -> None:
     await start_bot(poll_retry=0.05)
     await tg.wait_for("getUpdates")
@@ -200,7 +200,7 @@ async def test_a_revoked_token_while_polling_is_fatal_once(
 
 
 async def test_webhook_stores_before_answering_and_refuses_when_it_cannot(
-    tg: FakeTelegram, tg_settings: Callable[..., Settings], start_bot: StartBot, studio: FakeStudio,
+    tg: FakeTelegram, tg_settings: Callable[..., Settings], start_bot: StartBot, fake: FakeServices,
     hook_server: tuple[str, list[TelegramBot]],
 ) -> None:
     url, holder = hook_server
@@ -209,29 +209,29 @@ async def test_webhook_stores_before_answering_and_refuses_when_it_cannot(
     bot = await start_bot(settings_=settings)
     holder.append(bot)
     group, ann = tg.group_chat(), tg.user("Ann")
-    studio.inbox_failures = 1
+    fake.inbox_failures = 1
     await tg.send_message(group, ann, "/imagine a lighthouse")
     assert tg.webhook_deliveries == [503]  # not stored: Telegram keeps it and sends it again
-    assert studio.requests == []
+    assert fake.requests == []
     update: dict[str, Any] = tg.last_update
     await tg.push_update(update)  # Telegram's redelivery
     assert tg.webhook_deliveries == [503, 200]
-    assert studio.inbox_batches == [[str(update["update_id"])]]
+    assert fake.inbox_batches == [[str(update["update_id"])]]
     await tg.wait_for("sendPhoto")
     await bot.idle()
-    assert [r.prompt for r in studio.requests] == ["a lighthouse"]
-    assert studio.inbox == {}  # handled: marked done
+    assert [r.prompt for r in fake.requests] == ["a lighthouse"]
+    assert fake.inbox == {}  # handled: marked done
 
 
 async def test_webhook_mode_replays_the_inbox_at_start(
-    tg: FakeTelegram, tg_settings: Callable[..., Settings], start_bot: StartBot, studio: FakeStudio,
+    tg: FakeTelegram, tg_settings: Callable[..., Settings], start_bot: StartBot, fake: FakeServices,
     hook_server: tuple[str, list[TelegramBot]],
 ) -> None:
     url, holder = hook_server
     group, ann = tg.group_chat(), tg.user("Ann")
     await tg.send_message(group, ann, "/help")  # no webhook yet: queued at the fake, never fetched
     update = tg.last_update
-    studio.inbox[str(update["update_id"])] = json.dumps(update)
+    fake.inbox[str(update["update_id"])] = json.dumps(update)
     settings = tg_settings(EASEL_TELEGRAM_WEBHOOK_URL=url, EASEL_TELEGRAM_WEBHOOK_SECRET="s3cret-hook_ok",
                            EASEL_HTTP_PORT="0")
     bot = await start_bot(settings_=settings)
@@ -239,4 +239,4 @@ async def test_webhook_mode_replays_the_inbox_at_start(
     answer = await tg.wait_for("sendMessage")
     await bot.idle()
     assert answer.params["text"] == "help for telegram" and not tg.calls_to("getUpdates")
-    assert studio.inbox == {}
+    assert fake.inbox == {}

@@ -1,4 +1,4 @@
-"""Rounds through the real PTB with a FakeStudio: what the adapter builds (RoundRequest fields) and how it
+"""Rounds through the real PTB with a FakeServices: what the adapter builds (RoundRequest fields) and how it
 renders progress, results, buttons and refusals on the Bot API."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from core.outcomes import Refusal, RoundView
 from tests.fakes.fake_provider import png
 from tests.fakes.fake_telegram import FakeTelegram
 from tests.telegram.conftest import StartBot
-from tests.telegram.telegram_support import ErrorLog, FakeStudio
+from tests.telegram.telegram_support import ErrorLog, FakeServices
 
 
 def key_of(chat: dict[str, object], thread: str = "") -> ChannelKey:
@@ -32,17 +32,17 @@ async def sentinel(tg: FakeTelegram, chat: dict[str, object], count: int = 1) ->
     await tg.wait_for("sendMessage", count)
 
 
-async def test_imagine_in_a_group(tg: FakeTelegram, bot: TelegramBot, studio: FakeStudio) -> None:
-    studio.gate = asyncio.Event()
+async def test_imagine_in_a_group(tg: FakeTelegram, bot: TelegramBot, fake: FakeServices) -> None:
+    fake.gate = asyncio.Event()
     ann = tg.user("Ann", "ann")
     group = tg.group_chat()
     msg = await tg.send_message(group, ann, "/imagine a red fox\nin the snow")
     action = (await tg.wait_for("sendChatAction")).params  # at once, while the image is being made
     assert action["action"] == "upload_photo" and action["chat_id"] == str(group["id"])
-    studio.gate.set()
+    fake.gate.set()
     sent = await tg.wait_for("sendPhoto")
 
-    request = studio.requests[0]
+    request = fake.requests[0]
     assert request.key == key_of(group)
     assert request.actor.user_id == str(ann["id"]) and request.actor.username == "ann"
     assert not request.actor.is_moderator
@@ -50,68 +50,68 @@ async def test_imagine_in_a_group(tg: FakeTelegram, bot: TelegramBot, studio: Fa
     assert request.idempotency_key == f"tg:{group['id']}:{msg['message_id']}"
     assert request.reply_to is None and request.input_image is None
 
-    assert sent.files["photo"] == studio.result_image
+    assert sent.files["photo"] == fake.result_image
     assert sent.params["reply_parameters"] == {"message_id": msg["message_id"], "allow_sending_without_reply": True}
     assert sent.params["caption"] == "#1 · a red fox\nin the snow · 9 credits left today"
     assert "parse_mode" not in sent.params
     keyboard = sent.params["reply_markup"]["inline_keyboard"]
     assert keyboard == [[{"text": "Reroll", "callback_data": "e:reroll:1"}]]
-    await studio.wait_finished()
+    await fake.wait_finished()
     result = tg.sent_messages("sendPhoto")[0]
-    assert studio.delivered == [[str(result["message_id"])]]
+    assert fake.delivered == [[str(result["message_id"])]]
 
 
-async def test_imagine_addressed_to_this_bot_or_another(tg: FakeTelegram, bot: TelegramBot, studio: FakeStudio) -> None:
+async def test_imagine_addressed_to_this_bot_or_another(tg: FakeTelegram, bot: TelegramBot, fake: FakeServices) -> None:
     group = tg.group_chat()
     await tg.send_message(group, tg.user("Ann"), "/imagine@other_bot not for us")
     await tg.send_message(group, tg.user("Ann"), "/imagine@easel_bot for us")
     await tg.wait_for("sendPhoto")
-    assert [r.prompt for r in studio.requests] == ["for us"]
+    assert [r.prompt for r in fake.requests] == ["for us"]
 
 
 async def test_private_text_is_a_prompt_and_group_chatter_is_ignored(
-    tg: FakeTelegram, bot: TelegramBot, studio: FakeStudio
+    tg: FakeTelegram, bot: TelegramBot, fake: FakeServices
 ) -> None:
     ann = tg.user("Ann")
     group = tg.group_chat()
     await tg.send_message(group, ann, "just chatting")
     await tg.send_message(tg.private_chat(ann), ann, "a blue whale")
     sent = await tg.wait_for("sendPhoto")
-    assert [r.prompt for r in studio.requests] == ["a blue whale"]
+    assert [r.prompt for r in fake.requests] == ["a blue whale"]
     assert sent.params["chat_id"] == str(ann["id"])
     # In a private chat PTB would not quote by default: the result still replies to the prompt.
     assert "reply_parameters" in sent.params
 
 
-async def test_empty_imagine_goes_to_the_core(tg: FakeTelegram, bot: TelegramBot, studio: FakeStudio) -> None:
+async def test_empty_imagine_goes_to_the_core(tg: FakeTelegram, bot: TelegramBot, fake: FakeServices) -> None:
     await tg.send_message(tg.group_chat(), tg.user("Ann"), "/imagine")
     await tg.wait_for("sendPhoto")
-    assert studio.requests[0].prompt == ""  # the core words the refusal
+    assert fake.requests[0].prompt == ""  # the core words the refusal
 
 
-async def test_reply_to_an_easel_image_is_an_edit_round(tg: FakeTelegram, bot: TelegramBot, studio: FakeStudio) -> None:
+async def test_reply_to_an_easel_image_is_an_edit_round(tg: FakeTelegram, bot: TelegramBot, fake: FakeServices) -> None:
     ann, bob = tg.user("Ann"), tg.user("Bob")
     group = tg.group_chat()
     await tg.send_message(group, ann, "/imagine a castle")
     await tg.wait_for("sendPhoto")
-    await studio.wait_finished()
+    await fake.wait_finished()
     image = tg.sent_messages("sendPhoto")[0]
     reply = await tg.send_message(group, bob, "make it night", reply_to=image)
     sent = await tg.wait_for("sendPhoto", 2)
-    request = studio.requests[1]
+    request = fake.requests[1]
     assert request.reply_to == str(image["message_id"])
     assert request.prompt == "make it night" and request.actor.user_id == str(bob["id"])
     assert request.input_image is None
     assert sent.params["reply_parameters"]["message_id"] == reply["message_id"]
     # `/imagine <instruction>` replying to the image is the same thing.
-    await studio.wait_finished(2)
+    await fake.wait_finished(2)
     await tg.send_message(group, bob, "/imagine now in winter", reply_to=image)
     await tg.wait_for("sendPhoto", 3)
-    assert studio.requests[2].reply_to == str(image["message_id"])
+    assert fake.requests[2].reply_to == str(image["message_id"])
 
 
 async def test_replies_that_are_not_to_a_round_are_ignored_in_groups(
-    tg: FakeTelegram, bot: TelegramBot, studio: FakeStudio
+    tg: FakeTelegram, bot: TelegramBot, fake: FakeServices
 ) -> None:
     ann = tg.user("Ann")
     group = tg.group_chat()
@@ -122,27 +122,27 @@ async def test_replies_that_are_not_to_a_round_are_ignored_in_groups(
     other = await tg.send_message(group, tg.user("Bob"), "look at this")
     await tg.send_message(group, ann, "nice", reply_to=other)  # a reply to a person
     await sentinel(tg, group, 2)
-    assert studio.requests == []
+    assert fake.requests == []
 
 
 async def test_photo_with_imagine_caption_edits_that_photo(
-    tg: FakeTelegram, bot: TelegramBot, studio: FakeStudio
+    tg: FakeTelegram, bot: TelegramBot, fake: FakeServices
 ) -> None:
     original = png(300, 200, (10, 200, 30))
     group = tg.group_chat()
     msg = await tg.send_message(group, tg.user("Ann"), "/imagine add a hat", photo=original)
     await tg.wait_for("sendPhoto")
-    request = studio.requests[0]
+    request = fake.requests[0]
     assert request.prompt == "add a hat"
     assert request.input_image is not None
     largest = msg["photo"][-1]
     assert request.input_image.declared_bytes == largest["file_size"]
     assert tg.calls_to("getFile")[0].params["file_id"] == largest["file_id"]  # not photo[0], the thumbnail
-    assert studio.fetched == [original]
+    assert fake.fetched == [original]
 
 
 async def test_imagine_replying_to_a_photo_or_image_document_edits_it(
-    tg: FakeTelegram, bot: TelegramBot, studio: FakeStudio
+    tg: FakeTelegram, bot: TelegramBot, fake: FakeServices
 ) -> None:
     group = tg.group_chat()
     ann, bob = tg.user("Ann"), tg.user("Bob")
@@ -152,40 +152,40 @@ async def test_imagine_replying_to_a_photo_or_image_document_edits_it(
     doc = await tg.send_message(group, ann, "sketch", document=(png(50, 30, (9, 9, 9)), "image/png", "s.png"))
     await tg.send_message(group, bob, "/imagine ink it", reply_to=doc)
     await tg.wait_for("sendPhoto", 2)
-    assert [r.prompt for r in studio.requests] == ["make it purple", "ink it"]
-    assert studio.fetched == [png(40, 40, (1, 2, 3)), png(50, 30, (9, 9, 9))]
-    assert all(r.reply_to is None for r in studio.requests)
+    assert [r.prompt for r in fake.requests] == ["make it purple", "ink it"]
+    assert fake.fetched == [png(40, 40, (1, 2, 3)), png(50, 30, (9, 9, 9))]
+    assert all(r.reply_to is None for r in fake.requests)
 
 
 async def test_private_photo_with_a_plain_caption_is_an_edit(
-    tg: FakeTelegram, bot: TelegramBot, studio: FakeStudio
+    tg: FakeTelegram, bot: TelegramBot, fake: FakeServices
 ) -> None:
     ann = tg.user("Ann")
     chat = tg.private_chat(ann)
     await tg.send_message(chat, ann, "make the sky pink", photo=png(20, 20))
     await tg.wait_for("sendPhoto")
-    assert studio.requests[0].prompt == "make the sky pink" and studio.requests[0].input_image is not None
+    assert fake.requests[0].prompt == "make the sky pink" and fake.requests[0].input_image is not None
     await tg.send_message(chat, ann, "/quota", photo=png(20, 20))  # another command is not a prompt
     group = tg.group_chat()
     await tg.send_message(group, ann, "my holiday", photo=png(20, 20))  # in a group: just a photo
     await sentinel(tg, group)
-    assert len(studio.requests) == 1
+    assert len(fake.requests) == 1
 
 
 async def test_oversized_input_is_refused_before_getfile(
-    tg: FakeTelegram, bot: TelegramBot, studio: FakeStudio
+    tg: FakeTelegram, bot: TelegramBot, fake: FakeServices
 ) -> None:
     group = tg.group_chat()
     await tg.send_message(group, tg.user("Ann"), "/imagine sharpen", photo=png(20, 20), file_size=25_000_000)
     refusal = await tg.wait_for("sendMessage")
     assert refusal.params["text"] == "That image is 25.0 MB; the most I can take is 20 MB. Send a smaller one."
     assert tg.calls_to("getFile") == [] and tg.downloads == []
-    assert studio.requests[0].input_image is not None
-    assert studio.requests[0].input_image.declared_bytes == 25_000_000
+    assert fake.requests[0].input_image is not None
+    assert fake.requests[0].input_image.declared_bytes == 25_000_000
 
 
 async def test_public_api_download_cap_applies_over_max_input_bytes(
-    tg: FakeTelegram, bot: TelegramBot, studio: FakeStudio
+    tg: FakeTelegram, bot: TelegramBot, fake: FakeServices
 ) -> None:
     """EASEL_MAX_INPUT_BYTES may be larger than the public Bot API's 20 MB; the fetch then caps at the API's
     limit (only for api.telegram.org), here exercised directly."""
@@ -211,11 +211,11 @@ async def test_public_api_download_cap_applies_over_max_input_bytes(
 
 
 async def test_queue_position_placeholder_previews_and_cleanup(
-    tg: FakeTelegram, start_bot: StartBot, studio: FakeStudio
+    tg: FakeTelegram, start_bot: StartBot, fake: FakeServices
 ) -> None:
     await start_bot(preview_interval=0)
-    studio.positions = [3, 1]
-    studio.previews = 2
+    fake.positions = [3, 1]
+    fake.previews = 2
     ann = tg.user("Ann")
     chat = tg.private_chat(ann)
     msg = await tg.send_message(chat, ann, "a tiny robot")
@@ -234,52 +234,52 @@ async def test_queue_position_placeholder_previews_and_cleanup(
     assert tg.deleted and tg.sent_messages("sendPhoto")[0]["caption"].startswith("#1")
 
 
-async def test_previews_are_paced(tg: FakeTelegram, bot: TelegramBot, studio: FakeStudio) -> None:
-    studio.previews = 3
+async def test_previews_are_paced(tg: FakeTelegram, bot: TelegramBot, fake: FakeServices) -> None:
+    fake.previews = 3
     group = tg.group_chat()
     await tg.send_message(group, tg.user("Ann"), "/imagine waves")
     await tg.wait_for("sendPhoto", 2)  # one preview photo, then the result
-    await studio.wait_finished()
+    await fake.wait_finished()
     assert tg.calls_to("editMessageMedia") == []  # the 2nd and 3rd preview came within 3 s: skipped
     assert tg.calls_to("sendPhoto")[0].params["caption"] == "Drawing… (preview)"
     assert len(tg.deleted) == 1
 
 
-async def test_refusal_is_plain_text_in_the_chat(tg: FakeTelegram, bot: TelegramBot, studio: FakeStudio) -> None:
-    studio.refusal = Refusal("You have no credits left today (*resets* at 00:00 UTC_).", "over_quota")
+async def test_refusal_is_plain_text_in_the_chat(tg: FakeTelegram, bot: TelegramBot, fake: FakeServices) -> None:
+    fake.refusal = Refusal("You have no credits left today (*resets* at 00:00 UTC_).", "over_quota")
     group = tg.group_chat()
     msg = await tg.send_message(group, tg.user("Ann"), "/imagine a dragon")
     sent = await tg.wait_for("sendMessage")
     assert sent.params["text"] == "You have no credits left today (*resets* at 00:00 UTC_)."
     assert "parse_mode" not in sent.params
     assert sent.params["reply_parameters"]["message_id"] == msg["message_id"]
-    await studio.wait_finished()
+    await fake.wait_finished()
     assert tg.calls_to("sendPhoto") == []
 
 
-async def test_refusal_replaces_the_queue_placeholder(tg: FakeTelegram, bot: TelegramBot, studio: FakeStudio) -> None:
-    studio.positions = [2]
-    studio.refusal = Refusal("The provider's safety system declined that prompt.", "safety")
+async def test_refusal_replaces_the_queue_placeholder(tg: FakeTelegram, bot: TelegramBot, fake: FakeServices) -> None:
+    fake.positions = [2]
+    fake.refusal = Refusal("The provider's safety system declined that prompt.", "safety")
     group = tg.group_chat()
     await tg.send_message(group, tg.user("Ann"), "/imagine something")
-    await studio.wait_finished()
+    await fake.wait_finished()
     texts = [c.params["text"] for c in tg.calls_to("editMessageText")]
     assert texts[-1] == "The provider's safety system declined that prompt."
     assert len(tg.calls_to("sendMessage")) == 1  # only the placeholder
 
 
-async def test_button_press(tg: FakeTelegram, bot: TelegramBot, studio: FakeStudio) -> None:
+async def test_button_press(tg: FakeTelegram, bot: TelegramBot, fake: FakeServices) -> None:
     group = tg.group_chat()
     ann, bob = tg.user("Ann"), tg.user("Bob", "bobby")
     await tg.send_message(group, ann, "/imagine a kite")
     await tg.wait_for("sendPhoto")
-    await studio.wait_finished()
+    await fake.wait_finished()
     image = tg.sent_messages("sendPhoto")[0]
     update = await tg.press_button(bob, image, "e:reroll:1")
     answer = await tg.wait_for("answerCallbackQuery")
     assert answer.params["callback_query_id"] == update["callback_query"]["id"]
     sent = await tg.wait_for("sendPhoto", 2)
-    press = studio.presses[0]
+    press = fake.presses[0]
     assert press.action == "reroll:1"
     assert press.key == key_of(group)
     assert press.actor.user_id == str(bob["id"]) and press.actor.username == "bobby"
@@ -289,7 +289,7 @@ async def test_button_press(tg: FakeTelegram, bot: TelegramBot, studio: FakeStud
     assert methods.index("answerCallbackQuery") < methods.index("sendPhoto", methods.index("answerCallbackQuery"))
 
 
-async def test_messages_easel_must_ignore(tg: FakeTelegram, bot: TelegramBot, studio: FakeStudio) -> None:
+async def test_messages_easel_must_ignore(tg: FakeTelegram, bot: TelegramBot, fake: FakeServices) -> None:
     group = tg.group_chat()
     robot = tg.user("Robot", "robot_bot", is_bot=True)
     channel = {"id": -100777, "type": "channel", "title": "News"}
@@ -301,64 +301,66 @@ async def test_messages_easel_must_ignore(tg: FakeTelegram, bot: TelegramBot, st
                           extra={"is_automatic_forward": True})
     await tg.send_message(group, tg.user("Ann"), "/imagine edited later", edited=True)
     await sentinel(tg, group)
-    assert studio.requests == []
+    assert fake.requests == []
 
 
 async def test_scheduled_message_without_id_keys_on_the_update(
-    tg: FakeTelegram, bot: TelegramBot, studio: FakeStudio
+    tg: FakeTelegram, bot: TelegramBot, fake: FakeServices
 ) -> None:
     group = tg.group_chat()
     await tg.send_message(group, tg.user("Ann"), "/imagine scheduled", message_id=0)
     await tg.wait_for("sendPhoto")
-    assert studio.requests[0].idempotency_key == f"tg:u:{tg.last_update['update_id']}"
+    assert fake.requests[0].idempotency_key == f"tg:u:{tg.last_update['update_id']}"
 
 
-async def test_redelivered_update_keeps_its_key(tg: FakeTelegram, bot: TelegramBot, studio: FakeStudio) -> None:
+async def test_redelivered_update_keeps_its_key(tg: FakeTelegram, bot: TelegramBot, fake: FakeServices) -> None:
     group = tg.group_chat()
     await tg.send_message(group, tg.user("Ann"), "/imagine once")
     update = tg.last_update
     await tg.wait_for("sendPhoto")
+    await fake.wait_finished()
     await tg.push_update(update)  # same update_id, same message: Telegram redelivers after a crash
-    await tg.wait_for("sendPhoto", 2)
-    assert studio.requests[0].idempotency_key == studio.requests[1].idempotency_key  # the core dedupes
+    await fake.wait_finished(2)
+    assert fake.requests[0].idempotency_key == fake.requests[1].idempotency_key  # the core dedupes
+    assert fake.duplicates == 1 and len(tg.calls_to("sendPhoto")) == 1
 
 
-async def test_forum_topic_round_stays_in_its_topic(tg: FakeTelegram, bot: TelegramBot, studio: FakeStudio) -> None:
-    studio.gate = asyncio.Event()
+async def test_forum_topic_round_stays_in_its_topic(tg: FakeTelegram, bot: TelegramBot, fake: FakeServices) -> None:
+    fake.gate = asyncio.Event()
     forum = tg.group_chat(forum=True)
     await tg.send_message(forum, tg.user("Ann"), "/imagine topic art", thread_id=42)
     await tg.wait_for("sendChatAction")
-    studio.gate.set()
+    fake.gate.set()
     sent = await tg.wait_for("sendPhoto")
-    assert studio.requests[0].key == key_of(forum, "42")
+    assert fake.requests[0].key == key_of(forum, "42")
     assert sent.params["message_thread_id"] == "42"
     assert tg.calls_to("sendChatAction")[0].params["message_thread_id"] == "42"
 
 
-async def test_migration_moves_the_community(tg: FakeTelegram, bot: TelegramBot, studio: FakeStudio) -> None:
+async def test_migration_moves_the_community(tg: FakeTelegram, bot: TelegramBot, fake: FakeServices) -> None:
     group = tg.group_chat(supergroup=False)
     new = await tg.migrate(group, tg.user("Owner"))
-    await studio.wait_finished()
-    assert studio.migrations == [(Platform.TELEGRAM, str(group["id"]), str(new["id"]))]
+    await fake.wait_until(lambda: bool(fake.migrations))
+    assert fake.migrations == [(Platform.TELEGRAM, str(group["id"]), str(new["id"]))]
 
 
 async def test_flood_wait_is_respected_and_the_photo_sent(
-    tg: FakeTelegram, bot: TelegramBot, studio: FakeStudio
+    tg: FakeTelegram, bot: TelegramBot, fake: FakeServices
 ) -> None:
     tg.flood_next("sendPhoto", retry_after=0.05)
     group = tg.group_chat()
     await tg.send_message(group, tg.user("Ann"), "/imagine busy day")
     await tg.wait_for("sendPhoto", 2)
-    await studio.wait_finished()
+    await fake.wait_finished()
     sends = [t for t in tg.timeline if t.method == "sendPhoto"]
     assert [t.status for t in sends] == [429, 200]
     assert sends[1].at - sends[0].at >= 0.05
-    assert len(studio.delivered) == 1
+    assert len(fake.delivered) == 1
 
 
-async def test_oversized_output_is_reencoded_to_fit(tg: FakeTelegram, bot: TelegramBot, studio: FakeStudio) -> None:
-    studio.result_image = png(9800, 300, (120, 30, 200))
-    studio.result_size = (9800, 300)  # width + height > 10000: Telegram would refuse the photo
+async def test_oversized_output_is_reencoded_to_fit(tg: FakeTelegram, bot: TelegramBot, fake: FakeServices) -> None:
+    fake.result_image = png(9800, 300, (120, 30, 200))
+    fake.result_size = (9800, 300)  # width + height > 10000: Telegram would refuse the photo
     await tg.send_message(tg.group_chat(), tg.user("Ann"), "/imagine a mural")
     sent = await tg.wait_for("sendPhoto")
     with Image.open(io.BytesIO(sent.files["photo"])) as image:
@@ -367,30 +369,30 @@ async def test_oversized_output_is_reencoded_to_fit(tg: FakeTelegram, bot: Teleg
 
 
 async def test_output_that_cannot_be_fitted_goes_as_a_document(
-    tg: FakeTelegram, start_bot: StartBot, studio: FakeStudio
+    tg: FakeTelegram, start_bot: StartBot, fake: FakeServices
 ) -> None:
     await start_bot()
-    studio.result_image = b"\x89PNG\r\n\x1a\nnot really" + b"\0" * (11 * 1024 * 1024)
-    studio.result_size = (1024, 1024)
+    fake.result_image = b"\x89PNG\r\n\x1a\nnot really" + b"\0" * (11 * 1024 * 1024)
+    fake.result_size = (1024, 1024)
     await tg.send_message(tg.group_chat(), tg.user("Ann"), "/imagine huge")
     sent = await tg.wait_for("sendDocument")
-    assert sent.files["document"] == studio.result_image
+    assert sent.files["document"] == fake.result_image
     assert sent.params["reply_markup"]["inline_keyboard"][0][0]["callback_data"] == "e:reroll:1"
-    await studio.wait_finished()
-    assert len(studio.delivered) == 1
+    await fake.wait_finished()
+    assert len(fake.delivered) == 1
 
 
 async def test_a_slow_round_does_not_hold_up_other_chats(
-    tg: FakeTelegram, bot: TelegramBot, studio: FakeStudio
+    tg: FakeTelegram, bot: TelegramBot, fake: FakeServices
 ) -> None:
     gate = asyncio.Event()
 
     async def slow_then_fast(request: RoundRequest, view: RoundView) -> None:
         if request.prompt == "slow":
             await gate.wait()
-        await studio._round(request.prompt, request, view)
+        await fake.play(request, view)
 
-    studio.on_submit = slow_then_fast
+    fake.on_submit = slow_then_fast
     started = time.monotonic()
     await tg.send_message(tg.group_chat(), tg.user("Ann"), "/imagine slow")
     await tg.send_message(tg.group_chat(), tg.user("Bob"), "/imagine fast")
@@ -402,7 +404,7 @@ async def test_a_slow_round_does_not_hold_up_other_chats(
 
 
 async def test_edited_messages_never_start_rounds_even_if_delivered(
-    tg: FakeTelegram, bot: TelegramBot, studio: FakeStudio
+    tg: FakeTelegram, bot: TelegramBot, fake: FakeServices
 ) -> None:
     """Polling never asks for edits (allowed_updates); should one arrive anyway (a webhook set by another tool,
     a self-hosted server), the handlers still take new messages only."""
@@ -419,16 +421,16 @@ async def test_edited_messages_never_start_rounds_even_if_delivered(
     await bot.application.process_update(Update.de_json({"update_id": 902, "edited_message": private},
                                                         bot.application.bot))
     await bot.idle()
-    assert studio.requests == []
+    assert fake.requests == []
 
 
 async def test_unexpected_errors_get_the_generic_apology_never_their_text(
-    tg: FakeTelegram, bot: TelegramBot, studio: FakeStudio, error_log: ErrorLog
+    tg: FakeTelegram, bot: TelegramBot, fake: FakeServices, error_log: ErrorLog
 ) -> None:
     async def broken(request: RoundRequest, view: RoundView) -> None:
         raise RuntimeError("db password is hunter2")
 
-    studio.on_submit = broken
+    fake.on_submit = broken
     group = tg.group_chat()
     bot.application.error_handlers.clear()  # type: ignore[union-attr]  # this error is expected, not a test failure
     await tg.send_message(group, tg.user("Ann"), "/imagine anything")
@@ -441,7 +443,7 @@ async def test_unexpected_errors_get_the_generic_apology_never_their_text(
 
 
 async def test_no_log_line_carries_the_token(
-    tg: FakeTelegram, bot: TelegramBot, studio: FakeStudio, caplog: pytest.LogCaptureFixture
+    tg: FakeTelegram, bot: TelegramBot, fake: FakeServices, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A photo edit downloads through `{root}/file/bot<token>/...`; nothing Easel or the libraries log at
     INFO or above may show that URL or the token (platform-limits S-1)."""
@@ -450,7 +452,7 @@ async def test_no_log_line_carries_the_token(
     await tg.send_message(group, tg.user("Ann"), "/imagine brighter", photo=png(30, 30))
     await tg.wait_for("sendPhoto")
     await bot.idle()
-    assert studio.fetched and tg.downloads
+    assert fake.fetched and tg.downloads
     secret = tg.token.split(":", 1)[1]
     assert caplog.records
     ours = [r for r in caplog.records if not r.name.startswith("aiohttp.access")]  # the fake server's own log

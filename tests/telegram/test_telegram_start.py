@@ -14,10 +14,10 @@ from bots.process.config import Settings
 from bots.telegram.bot import TelegramBot
 from core.errors import FatalPlatformError
 from core.events import ChannelKey, Platform
-from core.studio import PendingNotice
+from core.records import PendingNotice
 from tests.fakes.fake_telegram import FakeTelegram
 from tests.telegram.conftest import StartBot
-from tests.telegram.telegram_support import ErrorLog, FakeStudio
+from tests.telegram.telegram_support import ErrorLog, FakeServices
 
 
 async def test_start_registers_commands_and_polls(tg: FakeTelegram, start_bot: StartBot) -> None:
@@ -36,7 +36,7 @@ async def test_start_registers_commands_and_polls(tg: FakeTelegram, start_bot: S
 
 
 async def test_polling_confirms_updates_and_survives_a_restart(
-    tg: FakeTelegram, start_bot: StartBot, studio: FakeStudio
+    tg: FakeTelegram, start_bot: StartBot, fake: FakeServices
 ) -> None:
     bot = await start_bot()
     ann = tg.user("Ann")
@@ -53,10 +53,10 @@ async def test_polling_confirms_updates_and_survives_a_restart(
 
 
 async def test_bad_token_is_fatal_and_never_shows_the_token(
-    tg: FakeTelegram, tg_settings: Callable[..., Settings], studio: FakeStudio
+    tg: FakeTelegram, tg_settings: Callable[..., Settings], fake: FakeServices
 ) -> None:
     token = "999000:WRONG-token-that-must-not-leak"
-    bot = TelegramBot(tg_settings(TELEGRAM_TOKEN=token), studio, request_timeout=5.0)  # type: ignore[arg-type]
+    bot = TelegramBot(tg_settings(TELEGRAM_TOKEN=token), fake, request_timeout=5.0)  # type: ignore[arg-type]
     with pytest.raises(FatalPlatformError) as caught:
         await bot.start()
     assert "TELEGRAM_TOKEN" in str(caught.value)
@@ -87,11 +87,11 @@ async def test_second_poller_is_fatal_once(tg: FakeTelegram, start_bot: StartBot
     assert any("409" in r.getMessage() for r in error_log.take())  # logged for the operator (critical)
 
 
-async def test_start_sends_pending_notices(tg: FakeTelegram, start_bot: StartBot, studio: FakeStudio) -> None:
+async def test_start_sends_pending_notices(tg: FakeTelegram, start_bot: StartBot, fake: FakeServices) -> None:
     group = tg.group_chat()
     key = ChannelKey(Platform.TELEGRAM, str(group["id"]), str(group["id"]))
     gone = ChannelKey(Platform.TELEGRAM, "-100999", "-100999")
-    studio.notices = [
+    fake.notices = [
         PendingNotice(7, key, None, "Your image #3 was interrupted and not charged."),
         PendingNotice(8, gone, None, "to a chat that no longer exists"),
     ]
@@ -102,10 +102,10 @@ async def test_start_sends_pending_notices(tg: FakeTelegram, start_bot: StartBot
     assert "parse_mode" not in sent.params
     await tg.wait_for("sendMessage", 2)
     for _ in range(50):
-        if len(studio.sent_notices) == 2:
+        if len(fake.sent_notices) == 2:
             break
         await asyncio.sleep(0)
-    assert studio.sent_notices == [7, 8]  # a chat that is gone is dropped, not retried forever
+    assert fake.sent_notices == [7, 8]  # a chat that is gone is dropped, not retried forever
 
 
 # -- webhook -------------------------------------------------------------------------------------------
@@ -123,7 +123,7 @@ async def webhook_bot(
 
 
 async def test_webhook_mode_sets_the_webhook_and_takes_updates(
-    tg: FakeTelegram, tg_settings: Callable[..., Settings], start_bot: StartBot, studio: FakeStudio,
+    tg: FakeTelegram, tg_settings: Callable[..., Settings], start_bot: StartBot, fake: FakeServices,
     hook_server: tuple[str, list[TelegramBot]],
 ) -> None:
     bot = await webhook_bot(tg_settings, start_bot, hook_server)
@@ -137,12 +137,12 @@ async def test_webhook_mode_sets_the_webhook_and_takes_updates(
     await tg.send_message(group, tg.user("Ann"), "/imagine a lighthouse")  # POSTed to the webhook
     assert tg.webhook_deliveries == [200]
     await tg.wait_for("sendPhoto")
-    assert studio.requests[0].prompt == "a lighthouse"
+    assert fake.requests[0].prompt == "a lighthouse"
 
 
 @pytest.mark.parametrize("header", [None, "wrong-secret", "s3cret-hook_o"])
 async def test_webhook_refuses_a_wrong_or_missing_secret(
-    tg: FakeTelegram, tg_settings: Callable[..., Settings], start_bot: StartBot, studio: FakeStudio,
+    tg: FakeTelegram, tg_settings: Callable[..., Settings], start_bot: StartBot, fake: FakeServices,
     hook_server: tuple[str, list[TelegramBot]], header: str | None,
 ) -> None:
     await webhook_bot(tg_settings, start_bot, hook_server)
@@ -157,7 +157,7 @@ async def test_webhook_refuses_a_wrong_or_missing_secret(
         # The real Telegram, with the right secret, is still heard.
         await tg.send_message(group, tg.user("Ann"), "/help")
     await tg.wait_for("sendMessage")
-    assert studio.requests == []
+    assert fake.requests == []
     assert [c.params["text"] for c in tg.calls_to("sendMessage")] == ["help for telegram"]
 
 

@@ -27,7 +27,7 @@ from bots.telegram.bot import TelegramBot
 from bots.telegram.transport import AiohttpRequest, EaselRateLimiter, rate_limiter, redact
 from tests.fakes.fake_provider import png
 from tests.fakes.fake_telegram import FakeTelegram
-from tests.telegram.telegram_support import ErrorLog, FakeStudio
+from tests.telegram.telegram_support import ErrorLog, FakeServices
 
 SECRET_TOKEN = "424242:SeCrEt-token_never_shown"  # a made-up token the tests look for
 
@@ -322,9 +322,9 @@ async def test_a_429_passes_through_the_limiter_at_once_for_floodgate(ptg: Parts
 
 
 def test_the_bot_is_built_on_this_transport_and_limiter(
-    tg_settings: Callable[..., Settings], studio: FakeStudio
+    tg_settings: Callable[..., Settings], fake: FakeServices
 ) -> None:
-    app = TelegramBot(tg_settings(), studio, request_timeout=7).build_application()  # type: ignore[arg-type]
+    app = TelegramBot(tg_settings(), fake, request_timeout=7).build_application()  # type: ignore[arg-type]
     assert isinstance(app.bot.request, AiohttpRequest) and app.bot.request.read_timeout == 7
     updates = app.bot._request[0]
     assert isinstance(updates, AiohttpRequest) and updates.read_timeout == 7
