@@ -55,6 +55,22 @@ def record_fatal(data_dir: Path, now: float | None = None, *, fingerprint: str |
     (data_dir / FILE).write_text(json.dumps(entry))
 
 
+def stamp(data_dir: Path, fingerprint: str) -> None:
+    """Attach the tokens' fingerprint to the current record (after a fatal exit recorded without one)."""
+    record = _load(data_dir)
+    if record is not None and record.get("token") != fingerprint:
+        (data_dir / FILE).write_text(json.dumps({**record, "token": fingerprint}))
+
+
+def forget_if_changed(data_dir: Path, fingerprint: str) -> bool:
+    """Clear the record when it was made with other tokens; True if it was cleared."""
+    record = _load(data_dir)
+    if record is None or record.get("token") in (None, fingerprint):
+        return False
+    clear(data_dir)
+    return True
+
+
 def clear(data_dir: Path) -> None:
     (data_dir / FILE).unlink(missing_ok=True)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import re
 import sys
 from collections.abc import Sequence
@@ -11,6 +12,7 @@ from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 
+from bots.process import backoff
 from bots.process.config import Settings, check_tokens, load_settings
 from core.errors import ConfigError, StoreError
 from core.events import Platform, UserRef
@@ -79,7 +81,14 @@ def _run(settings: Settings, args: argparse.Namespace) -> int:
 
     check_runnable(settings)  # what is missing comes before what is malformed
     check_tokens(settings)
-    return asyncio.run(run(settings))
+    # A fatal exit (a rejected token) makes the next start wait; not when the operator changed the token.
+    tokens = backoff.token_fingerprint(settings.telegram_token, settings.discord_token)
+    if backoff.forget_if_changed(settings.data_dir, tokens):
+        logging.getLogger("easel").info("the token changed since the last fatal exit: connecting without waiting")
+    code = asyncio.run(run(settings))
+    if code == EX_CONFIG:
+        backoff.stamp(settings.data_dir, tokens)
+    return code
 
 
 def _console(settings: Settings, args: argparse.Namespace) -> int:

@@ -48,3 +48,13 @@ def test_the_waiting_message_says_how_to_skip_it(tmp_path: Path) -> None:
 def test_the_record_creates_a_private_data_dir(tmp_path: Path) -> None:
     backoff.record_fatal(tmp_path / "data", now=1000)
     assert (tmp_path / "data").stat().st_mode & 0o777 == 0o700
+
+
+def test_stamp_and_forget_if_changed(tmp_path: Path) -> None:
+    backoff.record_fatal(tmp_path, now=1000)  # recorded without a fingerprint (by the runner)
+    assert not backoff.forget_if_changed(tmp_path, "aaaa")  # no fingerprint yet: keep it
+    backoff.stamp(tmp_path, "aaaa")
+    assert not backoff.forget_if_changed(tmp_path, "aaaa")
+    assert backoff.delay_before_start(tmp_path, now=1000) == 60
+    assert backoff.forget_if_changed(tmp_path, "bbbb")
+    assert backoff.delay_before_start(tmp_path, now=1000) == 0

@@ -167,6 +167,20 @@ async def test_bad_telegram_token_exits_non_zero_then_backs_off(tmp_path: Path) 
         assert len(tg.calls_to("getMe")) <= 1
 
 
+async def test_a_changed_token_skips_the_back_off(tmp_path: Path) -> None:
+    async with FakeTelegram() as tg, FakeOpenAI() as oai:
+        bad = telegram_env(tg, oai) | {"TELEGRAM_TOKEN": "123456:" + "x" * 35}
+        async with easel_run(tmp_path, **bad) as easel:
+            assert await easel.finish() == 78
+            assert "new token" in easel.log or "TELEGRAM_TOKEN" in easel.log
+        # The operator fixed the token: the next start connects at once instead of waiting.
+        async with easel_run(tmp_path, **telegram_env(tg, oai)) as easel:
+            await easel.expect("Easel is running")
+            assert "the token changed" in easel.log and "before connecting again" not in easel.log
+            easel.proc.send_signal(signal.SIGTERM)
+            assert await easel.finish() == 0
+
+
 async def test_second_poller_conflict_exits_clearly(tmp_path: Path) -> None:
     async with FakeTelegram() as tg, FakeOpenAI() as oai, easel_run(tmp_path, **telegram_env(tg, oai)) as easel:
         await easel.expect("Easel is running")
@@ -179,7 +193,8 @@ async def test_second_poller_conflict_exits_clearly(tmp_path: Path) -> None:
 async def test_bad_discord_token_exits_non_zero(tmp_path: Path) -> None:
     async with FakeDiscord() as dc, FakeOpenAI() as oai:
         env = {
-            "DISCORD_TOKEN": "not-the-token",
+            # Well shaped (so it reaches the server), but not the fake's token.
+            "DISCORD_TOKEN": "bm90LXRoZS10b2tlbg.GhT6pQ.d3JvbmctYnV0LXdlbGwtc2hhcGVk",
             "EASEL_DISCORD_API_URL": dc.api_url,
             "EASEL_DISCORD_GATEWAY_URL": dc.gateway_url,
             "OPENAI_BASE_URL": f"{oai.origin}/v1",
