@@ -11,13 +11,16 @@ from discord import app_commands
 from bots.discord.common import user_ref
 from bots.discord.interactions import InteractionHandlers
 from core.errors import GENERIC_APOLOGY
-from core.events import Actor, ChannelKey, DeskCommand, Quality, Shape, SpecOptions, Verb
+from core.events import Actor, Background, ChannelKey, DeskCommand, Quality, Shape, SpecOptions, Verb
 from core.outcomes import Notice
 
 log = logging.getLogger(__name__)
 
-SizeChoice = Literal["square", "portrait", "landscape"]
+SizeChoice = Literal["square", "portrait", "landscape", "wide", "tall"]
 QualityChoice = Literal["low", "medium", "high"]
+BackgroundChoice = Literal["auto", "opaque", "transparent"]
+LanguageChoice = Literal["auto", "en", "zh"]
+Image = discord.Attachment | None
 Target = discord.Member | discord.User  # a "user" option; a User in DMs
 
 
@@ -27,16 +30,39 @@ def build_tree(client: discord.Client, handlers: InteractionHandlers) -> app_com
 
     @tree.command(name="imagine", description="Create an image from a prompt")
     @app_commands.describe(prompt="What to draw", size="Shape of the image (default: square)",
-                           quality="Detail; higher costs more credits (default: medium)")
+                           quality="Detail; higher costs more credits (default: medium)",
+                           background="transparent: a PNG with see-through background (default: auto)",
+                           image1="A reference image", image2="A reference image", image3="A reference image",
+                           image4="A reference image")
     async def imagine(interaction: discord.Interaction, prompt: str, size: SizeChoice | None = None,
-                      quality: QualityChoice | None = None) -> None:
-        options = SpecOptions(shape=Shape(size) if size else None, quality=Quality(quality) if quality else None)
-        await handlers.imagine(interaction, prompt, options)
+                      quality: QualityChoice | None = None, background: BackgroundChoice | None = None,
+                      image1: Image = None, image2: Image = None, image3: Image = None,
+                      image4: Image = None) -> None:
+        options = SpecOptions(shape=Shape(size) if size else None, quality=Quality(quality) if quality else None,
+                              background=Background(background) if background else None)
+        references = [a for a in (image1, image2, image3, image4) if a is not None]
+        await handlers.imagine(interaction, prompt, options, references)
 
     @tree.command(name="edit", description="Edit an uploaded image with an instruction")
-    @app_commands.describe(instruction="What to change", image="The image to edit")
-    async def edit(interaction: discord.Interaction, instruction: str, image: discord.Attachment) -> None:
-        await handlers.edit(interaction, instruction, image)
+    @app_commands.describe(instruction="What to change", image="The image to edit",
+                           image2="Another image to use", image3="Another image to use",
+                           image4="Another image to use")
+    async def edit(interaction: discord.Interaction, instruction: str, image: discord.Attachment,
+                   image2: Image = None, image3: Image = None, image4: Image = None) -> None:
+        references = [a for a in (image2, image3, image4) if a is not None]
+        await handlers.edit(interaction, instruction, image, references)
+
+    @tree.context_menu(name="Edit image")
+    async def edit_image(interaction: discord.Interaction, message: discord.Message) -> None:
+        await handlers.edit_menu(interaction, message)
+
+    @tree.command(name="language", description="The language Easel speaks in this server (moderators)")
+    @app_commands.describe(language="auto follows each member's Discord language")
+    async def language(interaction: discord.Interaction, language: LanguageChoice | None = None) -> None:
+        async def call(key: ChannelKey, actor: Actor, idem: str) -> Notice:
+            return await desk.run(DeskCommand(Verb.LANGUAGE, key, actor, idem, language=language))
+
+        await handlers.notice(interaction, call, private=language is None)
 
     quota = app_commands.Group(name="quota", description="Credits: yours, or (moderators) anyone's")
 

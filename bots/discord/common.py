@@ -14,6 +14,7 @@ import aiohttp
 import aiohttp.payload
 import discord
 
+from core import texts
 from core.errors import BadInputImage
 from core.events import Actor, ChannelKey, InputImage, Platform, UserRef
 from core.provider.pictures import extension_for
@@ -33,9 +34,9 @@ def channel_key(guild_id: int | None, channel_id: int) -> ChannelKey:
     return ChannelKey(Platform.DISCORD, str(guild_id), str(channel_id))
 
 
-def actor_of(user: discord.abc.User, *, is_moderator: bool = False) -> Actor:
+def actor_of(user: discord.abc.User, *, is_moderator: bool = False, locale: str | None = None) -> Actor:
     return Actor(Platform.DISCORD, str(user.id), user.display_name, username=user.name,
-                 is_moderator=is_moderator)
+                 is_moderator=is_moderator, locale=locale)
 
 
 def user_ref(user: discord.abc.User) -> UserRef:
@@ -52,7 +53,12 @@ def interaction_key(interaction: discord.Interaction) -> ChannelKey:
 def interaction_actor(interaction: discord.Interaction) -> Actor:
     """Moderator = Manage Server, read from this interaction's own payload (never a cache); never in DMs."""
     is_moderator = interaction.guild_id is not None and interaction.permissions.manage_guild
-    return actor_of(interaction.user, is_moderator=is_moderator)
+    return actor_of(interaction.user, is_moderator=is_moderator, locale=interaction.locale.value)
+
+
+def interaction_language(interaction: discord.Interaction) -> str:
+    """The asker's client language when Easel speaks it (for words shown before the core is asked)."""
+    return texts.pick_language(interaction.locale.value, None, texts.DEFAULT_LANGUAGE)
 
 
 def clip(text: str, limit: int = MAX_CONTENT) -> str:

@@ -3,16 +3,24 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 import discord
 
-from bots.discord.common import AttachmentFetcher, clip, interaction_actor, interaction_key
+from bots.discord.common import (
+    AttachmentFetcher,
+    clip,
+    interaction_actor,
+    interaction_key,
+    interaction_language,
+    is_image,
+)
 from bots.discord.views import InteractionRoundView, guarded
 from core.errors import GENERIC_APOLOGY, DuplicateRequest, UserFacingError
 from core.events import Actor, ChannelKey, Platform, RoundRequest, SpecOptions
 from core.outcomes import Notice, RoundView
 from core.ports import Services
+from core.texts import say
 
 log = logging.getLogger(__name__)
 
@@ -47,26 +55,53 @@ class InteractionHandlers:
         self.services = services
         self.fetcher = fetcher
 
-    async def imagine(self, interaction: discord.Interaction, prompt: str, options: SpecOptions) -> None:
+    async def imagine(self, interaction: discord.Interaction, prompt: str, options: SpecOptions,
+                      references: Sequence[discord.Attachment] = ()) -> None:
+        inputs = tuple(self.fetcher.input_image(a) for a in references)
+
         async def call(key: ChannelKey, actor: Actor, idem: str, view: RoundView) -> None:
-            request = RoundRequest(key, actor, prompt, idem, options=options)
+            request = RoundRequest(key, actor, prompt, idem, options=options, references=inputs)
             await self.services.rounds.submit(request, view)
 
         await self._round(interaction, call)
 
-    async def edit(self, interaction: discord.Interaction, instruction: str,
-                   image: discord.Attachment) -> None:
+    async def edit(self, interaction: discord.Interaction, instruction: str, image: discord.Attachment | None,
+                   references: Sequence[discord.Attachment] = (), *, reply_to: str | None = None) -> None:
+        """An edit of an uploaded image, or (`reply_to`) of one of Easel's results, keeping its lineage."""
+        input_image = self.fetcher.input_image(image) if image is not None else None
+        inputs = tuple(self.fetcher.input_image(a) for a in references)
+
         async def call(key: ChannelKey, actor: Actor, idem: str, view: RoundView) -> None:
-            request = RoundRequest(key, actor, instruction, idem, input_image=self.fetcher.input_image(image))
+            request = RoundRequest(key, actor, instruction, idem, reply_to=reply_to, input_image=input_image,
+                                   references=inputs)
             await self.services.rounds.submit(request, view)
 
         await self._round(interaction, call)
+
+    async def edit_menu(self, interaction: discord.Interaction, message: discord.Message) -> None:
+        """The `Edit image` message command: a modal asks what to change (opening it is the acknowledgement)."""
+        lang = interaction_language(interaction)
+        image = next((a for a in message.attachments if is_image(a)), None)
+        try:
+            if image is None:
+                await interaction.response.send_message(say(lang, "dc.edit.no_image"), ephemeral=True)
+                return
+            reply_to = None
+            me = interaction.client.user
+            key = interaction_key(interaction)
+            if me is not None and message.author.id == me.id and await self.services.rounds.is_round_message(
+                    key, str(message.id)):
+                reply_to, image = str(message.id), None  # one of Easel's rounds: continue its lineage
+            await interaction.response.send_modal(EditModal(self, lang, image, reply_to))
+        except discord.HTTPException:
+            log.info("could not answer the Edit image interaction %s", interaction.id)
 
     async def press(self, interaction: discord.Interaction, action: str) -> None:
         async def call(key: ChannelKey, actor: Actor, idem: str, view: RoundView) -> None:
             await self.services.rounds.press(action, key, actor, idem, view)
 
-        await self._round(interaction, call)
+        # Cancel answers only the presser (if at all): the round itself says it was cancelled.
+        await self._round(interaction, call, private=action.startswith("cancel:"))
 
     async def notice(self, interaction: discord.Interaction, call: NoticeCall, *, private: bool = False) -> None:
         """Quota verbs and /usage: the core answers with a Notice or a UserFacingError. `private`: the answer
@@ -87,9 +122,11 @@ class InteractionHandlers:
             await view.say(GENERIC_APOLOGY, ephemeral=True)
         else:
             await view.say(notice.text, ephemeral=notice.ephemeral)
+            if notice.detail:  # for the asker's eyes only
+                await view.say(notice.detail, ephemeral=True, followup=True)
 
     async def help(self, interaction: discord.Interaction) -> None:
-        text = self.services.desk.help_text(Platform.DISCORD, "en")  # pure text: answering directly is the acknowledgement
+        text = self.services.desk.help_text(Platform.DISCORD, interaction_language(interaction))  # pure text: answering directly is the acknowledgement
         try:
             await interaction.response.send_message(clip(text), ephemeral=True)
         except discord.HTTPException:
@@ -101,10 +138,10 @@ class InteractionHandlers:
         except Exception:
             log.exception("could not record %s as seen", actor.user_id)
 
-    async def _round(self, interaction: discord.Interaction, call: RoundCall) -> None:
-        if not await acknowledge(interaction):
+    async def _round(self, interaction: discord.Interaction, call: RoundCall, *, private: bool = False) -> None:
+        if not await acknowledge(interaction, ephemeral=private):
             return
-        view = InteractionRoundView(interaction)
+        view = InteractionRoundView(interaction, deferred_ephemeral=private)
         key, actor = interaction_key(interaction), interaction_actor(interaction)
 
         async def work() -> None:
@@ -119,3 +156,22 @@ class InteractionHandlers:
 def _command_name(interaction: discord.Interaction) -> str:
     command = interaction.command
     return f"/{command.qualified_name}" if command is not None else "button"
+
+
+class EditModal(discord.ui.Modal):
+    """Asks what to change in the image of the message `Edit image` was used on."""
+
+    def __init__(self, handlers: InteractionHandlers, lang: str, image: discord.Attachment | None,
+                 reply_to: str | None) -> None:
+        super().__init__(title=say(lang, "dc.edit.modal_title")[:45], timeout=900)
+        self.handlers, self.image, self.reply_to = handlers, image, reply_to
+        self.instruction: discord.ui.TextInput[EditModal] = discord.ui.TextInput(
+            label=say(lang, "dc.edit.field_label")[:45], placeholder=say(lang, "dc.edit.field_placeholder")[:100],
+            style=discord.TextStyle.paragraph, max_length=4000)
+        self.add_item(self.instruction)
+
+    async def on_submit(self, interaction: discord.Interaction) -> None:  # type: ignore[override]
+        await self.handlers.edit(interaction, self.instruction.value, self.image, reply_to=self.reply_to)
+
+    async def on_error(self, interaction: discord.Interaction, error: Exception, /) -> None:  # type: ignore[override]
+        log.error("the Edit image modal failed", exc_info=error)

@@ -14,7 +14,7 @@ from typing import Any
 
 import discord
 
-from bots.discord.common import DEFAULT_UPLOAD_LIMIT, clip, fitted_image, sniff_extension
+from bots.discord.common import DEFAULT_UPLOAD_LIMIT, Upload, clip, fitted_image, sniff_extension
 from core import texts
 from core.errors import GENERIC_APOLOGY, DuplicateRequest, UserFacingError
 from core.outcomes import Button, Preview, ProgressDefaults, Refusal, RoundResult
@@ -95,31 +95,43 @@ class InteractionRoundView(ProgressDefaults):
         self._throttle = Throttle(edit_interval)
         self._token_safe_age = token_safe_age
         self._status_shown = False
+        self._progress_id: str | None = None
 
     def token_fresh(self) -> bool:
         return discord.utils.utcnow() - self.interaction.created_at < self._token_safe_age
 
+    def progress_message(self) -> str | None:
+        return self._progress_id
+
     async def queued(self, position: int) -> None:
         if self.token_fresh() and self._throttle.ready():
-            await self._quietly(self.interaction.edit_original_response(content=queued_text(position)))
+            await self._progress(content=queued_text(position))
             self._status_shown = True
 
     async def started(self) -> None:
         if self._status_shown and self.token_fresh():
-            await self._quietly(self.interaction.edit_original_response(content="Drawing…"))
+            await self._progress(content="Drawing…")
 
     async def partial(self, preview: Preview) -> None:
         limit = self.interaction.filesize_limit
         if len(preview.image) > limit or not self.token_fresh() or not self._throttle.ready():
             return
-        await self._quietly(self.interaction.edit_original_response(
-            content="Drawing… (preview)", attachments=[preview_file(preview)]))
+        await self._progress(content="Drawing… (preview)", attachments=[preview_file(preview)])
         self._status_shown = True
+
+    async def _progress(self, **fields: Any) -> None:
+        """Edit the progress (the original response), with the Cancel button while the round runs."""
+        if self.info is not None:
+            fields["view"] = buttons_view((self.info.cancel,))
+        try:
+            message = await self.interaction.edit_original_response(**fields)
+            self._progress_id = str(message.id)
+        except discord.HTTPException:
+            log.warning("progress edit failed for interaction %s", self.interaction.id, exc_info=True)
 
     async def deliver(self, result: RoundResult) -> list[str]:
         """Raises on failure: the core then refunds."""
-        upload = await fitted_image(result.image, result.mime, self.interaction.filesize_limit,
-                                    f"easel-{result.number}")
+        upload = await result_upload(result, self.interaction.filesize_limit)
         content = clip(result.caption)
         message: discord.Message | None = None
         if self.token_fresh():
@@ -142,11 +154,15 @@ class InteractionRoundView(ProgressDefaults):
         self.finished = True
         await self.say(refusal.text, ephemeral=refusal.ephemeral)
 
-    async def say(self, text: str, *, ephemeral: bool) -> None:
+    async def say(self, text: str, *, ephemeral: bool, followup: bool = False) -> None:
         """Answer with text. When the visibility differs from the defer's, drop the "thinking" message first:
-        a followup would otherwise replace it and keep its visibility."""
+        a followup would otherwise replace it and keep its visibility. `followup`: a further, private message
+        (never posted to the channel)."""
         try:
-            if not self.token_fresh():
+            if followup:
+                if self.token_fresh():
+                    await self.interaction.followup.send(clip(text), ephemeral=True)
+            elif not self.token_fresh():
                 mention = self.interaction.user.mention  # no ping: mentions are off client-wide
                 await self._channel().send(content=clip(f"{mention} {text}"))
                 await self._forget_original()
@@ -201,6 +217,9 @@ class MessageRoundView(ProgressDefaults):
         self.status: discord.Message | None = None
         self._throttle = Throttle(edit_interval)
 
+    def progress_message(self) -> str | None:
+        return str(self.status.id) if self.status is not None else None
+
     @property
     def limit(self) -> int:
         return self.message.guild.filesize_limit if self.message.guild else DEFAULT_UPLOAD_LIMIT
@@ -218,7 +237,7 @@ class MessageRoundView(ProgressDefaults):
             await self._show(content="Drawing… (preview)", attachments=[preview_file(preview)])
 
     async def deliver(self, result: RoundResult) -> list[str]:
-        upload = await fitted_image(result.image, result.mime, self.limit, f"easel-{result.number}")
+        upload = await result_upload(result, self.limit)
         content = clip(result.caption)
         sent: discord.Message | None = None
         if self.status is not None:
@@ -246,6 +265,8 @@ class MessageRoundView(ProgressDefaults):
             log.exception("could not answer message %s", self.message.id)
 
     async def _show(self, **fields: Any) -> None:
+        if self.info is not None:  # the Cancel button while the round runs
+            fields["view"] = buttons_view((self.info.cancel,))
         try:
             if self.status is None:
                 files = fields.pop("attachments", None)
@@ -258,6 +279,14 @@ class MessageRoundView(ProgressDefaults):
     async def _reply(self, **fields: Any) -> discord.Message:
         reference = self.message.to_reference(fail_if_not_exists=False)
         return await self.message.channel.send(reference=reference, **fields)
+
+
+async def result_upload(result: RoundResult, limit: int) -> Upload:
+    """The result as a file. A transparent image goes as the PNG bytes it is (re-encoding could drop alpha);
+    Discord refuses it if too large, and the core then refunds."""
+    if result.transparent:
+        return Upload(result.image, f"easel-{result.number}.png")
+    return await fitted_image(result.image, result.mime, limit, f"easel-{result.number}")
 
 
 async def guarded(view: InteractionRoundView | MessageRoundView, work: Awaitable[None], what: str) -> None:

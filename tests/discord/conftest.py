@@ -19,6 +19,7 @@ from discord.gateway import DiscordWebSocket
 from bots.discord.bot import DiscordBot
 from bots.process.config import Settings
 from tests.discord.discord_support import ErrorLog, StartBot, World, discord_services, discord_settings
+from tests.discord.menu_fake import MenuDiscord
 from tests.fakes.fake_discord import MANAGE_GUILD, MEMBER_PERMISSIONS, FakeDiscord
 from tests.fakes.fake_services import FakeServices
 
@@ -34,10 +35,11 @@ def error_log() -> AsyncIterator[ErrorLog] | Any:
 
 
 @pytest.fixture
-async def fake(monkeypatch: pytest.MonkeyPatch, error_log: ErrorLog) -> AsyncIterator[FakeDiscord]:
+async def fake(monkeypatch: pytest.MonkeyPatch, error_log: ErrorLog) -> AsyncIterator[MenuDiscord]:
     monkeypatch.setattr(discord.http.Route, "BASE", discord.http.Route.BASE)
     monkeypatch.setattr(DiscordWebSocket, "DEFAULT_GATEWAY", DiscordWebSocket.DEFAULT_GATEWAY)
-    async with FakeDiscord() as server:
+    server = MenuDiscord()
+    async with server:
         yield server
         assert not server.fake_errors, server.fake_errors
         unhandled = [c.method for c in server.calls if c.method.startswith("UNHANDLED")]

@@ -37,7 +37,9 @@ async def test_start_points_discord_py_at_the_configured_urls_and_registers_comm
 
 async def test_commands_match_the_chat_contract_exactly(fake: FakeDiscord, bot: DiscordBot) -> None:
     commands = {c["name"]: c for c in fake.commands}
-    assert sorted(commands) == ["edit", "help", "imagine", "quota", "usage"]
+    assert sorted(commands) == ["Edit image", "edit", "help", "imagine", "language", "quota", "usage"]
+    assert commands["Edit image"]["type"] == 3  # a message context-menu command
+    assert all(c["type"] == 1 for name, c in commands.items() if name != "Edit image")
 
     def options(command: dict) -> dict[str, tuple[int, bool, list[str]]]:
         return {o["name"]: (o["type"], o.get("required", False), [c["value"] for c in o.get("choices", [])])
@@ -45,10 +47,14 @@ async def test_commands_match_the_chat_contract_exactly(fake: FakeDiscord, bot: 
 
     assert options(commands["imagine"]) == {
         "prompt": (3, True, []),
-        "size": (3, False, ["square", "portrait", "landscape"]),
+        "size": (3, False, ["square", "portrait", "landscape", "wide", "tall"]),
         "quality": (3, False, ["low", "medium", "high"]),
+        "background": (3, False, ["auto", "opaque", "transparent"]),
+        **{f"image{n}": (11, False, []) for n in range(1, 5)},
     }
-    assert options(commands["edit"]) == {"instruction": (3, True, []), "image": (11, True, [])}
+    assert options(commands["edit"]) == {"instruction": (3, True, []), "image": (11, True, []),
+                                         **{f"image{n}": (11, False, []) for n in range(2, 5)}}
+    assert options(commands["language"]) == {"language": (3, False, ["auto", "en", "zh"])}
     quota = commands["quota"]
     assert quota.get("default_member_permissions") is None  # registered for everyone
     subs = {o["name"]: options(o) for o in quota["options"]}
