@@ -64,7 +64,7 @@ def from_human(message: Message | None, me: int) -> bool:
 
 
 def user_actor(user: User, is_moderator: bool = False) -> Actor:
-    return Actor(TELEGRAM, str(user.id), user.full_name, user.username, is_moderator)
+    return Actor(TELEGRAM, str(user.id), user.full_name, user.username, is_moderator, locale=user.language_code)
 
 
 def actor_for(message: Message, is_moderator: bool = False) -> Actor:

@@ -51,8 +51,10 @@ from bots.telegram.send import retrying, send_text
 from bots.telegram.view import CALLBACK_PREFIX, EditPacer, TelegramRoundView, Where
 from core.errors import GENERIC_APOLOGY, DuplicateRequest, NotModerator, UserFacingError
 from core.events import Actor, ChannelKey, DeskCommand, RoundRequest, UserRef, Verb
+from core.flags import parse_flags
 from core.outcomes import Refusal
 from core.ports import Services
+from core.texts import say
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +89,8 @@ class TelegramHandlers:
         app.add_handler(CommandHandler("quota", self.on_quota, filters=new))
         app.add_handler(CommandHandler("usage", self.on_usage, filters=new))
         app.add_handler(CommandHandler(["help", "start"], self.on_help, filters=new))
+        app.add_handler(CommandHandler("cancel", self.on_cancel, filters=new))
+        app.add_handler(CommandHandler("language", self.on_language, filters=new))
         app.add_handler(MessageHandler(new & filters.StatusUpdate.MIGRATE, self.on_migrate))
         app.add_handler(MessageHandler(new & (filters.PHOTO | filters.Document.IMAGE), self.on_photo))
         app.add_handler(MessageHandler(new & filters.TEXT & ~filters.COMMAND, self.on_text))
@@ -134,6 +138,14 @@ class TelegramHandlers:
         if message := self._human(update):
             self.spawn(update, self._answer(update, message, self._help(message)))
 
+    async def on_cancel(self, update: Update, context: Context) -> None:
+        if message := self._human(update):
+            self.spawn(update, self._answer(update, message, self._cancel(message)))
+
+    async def on_language(self, update: Update, context: Context) -> None:
+        if message := self._human(update):
+            self.spawn(update, self._answer(update, message, self._language(update, message, command_args(message))))
+
     async def on_migrate(self, update: Update, context: Context) -> None:
         message = update.message
         if message is not None and message.migrate_to_chat_id:
@@ -151,6 +163,12 @@ class TelegramHandlers:
         """A prompt. `source` is the message whose photo to edit; otherwise the replied-to message decides:
         one of Easel's images (an edit round), any other photo (edit that photo), or nothing (generate)."""
         key = message_key(message)
+        actor = actor_for(message)
+        try:
+            flags = parse_flags(prompt)
+        except UserFacingError as error:  # an unknown flag or value: refused before anything is spent
+            await self._reply(message, error.text(_lang(actor)))
+            return
         reply_to = None
         image = input_image(self.bot, source, self.download_cap) if source is not None else None
         target = replied(message)
@@ -160,7 +178,8 @@ class TelegramHandlers:
             elif has_image(target):
                 image = input_image(self.bot, target, self.download_cap)
         request = RoundRequest(
-            key, actor_for(message), prompt, idempotency_key(update, message), reply_to=reply_to, input_image=image
+            key, actor, flags.prompt, idempotency_key(update, message), reply_to=reply_to, input_image=image,
+            options=flags.options, send_file=flags.send_file,
         )
         await self._run(update, self.services.rounds.submit(request, view := self._view(message)), view)
 
@@ -242,10 +261,33 @@ class TelegramHandlers:
             await self.report(update, error)
             text = GENERIC_APOLOGY
         if text:
-            await send_text(
-                self.bot, self.pacer.gate, message.chat.id, text, reply_to_id=message.message_id,
-                thread_id=thread_of(message),
-            )
+            await self._reply(message, text)
+
+    async def _reply(self, message: Message, text: str) -> None:
+        await send_text(
+            self.bot, self.pacer.gate, message.chat.id, text, reply_to_id=message.message_id,
+            thread_id=thread_of(message),
+        )
+
+    async def _cancel(self, message: Message) -> str:
+        """`/cancel` replying to a round's progress message."""
+        actor = actor_for(message, await self.mods.is_moderator(message))
+        key = message_key(message)
+        target = replied(message)
+        if target is None:
+            return say(_lang(actor), "round.cancel_which")
+        return (await self.services.rounds.cancel(key, actor, str(target.message_id))).text
+
+    async def _language(self, update: Update, message: Message, args: list[str]) -> str:
+        """`/language` shows the community's language; `/language auto|en|zh` sets it (moderators)."""
+        choice = args[0].lower() if args else None
+        if len(args) > 1 or (choice is not None and choice not in LANGUAGES):
+            return say(_lang(actor_for(message)), "tg.usage.language")
+        actor = actor_for(message, await self.mods.is_moderator(message) if choice else False)
+        key = message_key(message)
+        await self.services.desk.seen(actor, key.community)
+        command = DeskCommand(Verb.LANGUAGE, key, actor, idempotency_key(update, message), language=choice)
+        return (await self.services.desk.run(command)).text
 
     async def _quota(self, update: Update, message: Message, args: list[str]) -> str:
         command = parse_quota(args)
@@ -282,6 +324,14 @@ class TelegramHandlers:
     async def _help(self, message: Message) -> str:
         await self.services.desk.seen(actor_for(message), str(message.chat.id))
         return self.services.desk.help_text(TELEGRAM, "en")
+
+
+LANGUAGES = ("auto", "en", "zh")
+
+
+def _lang(actor: Actor) -> str:
+    """The asker's client language, for words the adapter says before the core is asked."""
+    return "zh" if (actor.locale or "").lower().startswith("zh") else "en"
 
 
 def _has_command(message: Message) -> bool:

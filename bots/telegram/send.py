@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import TypeVar
 
-from telegram import Bot, Message, ReplyParameters
+from telegram import Bot, InlineKeyboardMarkup, Message, ReplyParameters
 from telegram.error import RetryAfter
 
 # Opt in to PTB's coming behaviour for time periods (timedelta, not int): without it, merely constructing
@@ -123,7 +123,7 @@ def reply_to(message_id: int | None) -> ReplyParameters | None:
 
 async def send_text(
     bot: Bot, gate: FloodGate, chat_id: int, text: str, *, reply_to_id: int | None = None,
-    thread_id: int | None = None,
+    thread_id: int | None = None, reply_markup: InlineKeyboardMarkup | None = None,
 ) -> Message:
     """Plain text (no parse_mode: user text can never break markup, S-9), replying when asked."""
     return await gate.send(
@@ -133,6 +133,7 @@ async def send_text(
             clip(text, TEXT_LIMIT),
             reply_parameters=reply_to(reply_to_id),
             message_thread_id=thread_id,
+            reply_markup=reply_markup,
         ),
         "sendMessage",
     )

@@ -28,7 +28,7 @@ from telegram.error import NetworkError, RetryAfter, TelegramError
 
 from bots.telegram.send import CAPTION_LIMIT, FloodGate, clip, reply_to, retry_after_seconds, send_text
 from core import texts
-from core.outcomes import Button, Preview, ProgressDefaults, Refusal, RoundResult
+from core.outcomes import Button, Preview, ProgressDefaults, Refusal, RoundInfo, RoundResult
 from core.provider import pictures
 
 log = logging.getLogger(__name__)
@@ -114,6 +114,16 @@ class TelegramRoundView(ProgressDefaults):
 
     # -- RoundView -----------------------------------------------------------------------------------------
 
+    async def begin(self, info: RoundInfo) -> None:
+        self.info = info
+
+    def progress_message(self) -> str | None:
+        return str(self._placeholder.message_id) if self._placeholder is not None else None
+
+    def _cancel_markup(self) -> InlineKeyboardMarkup | None:
+        """The Cancel button, on the progress message while the round is queued or running."""
+        return keyboard((self.info.cancel,)) if self.info is not None and not self._done.is_set() else None
+
     async def queued(self, position: int) -> None:
         self._start_action()
         text = queued_text(position)
@@ -122,7 +132,7 @@ class TelegramRoundView(ProgressDefaults):
                 return  # a busy group: the chat action says enough, and stays within 20 messages a minute
             self._placeholder = await send_text(
                 self.bot, self.gate, self.where.chat_id, text, reply_to_id=self.where.reply_to_id,
-                thread_id=self.where.thread_id,
+                thread_id=self.where.thread_id, reply_markup=self._cancel_markup(),
             )
         elif self._placeholder.text and self._placeholder.text != text and self._pace():
             await self._edit_text(text)
@@ -142,6 +152,7 @@ class TelegramRoundView(ProgressDefaults):
                     where.chat_id,
                     preview.image,
                     caption=PREVIEW_CAPTION,
+                    reply_markup=self._cancel_markup(),
                     reply_parameters=reply_to(where.reply_to_id),
                     message_thread_id=where.thread_id,
                     filename="preview.png",
@@ -151,6 +162,7 @@ class TelegramRoundView(ProgressDefaults):
                     InputMediaPhoto(preview.image, caption=PREVIEW_CAPTION, filename="preview.png"),
                     chat_id=where.chat_id,
                     message_id=self._placeholder.message_id,
+                    reply_markup=self._cancel_markup(),
                 )
                 if isinstance(edited, Message):
                     self._placeholder = edited
@@ -214,7 +226,7 @@ class TelegramRoundView(ProgressDefaults):
             return  # progress text is optional: not while the chat is under flood control
         try:
             edited = await self.bot.edit_message_text(
-                text, chat_id=self.where.chat_id, message_id=self._placeholder_id()
+                text, chat_id=self.where.chat_id, message_id=self._placeholder_id(), reply_markup=self._cancel_markup()
             )
         except RetryAfter as error:
             self.pacer.hold(self.where.chat_id, retry_after_seconds(error))
@@ -261,6 +273,28 @@ class TelegramRoundView(ProgressDefaults):
                 )
 
     async def _send_result(self, result: RoundResult) -> Message:
+        if result.transparent:  # a photo would be re-encoded to JPEG and lose the alpha: the file as it is
+            return await self._send_document(result, result.image, pictures.extension_for(result.mime))
+        message = await self._send_photo_fitted(result)
+        if result.send_file:  # `--file`: the original PNG too, never re-encoded
+            with contextlib.suppress(TelegramError):
+                await self.gate.send(
+                    self.where.chat_id,
+                    lambda: self.bot.send_document(
+                        self.where.chat_id, result.image,
+                        caption=clip(texts.say(self._lang(), "tg.file.caption", number=result.number), CAPTION_LIMIT),
+                        reply_parameters=reply_to(message.message_id), message_thread_id=self.where.thread_id,
+                        filename=f"easel-{result.number}.{pictures.extension_for(result.mime)}",
+                        disable_content_type_detection=True,
+                    ),
+                    "sendDocument",
+                )
+        return message
+
+    def _lang(self) -> str:
+        return self.info.lang if self.info is not None else "en"
+
+    async def _send_photo_fitted(self, result: RoundResult) -> Message:
         data, mime, ext = result.image, result.mime, pictures.extension_for(result.mime)
         if len(data) > PHOTO_MAX_BYTES or result.width + result.height > PHOTO_MAX_SIDE_SUM:
             try:
