@@ -14,7 +14,9 @@ from tests.fakes.fake_telegram import FakeTelegram
 from tests.telegram.telegram_support import FakeServices
 
 
-async def test_flags_become_options_and_leave_the_prompt(tg: FakeTelegram, bot: TelegramBot, fake: FakeServices) -> None:
+async def test_flags_become_options_and_leave_the_prompt(
+    tg: FakeTelegram, bot: TelegramBot, fake: FakeServices
+) -> None:
     await tg.send_message(tg.group_chat(), tg.user("Ann"), "/imagine --size wide a fox --quality high --file")
     await fake.wait_finished()
     request = fake.requests[0]
@@ -26,7 +28,8 @@ async def test_flags_become_options_and_leave_the_prompt(tg: FakeTelegram, bot: 
 async def test_an_unknown_flag_is_refused_at_no_cost(tg: FakeTelegram, bot: TelegramBot, fake: FakeServices) -> None:
     await tg.send_message(tg.group_chat(), tg.user("Ann"), "/imagine a fox --sise wide")
     sent = await tg.wait_for("sendMessage")
-    assert "--sise" in sent.params["text"] and "--size" in sent.params["text"] and "--transparent" in sent.params["text"]
+    text = sent.params["text"]
+    assert "--sise" in text and "--size" in text and "--transparent" in text
     assert fake.requests == []
 
 
