@@ -126,7 +126,8 @@ class InteractionHandlers:
                 await view.say(notice.detail, ephemeral=True, followup=True)
 
     async def help(self, interaction: discord.Interaction) -> None:
-        text = self.services.desk.help_text(Platform.DISCORD, interaction_language(interaction))  # pure text: answering directly is the acknowledgement
+        # Pure text: answering directly is the acknowledgement.
+        text = self.services.desk.help_text(Platform.DISCORD, interaction_language(interaction))
         try:
             await interaction.response.send_message(clip(text), ephemeral=True)
         except discord.HTTPException:
@@ -170,7 +171,7 @@ class EditModal(discord.ui.Modal):
             style=discord.TextStyle.paragraph, max_length=4000)
         self.add_item(self.instruction)
 
-    async def on_submit(self, interaction: discord.Interaction) -> None:  # type: ignore[override]
+    async def on_submit(self, interaction: discord.Interaction) -> None:
         await self.handlers.edit(interaction, self.instruction.value, self.image, reply_to=self.reply_to)
 
     async def on_error(self, interaction: discord.Interaction, error: Exception, /) -> None:  # type: ignore[override]

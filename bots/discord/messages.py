@@ -59,7 +59,8 @@ class MessageHandler:
         prompt = strip_mentions(message.content, me)
         idem = f"dc:m:{message.id}"
         parent = await self._referenced(message)
-        if parent is not None and parent.author.id == me and await self.services.rounds.is_round_message(key, str(parent.id)):
+        rounds = self.services.rounds
+        if parent is not None and parent.author.id == me and await rounds.is_round_message(key, str(parent.id)):
             return RoundRequest(key, actor, prompt, idem, reply_to=str(parent.id))
         if not (message.guild is None or mentions(message.content, me)):
             return None

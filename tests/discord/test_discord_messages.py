@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from bots.discord.bot import DiscordBot
 from core.errors import BadInputImage
@@ -13,7 +14,9 @@ from tests.fakes.fake_discord import FakeDiscord
 from tests.fakes.fake_services import FakeServices
 
 
-async def _first_round(fake: FakeDiscord, world: World, services: FakeServices, prompt: str = "a fox") -> dict:
+async def _first_round(
+    fake: FakeDiscord, world: World, services: FakeServices, prompt: str = "a fox"
+) -> dict[str, Any]:
     done = services.finished
     interaction = await fake.slash_command(world.guild.channel, world.alice, "imagine", {"prompt": prompt})
     await services.wait_finished(done + 1)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import discord
 import pytest
@@ -41,7 +42,7 @@ async def test_commands_match_the_chat_contract_exactly(fake: FakeDiscord, bot: 
     assert commands["Edit image"]["type"] == 3  # a message context-menu command
     assert all(c["type"] == 1 for name, c in commands.items() if name != "Edit image")
 
-    def options(command: dict) -> dict[str, tuple[int, bool, list[str]]]:
+    def options(command: dict[str, Any]) -> dict[str, tuple[int, bool, list[str]]]:
         return {o["name"]: (o["type"], o.get("required", False), [c["value"] for c in o.get("choices", [])])
                 for o in command.get("options", [])}
 
@@ -102,7 +103,12 @@ async def test_fatal_close_after_start_reaches_on_fatal_once(
 ) -> None:
     fatal: list[str] = []
     called = asyncio.Event()
-    bot = await start_bot(on_fatal=lambda message: (fatal.append(message), called.set()))
+
+    def on_fatal(message: str) -> None:
+        fatal.append(message)
+        called.set()
+
+    bot = await start_bot(on_fatal=on_fatal)
     fake.privileged_intents &= ~INTENT_MESSAGE_CONTENT
     await fake.close_gateway(4014)
     await asyncio.wait_for(called.wait(), 5)
