@@ -85,8 +85,6 @@ def _run(settings: Settings, args: argparse.Namespace) -> int:
     tokens = backoff.token_fingerprint(settings.telegram_token, settings.discord_token)
     if backoff.forget_if_changed(settings.data_dir, tokens):
         logging.getLogger("easel").info("the token changed since the last fatal exit: connecting without waiting")
-    elif wait := backoff.delay_before_start(settings.data_dir, fingerprint=tokens):
-        logging.getLogger("easel").warning("%s", backoff.waiting_message(wait, settings.data_dir))
     code = asyncio.run(run(settings))
     if code == EX_CONFIG:
         backoff.stamp(settings.data_dir, tokens)
