@@ -6,15 +6,19 @@ the target is migrated and filled in one transaction, so a failed copy leaves it
 numbers, parents, buttons that carry a round id keep working) and the identity sequences moved past them.
 The safety salt is copied too, so users keep their provider safety identifiers.
 
-Images are files in the data directory (`images/`): this module does not move them."""
+Images are files in the data directory (`images/<sha[:2]>/<sha>.<ext>`); given that folder, `copy_sqlite_to`
+also copies them into the PostgreSQL `images` table (`core.store.pg_images`), keeping each file's last use, and
+verifies every one of them there by its SHA-256."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +27,7 @@ from psycopg import sql
 from psycopg.rows import dict_row
 
 from core.errors import StoreError
+from core.provider.cache import _EXT as IMAGE_EXTENSIONS
 from core.store.postgres import PostgresStore
 from core.store.sqlite import SqliteStore
 
@@ -38,6 +43,7 @@ LedgerKey = tuple[str, str, str, str, str]  # platform, community, user, day, ki
 class CopyReport:
     counts: dict[str, tuple[int, int]] = field(default_factory=dict)  # table -> (source rows, target rows)
     ledger_users: int = 0  # (platform, community, user, day, kind) totals compared
+    images: tuple[int, int] = (0, 0)  # (image files found, of them verified in PostgreSQL)
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -45,8 +51,9 @@ class CopyReport:
         return not self.problems
 
 
-async def copy_sqlite_to(source: Path, target_url: str) -> CopyReport:
-    """Copy the SQLite database at `source` into the (empty) PostgreSQL database at `target_url`."""
+async def copy_sqlite_to(source: Path, target_url: str, image_dir: Path | None = None) -> CopyReport:
+    """Copy the SQLite database at `source` into the (empty) PostgreSQL database at `target_url`, and the image
+    files under `image_dir` when given."""
     if not await asyncio.to_thread(source.is_file):
         raise StoreError(f"no database at {source}")
     async with SqliteStore(source):  # brings an older database to the current schema
@@ -66,8 +73,9 @@ async def copy_sqlite_to(source: Path, target_url: str) -> CopyReport:
                 await _insert(conn, table, rows[table])
             for table in IDENTITY_TABLES:
                 await conn.execute(
-                    sql.SQL("SELECT setval(pg_get_serial_sequence(%s, 'id'), COALESCE(MAX(id), 0) + 1, false) FROM {}")
-                    .format(sql.Identifier(table)),
+                    sql.SQL(
+                        "SELECT setval(pg_get_serial_sequence(%s, 'id'), COALESCE(MAX(id), 0) + 1, false) FROM {}"
+                    ).format(sql.Identifier(table)),
                     (table,),
                 )
             await conn.execute("UPDATE meta SET value = %s WHERE key = 'safety_salt'", (rows["salt"][0]["value"],))
@@ -95,7 +103,51 @@ async def copy_sqlite_to(source: Path, target_url: str) -> CopyReport:
         for key in sorted(set(source_totals) | set(target_totals))
         if source_totals.get(key) != target_totals.get(key)
     ]
+    if image_dir is not None:
+        await _copy_images(image_dir, target_url, report)
     return report
+
+
+_MIME_OF = {ext: mime for mime, ext in IMAGE_EXTENSIONS.items()}
+
+
+def _image_files(root: Path) -> list[tuple[Path, str, str]]:
+    """(path, sha, mime) of every image file the cache holds (temp files left by a crash are not images)."""
+    if not root.is_dir():
+        return []
+    found = []
+    for path in sorted(root.glob("*/*")):
+        if path.is_file() and path.suffix != ".tmp":
+            found.append((path, path.stem, _MIME_OF.get(path.suffix, "application/octet-stream")))
+    return found
+
+
+async def _copy_images(root: Path, target_url: str, report: CopyReport) -> None:
+    files = await asyncio.to_thread(_image_files, root)
+    expected: set[tuple[str, str]] = set()
+    async with await psycopg.AsyncConnection.connect(target_url) as conn:
+        for path, sha, mime in files:
+            data = await asyncio.to_thread(path.read_bytes)
+            if hashlib.sha256(data).hexdigest() != sha:
+                report.problems.append(f"image file {path.name} does not match its name (damaged): not copied")
+                continue
+            used_at = datetime.fromtimestamp((await asyncio.to_thread(path.stat)).st_mtime, UTC)
+            async with conn.transaction():
+                await conn.execute(
+                    "INSERT INTO images (sha, mime, data, used_at) VALUES (%s, %s, %s, %s) "
+                    "ON CONFLICT (sha, mime) DO NOTHING",
+                    (sha, mime, data, used_at),
+                )
+            expected.add((sha, mime))
+        cursor = await conn.execute(
+            "SELECT sha, mime FROM images WHERE encode(sha256(data), 'hex') = sha AND sha = ANY(%s)",
+            ([sha for sha, _ in expected],),
+        )
+        verified = {(str(sha), str(mime)) for sha, mime in await cursor.fetchall()} & expected
+    report.images = (len(files), len(verified))
+    report.problems += [
+        f"image {sha} ({mime}) is missing or altered in PostgreSQL" for sha, mime in sorted(expected - verified)
+    ]
 
 
 def _read_source(path: Path) -> dict[str, list[dict[str, Any]]]:

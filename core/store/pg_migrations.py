@@ -194,8 +194,23 @@ CREATE TABLE communities (
 );
 """
 
+# Image bytes, content-addressed (`core.store.pg_images.PgImageStore`): with PostgreSQL every worker reads them
+# here, never from another worker's disk. `used_at` is touched on put and drives retention, as file mtimes do.
+_V2 = r"""
+CREATE TABLE images (
+    sha TEXT NOT NULL,
+    mime TEXT NOT NULL,
+    data BYTEA NOT NULL,
+    created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+    used_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+    PRIMARY KEY (sha, mime)
+);
+CREATE INDEX images_used_at ON images (used_at);
+"""
+
 MIGRATIONS: list[tuple[int, str, str]] = [
     (1, "initial", _V1),
+    (2, "images", _V2),
 ]
 
 
