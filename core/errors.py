@@ -98,6 +98,8 @@ class OverQuota(UserFacingError):
     def __init__(self, msg_id: str, /, *, left: int, resets_at: datetime, **params: object) -> None:
         super().__init__(msg_id)
         self.params.update(params, left=left, resets_at=resets_at)
+        if "cost" in params:  # the catalog's plural form goes by `count`
+            self.params.setdefault("count", params["cost"])
         self.left = left
         self.resets_at = resets_at
 

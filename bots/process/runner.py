@@ -12,6 +12,8 @@ from typing import Protocol
 from bots.process import backoff
 from bots.process.app import Core, open_core
 from bots.process.config import Settings
+from bots.process.network import describe_network_error, is_network_error
+from bots.process.summary import log_startup_summary
 from bots.process.web import WebServer
 from core.errors import ConfigError, FatalPlatformError
 from core.events import Platform
@@ -76,7 +78,7 @@ async def _backed_off(settings: Settings, stop: asyncio.Event) -> bool:
     wait = await asyncio.to_thread(backoff.delay_before_start, settings.data_dir)
     if not wait:
         return True
-    log.warning("the last start failed fatally; waiting %.0f s before connecting again", wait)
+    log.warning("%s", backoff.waiting_message(wait, settings.data_dir))
     try:
         await asyncio.wait_for(stop.wait(), wait)
     except TimeoutError:
@@ -93,13 +95,21 @@ async def _serve(
         if web is not None:
             await web.start()
         for name, adapter in adapters.items():
-            await adapter.start()
+            try:
+                await adapter.start()
+            except Exception as error:
+                if not is_network_error(error):
+                    raise
+                # One line naming the URL and what to check, not a traceback (the first hour on a new machine).
+                url, setting = _platform_url(settings, name)
+                raise FatalPlatformError(describe_network_error(error, url, setting)) from None
             log.info("%s bot connected", name)
             # Background rounds a restart interrupted are followed to their end through this platform now.
             resumed = await core.rounds.resume(Platform(name), adapter.view_for_round)
             if resumed:
                 log.info("%s: following %d rounds the provider kept running across the restart", name, resumed)
         _summary(settings, core, list(adapters))
+        log_startup_summary(log, settings, _telegram_username(adapters), _discord_app_id(adapters))
         await asyncio.to_thread(backoff.clear, settings.data_dir)
         await stop.wait()
     except FatalPlatformError as error:
@@ -154,6 +164,26 @@ def _web(settings: Settings, core: Core, adapters: dict[str, ChatAdapter]) -> We
     if telegram is not None and settings.telegram_webhook_url:
         webhook = telegram.handle_webhook  # type: ignore[attr-defined]
     return WebServer(settings, core.metrics, readiness, telegram_webhook=webhook)
+
+
+def _platform_url(settings: Settings, name: str) -> tuple[str, str]:
+    if name == "telegram":
+        return settings.telegram_api_url, "EASEL_TELEGRAM_API_URL"
+    return settings.discord_api_url, "EASEL_DISCORD_API_URL"
+
+
+def _telegram_username(adapters: dict[str, ChatAdapter]) -> str | None:
+    app = getattr(adapters.get("telegram"), "application", None)
+    return getattr(getattr(app, "bot", None), "username", None) if app is not None else None
+
+
+def _discord_app_id(adapters: dict[str, ChatAdapter]) -> str | None:
+    adapter = adapters.get("discord")
+    if adapter is None:
+        return None
+    client = getattr(adapter, "_client", None)
+    app_id = getattr(client, "application_id", None)
+    return str(app_id) if app_id else None
 
 
 def _summary(settings: Settings, core: Core, bots: list[str]) -> None:

@@ -209,9 +209,6 @@ async def test_quota_verbs_by_a_member_are_refused_and_change_nothing(env: Env, 
     assert (await env.delivered(await env.imagine(world.bob, "still allowed")))["attachments"]
 
 
-@pytest.mark.xfail(strict=True, reason="core: the store raises OverQuota('quota.over', cost=...) but the catalog "
-                   "message counts with {count}, so the refusal shows the bare id 'quota.over' (core/store, not "
-                   "the adapter)")
 async def test_refusals_charge_nothing(env: Env, fake: FakeDiscord, world: World,
                                        provider: FakeProvider) -> None:
     over = await _imagine_refusal(env, world.alice, size="landscape", quality="high")  # costs 6 of 3
