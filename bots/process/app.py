@@ -12,6 +12,7 @@ import socket
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
+from typing import cast
 from datetime import UTC, datetime
 
 from bots.process.lock import hold_data_dir
@@ -71,11 +72,7 @@ async def open_core(
 
             provider = build_provider(settings)
         stack.push_async_callback(provider.aclose)
-        cache = ImageCache(
-            settings.image_dir,
-            max_age_days=settings.image_cache_days,
-            max_bytes=settings.image_cache_mb * 1024**2,
-        )
+        cache = _image_store(settings, stack)
         metrics = metrics or Metrics()
         slots = FairSlots(settings.provider_concurrency, settings.queue_limit)
         deps = Deps(settings, store, provider, cache, metrics, clock, slots)
@@ -89,6 +86,20 @@ async def open_core(
         upkeep = asyncio.create_task(_upkeep(cache, rounds, store, worker, clock), name="easel-upkeep")
         stack.push_async_callback(_cancel, upkeep)
         yield Core(settings, store, provider, cache, metrics, services, rounds, desk, recovered)
+
+
+def _image_store(settings: Settings, stack: AsyncExitStack) -> ImageCache:
+    """Images live where every worker can read them: in PostgreSQL when it is the store (a worker never
+    depends on another worker's disk), else in the data directory."""
+    age, size = settings.image_cache_days, settings.image_cache_mb * 1024**2
+    url = getattr(settings, "database_url", None)
+    if url:
+        from core.store.pg_images import PgImageStore
+
+        shared = PgImageStore(url, max_age_days=age, max_bytes=size)
+        stack.callback(shared.close)
+        return cast(ImageCache, shared)  # the same put/get/delete/prune surface
+    return ImageCache(settings.image_dir, max_age_days=age, max_bytes=size)
 
 
 async def _open_store(settings: Settings, stack: AsyncExitStack) -> Store:

@@ -37,7 +37,7 @@ def backup_database(db_path: Path, dest: Path, *, force: bool = False, now: date
 
 
 def check_integrity(path: Path) -> None:
-    """Raise `StoreError` unless `PRAGMA integrity_check` says "ok"."""
+    """Raise `StoreError` unless the database passes its integrity check."""
     problems = integrity_problems(path)
     if problems:
         raise StoreError(f"{path} failed the integrity check: {'; '.join(problems[:5])}")

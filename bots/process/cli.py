@@ -66,6 +66,9 @@ def _parser() -> argparse.ArgumentParser:
     backup.add_argument("path", type=Path, help="a file, or an existing directory for a dated easel-*.db file")
     backup.add_argument("--force", action="store_true", help="overwrite PATH if it exists")
     backup.set_defaults(handler=_backup)
+    from bots.process.migrate import add_migrate_parser
+
+    add_migrate_parser(db_sub)
     usage = sub.add_parser("usage", help="images, credits and estimated spend per community")
     usage.add_argument("--community", help="only this community (a Telegram chat id or Discord guild id)")
     usage.set_defaults(handler=_usage)

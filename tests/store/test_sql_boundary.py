@@ -7,7 +7,6 @@ import ast
 import re
 from pathlib import Path
 
-import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 STORE = ROOT / "core" / "store"
@@ -53,11 +52,6 @@ def test_the_scanner_finds_sql() -> None:
     assert not SQL.search("Please update your settings")
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="services still migrating: the old modules (quotas, rounds, inbox, reports, privacy, desk, studio, "
-    "bots/process) still hold SQL until the lead removes them",
-)
 def test_no_sql_outside_the_store() -> None:
     offenders = {str(path.relative_to(ROOT)): found for path in _sources() if (found := _violations(path))}
     assert offenders == {}

@@ -184,11 +184,6 @@ async def test_anonymous_admin_moderates(rig: Rig) -> None:
     assert "3 credits left today" in await rig.ask(group, tg.user("Cy"), "/quota")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core: the store raises OverQuota('quota.over', cost=...) but the catalog's plural text needs {count}, "
-    "so the refusal renders as the bare id 'quota.over'",
-)
 async def test_refusals_charge_nothing(rig: Rig) -> None:
     await rig.boot()
     tg = rig.tg
