@@ -73,12 +73,14 @@ class Desk:
         if c.verb is Verb.SET:
             daily = self._amount(c, minimum=0)
             await self._apply(c, ModVerb.SET_DAILY, user_id, daily)
-            return Notice(say(lang, "desk.daily_set", name=name, count=daily) + " " + await self._report(c.key, user_id, name, lang))
+            report = await self._report(c.key, user_id, name, lang)
+            return Notice(say(lang, "desk.daily_set", name=name, count=daily) + " " + report)
         if c.verb is Verb.GRANT:
             credits = self._amount(c, minimum=1)
             await self._check_grant_ceiling(c, user_id, credits)
             await self._apply(c, ModVerb.GRANT, user_id, credits)
-            return Notice(say(lang, "desk.granted", name=name, count=credits) + " " + await self._report(c.key, user_id, name, lang))
+            report = await self._report(c.key, user_id, name, lang)
+            return Notice(say(lang, "desk.granted", name=name, count=credits) + " " + report)
         banned = c.verb is Verb.BAN
         await self._apply(c, ModVerb.BAN if banned else ModVerb.UNBAN, user_id, None)
         if banned:
@@ -161,8 +163,8 @@ class Desk:
         if not self.people.is_moderator(c.actor):
             mine_today = await self.store.usage_totals(platform, community, today, c.actor.user_id)
             mine_month = await self.store.usage_totals(platform, community, month, c.actor.user_id)
-            return Notice(say(lang, "usage.own", today=self._totals(lang, mine_today), month=self._totals(lang, mine_month)),
-                          ephemeral=True)
+            text = say(lang, "usage.own", today=self._totals(lang, mine_today), month=self._totals(lang, mine_month))
+            return Notice(text, ephemeral=True)
         all_today = await self.store.usage_totals(platform, community, today)
         all_month = await self.store.usage_totals(platform, community, month)
         text = say(lang, "usage.community", today=self._totals(lang, all_today), month=self._totals(lang, all_month))

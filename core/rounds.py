@@ -32,7 +32,7 @@ from core.generation import Deps, Live, context
 from core.guards import ProviderProbe, UserGuards
 from core.outcomes import Button, Notice, Refusal, RoundInfo, RoundView
 from core.people import People
-from core.ports import ImageJob, ParentImage
+from core.ports import GeneratedImage, ImageJob, ParentImage
 from core.pricing import estimate_usd, estimated_usage
 from core.progress import ProgressPump, quietly
 from core.provider import pictures
@@ -207,7 +207,9 @@ class RoundService:
             await self.deps.store.add_notice(item.key, item.progress_message, text, self.deps.clock())
             return Notice(say(lang, "round.cancelled_refunded" if refunded else "round.cancelled", number=item.number))
         live.cancelled_by = actor
-        asyncio.create_task(generation.cancel_at_provider(self.deps.provider, live.response_id))
+        stop = asyncio.create_task(generation.cancel_at_provider(self.deps.provider, live.response_id))
+        self._tasks.add(stop)
+        stop.add_done_callback(self._tasks.discard)
         live.work.cancel()
         return None
 
@@ -353,21 +355,7 @@ class RoundService:
             inputs = await self._inputs(request, item)
             job = await self._job(item, plan.parent, inputs)
             async with asyncio.timeout(self._deadline_left(item)):
-                if not self.probe.admit():
-                    assert self.probe.down is not None
-                    raise self.probe.down
-                live.work = asyncio.create_task(generation.generate(deps, live, job, pump))
-                try:
-                    generated = await live.work
-                except ProviderUnavailable as error:
-                    self.probe.failed(error)
-                    log.error("the image provider is unavailable (%s); probing with one request at a time",
-                              error.reason, extra=context(item))
-                    raise
-                except BaseException:
-                    self.probe.released()
-                    raise
-                self.probe.succeeded()
+                generated = await self._call_provider(live, job, pump)
             await self._record_progress(live, view)
             await generation.deliver(
                 deps, live, generated, pump, balance.left, plan.parent.number if plan.parent else None,
@@ -396,6 +384,25 @@ class RoundService:
             await self._end(live, RoundState.FAILED, None, reserved)
         finally:
             self._live.pop(item.id, None)
+
+    async def _call_provider(self, live: Live, job: ImageJob, pump: ProgressPump) -> GeneratedImage:
+        """The provider call as a child task (Cancel stops it, not the round), behind the availability probe."""
+        if not self.probe.admit():
+            assert self.probe.down is not None
+            raise self.probe.down
+        live.work = asyncio.create_task(generation.generate(self.deps, live, job, pump))
+        try:
+            generated = await live.work
+        except ProviderUnavailable as error:
+            self.probe.failed(error)
+            log.error("the image provider is unavailable (%s); probing with one request at a time",
+                      error.reason, extra=context(live.round))
+            raise
+        except BaseException:
+            self.probe.released()
+            raise
+        self.probe.succeeded()
+        return generated
 
     async def _reserve(self, item: Round) -> Balance:
         settings, now = self.deps.settings, self.deps.clock()
@@ -489,8 +496,9 @@ class RoundService:
             async with asyncio.timeout(self._deadline_left(item)):
                 live.work = asyncio.create_task(generation.follow(deps, live, pump))
                 generated = await live.work
+            key = item.key
             balance = await deps.store.balance(
-                item.key.platform, item.key.community, item.user_id, day_of(item.created_at), deps.settings.daily_credits
+                key.platform, key.community, item.user_id, day_of(item.created_at), deps.settings.daily_credits
             )
             await generation.deliver(deps, live, generated, pump, balance.left, None, False)
         except ResponseGone:

@@ -12,8 +12,8 @@ import socket
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
-from typing import cast
 from datetime import UTC, datetime
+from typing import cast
 
 from bots.process.lock import hold_data_dir
 from core.desk import Desk
