@@ -17,7 +17,7 @@ async def lines(items: Iterable[str]) -> AsyncIterator[str]:
 
 async def talk(core: Core, tmp_path: Path, *commands: str) -> list[str]:
     out: list[str] = []
-    await Console(core.studio, tmp_path / "out", out.append).run(lines(commands))
+    await Console(core.services, tmp_path / "out", out.append).run(lines(commands))
     return out
 
 

@@ -10,7 +10,7 @@ import random
 from collections import Counter
 from dataclasses import dataclass, field
 
-from core.images import GeneratedImage, ImageJob, ImageProvider, OnPartial
+from core.ports import GeneratedImage, ImageJob, ImageProvider, ProviderEvents
 from tests.fakes.fake_openai import FakeOpenAI
 
 MIX = (("server_error", 0.01), ("rate_limit", 0.02), ("moderation", 0.005), ("hang", 0.005))
@@ -52,7 +52,7 @@ class FaultPlan:
 
 
 class CountingProvider:
-    """Our own port, wrapped: counts concurrent `create` calls (what the studio's global cap governs)."""
+    """Our own port, wrapped: counts concurrent `create` calls (what the round service's global cap governs)."""
 
     def __init__(self, inner: ImageProvider) -> None:
         self.inner = inner
@@ -60,14 +60,24 @@ class CountingProvider:
         self.in_flight = 0
         self.peak = 0
 
-    async def create(self, job: ImageJob, on_partial: OnPartial) -> GeneratedImage:
+    @property
+    def background(self) -> bool:
+        return self.inner.background
+
+    async def create(self, job: ImageJob, events: ProviderEvents) -> GeneratedImage:
         self.calls += 1
         self.in_flight += 1
         self.peak = max(self.peak, self.in_flight)
         try:
-            return await self.inner.create(job, on_partial)
+            return await self.inner.create(job, events)
         finally:
             self.in_flight -= 1
+
+    async def resume(self, response_id: str, after_seq: int | None, events: ProviderEvents) -> GeneratedImage:
+        return await self.inner.resume(response_id, after_seq, events)
+
+    async def cancel(self, response_id: str) -> None:
+        await self.inner.cancel(response_id)
 
     async def aclose(self) -> None:
         await self.inner.aclose()

@@ -28,7 +28,7 @@ from bots.discord.bot import DiscordBot
 from bots.process.app import Core, open_core
 from bots.process.config import Settings
 from bots.telegram.bot import TelegramBot
-from core.images import ImageProvider
+from core.ports import ImageProvider
 from tests.fakes._base import Call
 from tests.fakes.fake_discord import FakeDiscord
 from tests.fakes.fake_telegram import FakeTelegram
@@ -66,7 +66,7 @@ async def telegram_stack(
         settings = env_settings(data_dir, TELEGRAM_TOKEN=TELEGRAM_TOKEN, EASEL_TELEGRAM_API_URL=fake.root,
                                 **extra, **env)
         async with open_core(settings, provider=provider) as core:
-            bot = TelegramBot(settings, core.studio, request_timeout=5.0, stop_grace=5.0, preview_interval=0.5)
+            bot = TelegramBot(settings, core.services, request_timeout=5.0, stop_grace=5.0, preview_interval=0.5)
             await bot.start()
             assert bot.application is not None
 
@@ -171,9 +171,9 @@ class DiscordStack:
 
     def tasks(self) -> set[Any]:
         # Rounds in flight, plus discord.py's event handlers: a redelivered message is only found to be a
-        # duplicate inside the studio, after the handler has shown typing and fetched the replied-to message.
+        # duplicate inside the round service, after the handler has shown typing and fetched the replied-to message.
         handlers = {t for t in asyncio.all_tasks() if t.get_name().startswith("discord.py: on_") and not t.done()}
-        return set(self.core.studio._running) | handlers
+        return set(self.core.rounds._tasks) | handlers
 
 
 @asynccontextmanager
@@ -185,7 +185,7 @@ async def discord_stack(
         settings = env_settings(data_dir, DISCORD_TOKEN=DISCORD_TOKEN, EASEL_DISCORD_API_URL=fake.api_url,
                                 EASEL_DISCORD_GATEWAY_URL=fake.gateway_url, **extra, **env)
         async with open_core(settings, provider=provider) as core:
-            bot = DiscordBot(settings, core.studio, guild_ready_timeout=0.01)
+            bot = DiscordBot(settings, core.services, guild_ready_timeout=0.01)
             await bot.start()
             try:
                 yield DiscordStack(fake, core, bot, settings)

@@ -20,7 +20,7 @@ import pytest
 
 from bots.process.app import open_core
 from core.events import Actor, ChannelKey, Platform, Quality, RoundRequest, Size
-from core.provider.routes import build_provider
+from core.provider.factory import build_provider
 from tests.fakes.fake_openai import FakeOpenAI
 from tests.fakes.recording_view import RecordingView
 from tests.reliability.conftest import (
@@ -85,7 +85,7 @@ async def test_fault_mix_every_request_answered_once_and_charged_exactly(
 
             async def one(request: RoundRequest, view: RecordingView) -> None:
                 async with gate:
-                    await core.studio.submit(request, view)
+                    await core.rounds.submit(request, view)
 
             await asyncio.gather(*(one(r, v) for r, v in zip(requests, views, strict=True)))
             elapsed = time.monotonic() - started
@@ -127,12 +127,12 @@ async def test_over_quota_refusal_leaves_no_open_round(tmp_path: Path) -> None:
     actor = Actor(Platform.CONSOLE, "1", "One")
     async with open_core(settings, provider=FakeProvider()) as core:
         first, second = RecordingView(), RecordingView()
-        await core.studio.submit(RoundRequest(key, actor, "a fox", "k1"), first)
-        await core.studio.submit(RoundRequest(key, actor, "another fox", "k2"), second)
+        await core.rounds.submit(RoundRequest(key, actor, "a fox", "k1"), first)
+        await core.rounds.submit(RoundRequest(key, actor, "another fox", "k2"), second)
         assert first.result is not None
         assert second.refusal is not None and second.refusal.reason == "over_quota"
     async with open_core(settings, provider=FakeProvider()) as restarted:
-        notices = await restarted.studio.take_notices(Platform.CONSOLE)
+        notices = await restarted.services.notices.take(Platform.CONSOLE)
         recovered = restarted.recovered
     book = ledger(settings.db_path)
     assert book.statuses == Counter({"delivered": 1, "refused": 1}), book.statuses
