@@ -38,7 +38,7 @@ async def test_reroll_and_edit_file(core: Core, provider: FakeProvider, tmp_path
     photo.write_bytes(png(40, 30))
     out = await talk(core, tmp_path, "a fox --quality low", "reroll 1", f"edit {photo} add a hat", "reroll 9")
     assert [job.prompt for job in provider.jobs] == ["a fox", "a fox", "add a hat"]
-    assert provider.jobs[0].quality == "low" and provider.jobs[1].quality == "low"
+    assert provider.jobs[0].params["quality"] == "low" and provider.jobs[1].params["quality"] == "low"
     assert provider.jobs[2].inputs and provider.jobs[2].inputs[0].startswith(b"\x89PNG")
     assert any("no round 9" in line for line in out)
 
@@ -73,5 +73,5 @@ async def test_quota_verbs_and_moderation(core: Core, provider: FakeProvider, tm
 
 async def test_bad_options_and_empty_prompt(core: Core, provider: FakeProvider, tmp_path: Path) -> None:
     out = await talk(core, tmp_path, "a fox --size huge", "reply 1    ")
-    assert any("--size takes" in line for line in out)
+    assert any("--size can't be “huge”" in line and "Nothing was charged" in line for line in out)
     assert provider.jobs == []

@@ -133,6 +133,11 @@ class FaultyDiscord(FakeDiscord):
         self.held: list[tuple[str, dict[str, Any]]] = []
         super().__init__(**kwargs)
 
+    def _store_commands(self, commands: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        # Discord answers every application command with a `description` ("" for context-menu commands, which
+        # do not send one); discord.py reads it. The base fake echoes the payload without it.
+        return [{"description": "", **c} for c in super()._store_commands(commands)]
+
     def server_error_next(self, name: str, *, after: bool = False, times: int = 1) -> None:
         self.server_errors.setdefault(name, []).extend([after] * times)
 
