@@ -1,4 +1,5 @@
-"""The image cache's content addressing and retention. (The SQLite store's own guarantees are tests/store/test_sqlite_backend.py.)"""
+"""The image cache's content addressing and retention. (The SQLite store's own guarantees, WAL, migrations,
+a damaged file refused, group commit, are tests/store/test_sqlite_backend.py.)"""
 
 from __future__ import annotations
 

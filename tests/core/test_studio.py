@@ -1,9 +1,10 @@
-"""The studio end to end through the real store, with the hand-written fake provider."""
+"""The round service end to end through the real store, with the hand-written fake provider."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -11,8 +12,21 @@ import pytest
 from bots.process.app import Core, open_core
 from bots.process.config import Settings
 from core.errors import ProviderBusy, SafetyRefusal
-from core.events import Actor, ChannelKey, InputImage, Platform, Quality, RoundRequest, Size
+from core.events import (
+    Actor,
+    ChannelKey,
+    DeskCommand,
+    InputImage,
+    Platform,
+    Quality,
+    RoundRequest,
+    Shape,
+    SpecOptions,
+    UserRef,
+    Verb,
+)
 from core.outcomes import Preview
+from core.records import Balance, day_of
 from tests.fakes.fake_provider import FakeProvider, png
 from tests.fakes.recording_view import RecordingView
 
@@ -27,12 +41,17 @@ def request(prompt: str, idem: str, actor: Actor = ALICE, **kw: object) -> Round
 
 async def run(core: Core, req: RoundRequest) -> RecordingView:
     view = RecordingView()
-    await core.studio.submit(req, view)
+    await core.rounds.submit(req, view)
     return view
 
 
 async def credits_left(core: Core, actor: Actor = ALICE) -> int:
-    return (await core.studio.report(KEY, actor.user_id, "")).left_today
+    return (await balance(core, KEY, actor.user_id)).left
+
+
+async def balance(core: Core, key: ChannelKey, user_id: str) -> Balance:
+    day = day_of(datetime.now(UTC))
+    return await core.store.balance(key.platform, key.community, user_id, day, core.settings.daily_credits)
 
 
 async def test_generate_delivers_and_charges(core: Core, provider: FakeProvider) -> None:
@@ -42,9 +61,9 @@ async def test_generate_delivers_and_charges(core: Core, provider: FakeProvider)
     assert view.result.number == 1
     assert "#1" in view.result.caption and "9 credits left today" in view.result.caption
     assert view.result.buttons[0].label == "Reroll"
-    assert provider.jobs[0].prompt == "a red fox" and provider.jobs[0].size == "1024x1024"
+    assert provider.jobs[0].prompt == "a red fox" and provider.jobs[0].params["size"] == "1024x1024"
     assert await credits_left(core) == 9
-    assert await core.studio.is_round_message(KEY, view.message_ids[0])
+    assert await core.rounds.is_round_message(KEY, view.message_ids[0])
 
 
 async def test_edit_round_passes_parent_response_and_image(core: Core, provider: FakeProvider) -> None:
@@ -84,7 +103,7 @@ async def test_duplicate_idempotency_key_does_nothing(core: Core, provider: Fake
 
 async def test_concurrent_duplicates_run_once(core: Core, provider: FakeProvider) -> None:
     views = [RecordingView() for _ in range(5)]
-    await asyncio.gather(*(core.studio.submit(request("a fox", "same"), v) for v in views))
+    await asyncio.gather(*(core.rounds.submit(request("a fox", "same"), v) for v in views))
     assert len(provider.jobs) == 1
     assert sum(1 for v in views if v.result) == 1
 
@@ -116,7 +135,7 @@ async def test_unexpected_error_gets_generic_apology_and_refund(core: Core, prov
 
 async def test_delivery_failure_refunds(core: Core) -> None:
     view = RecordingView(fail_delivery=ConnectionError("platform down"))
-    await core.studio.submit(request("a fox", "k1"), view)
+    await core.rounds.submit(request("a fox", "k1"), view)
     assert view.events[-1] == "refuse"
     assert await credits_left(core) == 10
 
@@ -127,14 +146,14 @@ async def test_over_quota_refusal_states_left_and_reset(make_settings: Callable[
         assert (await run(core, request("one", "k1"))).result is not None
         view = await run(core, request("two", "k2"))
         assert view.refusal is not None and view.refusal.reason == "over_quota"
-        assert "0 credits left today" in view.refusal.text and "UTC" in view.refusal.text
+        assert "you have 0 left today" in view.refusal.text and "UTC" in view.refusal.text
         assert len(provider.jobs) == 1
 
 
 async def test_costs_follow_the_table(core: Core, provider: FakeProvider) -> None:
-    view = await run(core, request("big", "k1", size=Size.LANDSCAPE, quality=Quality.HIGH))
+    view = await run(core, request("big", "k1", options=SpecOptions(shape=Shape.LANDSCAPE, quality=Quality.HIGH)))
     assert view.result is not None and view.result.credits_left == 4
-    assert provider.jobs[0].size == "1536x1024" and provider.jobs[0].quality == "high"
+    assert provider.jobs[0].params["size"] == "1536x1024" and provider.jobs[0].params["quality"] == "high"
 
 
 async def test_empty_and_long_prompts_refused(core: Core, provider: FakeProvider) -> None:
@@ -150,7 +169,7 @@ async def test_reroll_same_prompt_same_parent_charged_to_presser(core: Core, pro
     second = await run(core, request("blue", "k2", reply_to=first.message_ids[0]))
     assert second.result is not None
     view = RecordingView()
-    await core.studio.press(second.result.buttons[0].action, KEY, BOB, "press-1", view)
+    await core.rounds.press(second.result.buttons[0].action, KEY, BOB, "press-1", view)
     assert view.result is not None
     job = provider.jobs[2]
     assert job.prompt == "blue" and job.parent is not None and job.parent.response_id == "resp_1"
@@ -159,10 +178,10 @@ async def test_reroll_same_prompt_same_parent_charged_to_presser(core: Core, pro
 
 async def test_forged_button_is_refused(core: Core, provider: FakeProvider) -> None:
     view = RecordingView()
-    await core.studio.press("reroll:99999", KEY, ALICE, "p1", view)
+    await core.rounds.press("reroll:99999", KEY, ALICE, "p1", view)
     assert view.refusal is not None and provider.jobs == []
     view2 = RecordingView()
-    await core.studio.press("delete:everything", KEY, ALICE, "p2", view2)
+    await core.rounds.press("delete:everything", KEY, ALICE, "p2", view2)
     assert view2.refusal is not None
 
 
@@ -209,7 +228,7 @@ async def test_queue_reports_positions_and_caps_concurrency(make_settings: Calla
         actors = [Actor(Platform.CONSOLE, str(i), f"u{i}") for i in range(3)]
         views = [RecordingView() for _ in actors]
         tasks = [
-            asyncio.create_task(core.studio.submit(request("p", f"k{i}", a), v))
+            asyncio.create_task(core.rounds.submit(request("p", f"k{i}", a), v))
             for i, (a, v) in enumerate(zip(actors, views, strict=True))
         ]
         while not (views[1].positions and views[2].positions):
@@ -228,7 +247,7 @@ async def test_per_user_cap(make_settings: Callable[..., Settings]) -> None:
     provider = FakeProvider(gate=asyncio.Event())
     async with open_core(make_settings(EASEL_USER_CONCURRENCY=1), provider=provider) as core:
         first = RecordingView()
-        task = asyncio.create_task(core.studio.submit(request("p", "k1"), first))
+        task = asyncio.create_task(core.rounds.submit(request("p", "k1"), first))
         while not provider.jobs:
             await asyncio.sleep(0)
         second = await run(core, request("p2", "k2"))
@@ -254,23 +273,21 @@ async def test_shutdown_drain_refunds_and_tells(make_settings: Callable[..., Set
     provider = FakeProvider(gate=asyncio.Event())
     async with open_core(make_settings(), provider=provider) as core:
         view = RecordingView()
-        task = asyncio.create_task(core.studio.submit(request("p", "k1"), view))
+        task = asyncio.create_task(core.rounds.submit(request("p", "k1"), view))
         while not provider.jobs:
             await asyncio.sleep(0)
-        cancelled = await core.studio.drain(grace=0.01)
+        cancelled = await core.rounds.drain(grace=0.01)
         assert cancelled == 1
         assert task.cancelled() or task.done()
-        assert view.refusal is not None and view.refusal.reason == "shutdown"
+        assert view.refusal is not None and view.refusal.reason == "interrupted"
         assert await credits_left(core) == 10
         late = await run(core, request("p", "k2"))
         assert late.refusal is not None and late.refusal.reason == "busy"
 
 
 async def test_naming_yourself_is_your_own_report(core: Core) -> None:
-    from core.events import UserRef
-
-    await core.studio.seen(BOB, KEY.community)
-    notice = await core.studio.credits(KEY, BOB, UserRef(username="bob"))
+    await core.desk.seen(BOB, KEY.community)
+    notice = await core.desk.run(DeskCommand(Verb.SHOW, KEY, BOB, "show-1", target=UserRef(username="bob")))
     assert notice.text.startswith("You have 10 credits left today")
 
 
@@ -280,13 +297,14 @@ async def test_migration_keeps_credits_when_new_chat_already_has_a_policy(core: 
     mod = Actor(Platform.TELEGRAM, "9", "Mod", is_moderator=True)
     user = Actor(Platform.TELEGRAM, "5", "Ann")
     view = RecordingView()
-    await core.studio.submit(RoundRequest(key=old, actor=user, prompt="fox", idempotency_key="m1"), view)
-    await core.studio.set_default(old, mod, 3, "d-old")
-    await core.studio.set_default(new, mod, 7, "d-new")  # set in the supergroup before the upgrade was seen
-    await core.studio.migrate_community(Platform.TELEGRAM, "-1", "-1009")
-    report = await core.studio.report(new, "5", "")
-    assert (report.daily, report.used_today, report.left_today) == (7, 1, 6)
-    assert await core.studio.is_round_message(new, view.message_ids[0])
+    await core.rounds.submit(RoundRequest(key=old, actor=user, prompt="fox", idempotency_key="m1"), view)
+    await core.desk.run(DeskCommand(Verb.DEFAULT, old, mod, "d-old", amount=3))
+    # set in the supergroup before the upgrade was seen
+    await core.desk.run(DeskCommand(Verb.DEFAULT, new, mod, "d-new", amount=7))
+    await core.desk.migrate_community(Platform.TELEGRAM, "-1", "-1009")
+    report = await balance(core, new, "5")
+    assert (report.daily, report.used, report.left) == (7, 1, 6)
+    assert await core.rounds.is_round_message(new, view.message_ids[0])
 
 
 async def test_slow_preview_rendering_never_eats_the_provider_budget(make_settings: Callable[..., Settings]) -> None:
@@ -305,10 +323,10 @@ async def test_slow_preview_rendering_never_eats_the_provider_budget(make_settin
     async with open_core(make_settings(EASEL_PROVIDER_TIMEOUT=1), provider=provider) as core:
         view = SlowPlatform()
         started = time.monotonic()
-        task = asyncio.create_task(core.studio.submit(request("a fox", "k1"), view))
+        task = asyncio.create_task(core.rounds.submit(request("a fox", "k1"), view))
         while not (provider.jobs and provider.in_flight == 0):
             await asyncio.sleep(0.01)
-        assert core.studio.slots.in_use == 0  # the provider slot is free while the preview is still showing
+        assert core.rounds.deps.slots.in_use == 0  # the provider slot is free while the preview is still showing
         await asyncio.sleep(max(0.0, 1.2 - (time.monotonic() - started)))  # past the provider's budget
         release.set()
         await task
@@ -317,13 +335,22 @@ async def test_slow_preview_rendering_never_eats_the_provider_budget(make_settin
         assert await credits_left(core) == 9
 
 
-async def test_unavailable_provider_is_not_called_again_for_a_while(core: Core, provider: FakeProvider) -> None:
+async def test_unavailable_provider_is_probed_by_one_request_at_a_time(core: Core, provider: FakeProvider) -> None:
     from core.errors import ProviderUnavailable
 
-    provider.fail_next(ProviderUnavailable("Image generation is unavailable right now; the operator has been told."))
+    provider.fail_next(ProviderUnavailable("provider.unavailable"))
     first = await run(core, request("a fox", "k1"))
-    second = await run(core, request("a cat", "k2", actor=BOB))
-    assert first.refusal is not None and second.refusal is not None
-    assert first.refusal.reason == second.refusal.reason == "provider_unavailable"
-    assert len(provider.jobs) == 1  # the second request did not reach the provider
-    assert await credits_left(core) == 10 and await credits_left(core, BOB) == 10
+    assert first.refusal is not None and first.refusal.reason == "provider_unavailable"
+    provider.gate = asyncio.Event()
+    probe = RecordingView()
+    probing = asyncio.create_task(core.rounds.submit(request("a cat", "k2", actor=BOB), probe))
+    while provider.in_flight == 0:
+        await asyncio.sleep(0)
+    third = await run(core, request("a dog", "k3"))
+    assert third.refusal is not None and third.refusal.reason == "provider_unavailable"
+    assert len(provider.jobs) == 2  # the third request did not reach the provider while the probe ran
+    provider.gate.set()
+    await probing
+    assert probe.result is not None  # the probe succeeded: the gate is open again
+    assert (await run(core, request("a bird", "k4"))).result is not None
+    assert await credits_left(core) == 9 and await credits_left(core, BOB) == 9
