@@ -6,8 +6,8 @@ A round is named by a tag in its prompt (`bench#<n> ...`). Its timeline (`time.p
 - `in`: the update arrives. Discord: the fake dispatches INTERACTION_CREATE on the gateway. Telegram: the update
   is pushed to the fake (queued for the bot's long poll).
 - `ack`: the fake receives the interaction callback (Discord only).
-- `done`: the core has finished the round (`Studio.submit` returned: the charge is committed).
-- `submit`: the adapter hands the round to the core (`Studio.submit`).
+- `done`: the core has finished the round (`RoundService.submit` returned: the charge is committed).
+- `submit`: the adapter hands the round to the core (`RoundService.submit`).
 - `call` / `answer`: the hand-written `BenchProvider` is entered / returns its image.
 - `deliver`: the core hands the result to the adapter's view (`RoundView.deliver`).
 - `upload`: the fake receives the request that carries the result (Discord: PATCH `@original` with the file;
@@ -20,6 +20,7 @@ context variable, `record()` files it under the round's tag, and `dispatch()` / 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import io
 import itertools
@@ -30,6 +31,7 @@ import os
 import platform
 import random
 import re
+import sqlite3
 import sys
 import tempfile
 import time
@@ -51,9 +53,9 @@ from bots.process.config import load_settings
 from bots.process.logs import setup_logging
 from bots.telegram.bot import TelegramBot
 from core.events import RoundRequest
-from core.images import GeneratedImage, ImageJob, OnPartial, Usage
-from core.outcomes import Preview, Refusal, RoundResult, RoundView
-from core.studio import Studio
+from core.outcomes import Preview, Refusal, RoundInfo, RoundResult, RoundView, Stage
+from core.ports import GeneratedImage, ImageJob, ProviderEvents, Usage
+from core.rounds import RoundService
 from tests.fakes._base import Call
 from tests.fakes.fake_discord import FakeDiscord, FakeMember
 from tests.fakes.fake_telegram import FakeTelegram, StoredFile
@@ -300,7 +302,15 @@ class BenchProvider:
     def reset_peak(self) -> None:
         self.peak = self.in_flight
 
-    async def create(self, job: ImageJob, on_partial: OnPartial) -> GeneratedImage:
+    background = False  # foreground calls only: nothing to resume or cancel
+
+    async def resume(self, response_id: str, after_seq: int | None, events: ProviderEvents) -> GeneratedImage:
+        raise AssertionError("the bench provider runs no background responses")
+
+    async def cancel(self, response_id: str) -> None:
+        return None
+
+    async def create(self, job: ImageJob, events: ProviderEvents) -> GeneratedImage:
         tag = tag_of(job.prompt)
         self.timeline.mark(tag, "call")
         self.calls += 1
@@ -381,6 +391,11 @@ class BenchDiscord(_Stamping, FakeDiscord):
         super().__init__(**kwargs)
         self._install(self.app)
 
+    def _store_commands(self, commands: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        # Discord answers every application command with a `description` ("" for context-menu commands);
+        # discord.py reads it. The base fake echoes the payload without it.
+        return [{"description": "", **c} for c in super()._store_commands(commands)]
+
     def is_upload(self, request: web.Request) -> bool:
         return (request.method == "PATCH" and request.path.endswith("/messages/@original")
                 and request.content_type.startswith("multipart/"))
@@ -456,6 +471,15 @@ class StampingView:
     def __init__(self, view: RoundView, timeline: Timeline, tag: int | None) -> None:
         self._view, self._timeline, self._tag = view, timeline, tag
 
+    async def begin(self, info: RoundInfo) -> None:
+        await self._view.begin(info)
+
+    async def stage(self, stage: Stage) -> None:
+        await self._view.stage(stage)
+
+    def progress_message(self) -> str | None:
+        return self._view.progress_message()
+
     async def queued(self, position: int) -> None:
         await self._view.queued(position)
 
@@ -473,10 +497,10 @@ class StampingView:
         await self._view.refuse(refusal)
 
 
-def stamp_studio(studio: Studio, timeline: Timeline) -> None:
+def stamp_rounds(rounds: RoundService, timeline: Timeline) -> None:
     """Stamp `submit` when the adapter hands a round to the core and `done` when the core has finished it
     (charge committed), and wrap its view (see StampingView)."""
-    submit = studio.submit
+    submit = rounds.submit
 
     async def stamped(request: RoundRequest, view: RoundView) -> None:
         tag = tag_of(request.prompt)
@@ -486,7 +510,7 @@ def stamp_studio(studio: Studio, timeline: Timeline) -> None:
         finally:
             timeline.mark(tag, "done")
 
-    studio.submit = stamped  # type: ignore[method-assign]
+    rounds.submit = stamped  # type: ignore[method-assign]
 
 
 # -- a rig: fake platform + real adapter + real core --------------------------------------------------------
@@ -536,15 +560,18 @@ class Rig:
 
     async def settle(self, timeout: float = 60.0) -> None:
         """Wait until every round has finished in the core (its charge committed)."""
-        running = set(self.core.studio._running)
+        running = set(self.core.rounds._tasks)
         if running:
             _, pending = await asyncio.wait(running, timeout=timeout)
             if pending:
                 raise AssertionError(f"{len(pending)} rounds still running after {timeout} s")
 
     async def outcomes(self) -> dict[str, int]:
-        rows = await self.core.store.read(
-            lambda c: c.execute("SELECT status, count(*) FROM rounds GROUP BY status").fetchall())
+        # A post-mortem read of the database file (read-only, its own connection): the store port has no
+        # "count by state", and the benchmark must not add one to the product for itself.
+        path = self.core.settings.db_path
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)) as conn:
+            rows = conn.execute("SELECT status, count(*) FROM rounds GROUP BY status").fetchall()
         return {str(status): int(count) for status, count in rows}
 
     def aborted_requests(self) -> int:
@@ -562,7 +589,9 @@ class Rig:
 
 def bench_env(data_dir: Path, **extra: str | int | float) -> dict[str, str]:
     env = {"OPENAI_API_KEY": "sk-bench-not-a-key", "EASEL_DATA_DIR": str(data_dir), "EASEL_LOG_LEVEL": "INFO",
-           "EASEL_DAILY_CREDITS": "100000", "EASEL_QUEUE_LIMIT": "1000"}
+           "EASEL_DAILY_CREDITS": "100000", "EASEL_QUEUE_LIMIT": "1000",
+           # A benchmark user sends far more than a person would; the per-user guards would refuse them.
+           "EASEL_USER_RATE": "10000", "EASEL_USER_CONCURRENCY": "100"}
     env.update({k: str(v) for k, v in extra.items()})
     return env
 
@@ -625,8 +654,8 @@ async def _discord_rig(stack: AsyncExitStack, tmp: Path, timeline: Timeline, pro
                                        EASEL_DISCORD_GATEWAY_URL=fake.gateway_url, **env), dotenv=None)
     problems = await stack.enter_async_context(_logging_to(tmp / "easel.log", settings))
     core = await stack.enter_async_context(open_core(settings, provider=provider))
-    stamp_studio(core.studio, timeline)
-    bot = DiscordBot(settings, core.studio, guild_ready_timeout=0.01)
+    stamp_rounds(core.rounds, timeline)
+    bot = DiscordBot(settings, core.services, guild_ready_timeout=0.01)
     await bot.start()
     stack.push_async_callback(bot.stop)
 
@@ -648,8 +677,8 @@ async def _telegram_rig(stack: AsyncExitStack, tmp: Path, timeline: Timeline, pr
                                        **env), dotenv=None)
     problems = await stack.enter_async_context(_logging_to(tmp / "easel.log", settings))
     core = await stack.enter_async_context(open_core(settings, provider=provider))
-    stamp_studio(core.studio, timeline)
-    bot = TelegramBot(settings, core.studio, request_timeout=30.0, poll_timeout=10.0, stop_grace=5.0)
+    stamp_rounds(core.rounds, timeline)
+    bot = TelegramBot(settings, core.services, request_timeout=30.0, poll_timeout=10.0, stop_grace=5.0)
     await bot.start()
     stack.push_async_callback(bot.stop)
     app_errors: list[BaseException] = []

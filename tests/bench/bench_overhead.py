@@ -7,7 +7,7 @@ platform, per round:
   being called;
 - provider answer -> upload: the provider returning to the fake receiving sendPhoto / PATCH @original.
 
-Each is split where the adapter hands the round to the core (`Studio.submit`) and where the core hands the
+Each is split where the adapter hands the round to the core (`RoundService.submit`) and where the core hands the
 result back (`RoundView.deliver`): "to core" is the platform, the client library and the adapter's parsing;
 "in core" is Easel's core (dedupe, ledger, queue, image store: SQLite commits and file writes); "to upload"
 is the adapter rendering the result and the library sending it.
