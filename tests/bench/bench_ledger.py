@@ -1,13 +1,15 @@
 """Ledger throughput on the real store: reserve+commit pairs per second.
 
-A pair is what every charged round costs the database, as two `BEGIN IMMEDIATE ... COMMIT` transactions on
-the single writer thread (WAL, synchronous=FULL, so each commit waits for fsync):
+A pair is what every charged round costs the ledger, through the store port (`SqliteStore`), as
+`BEGIN IMMEDIATE ... COMMIT` transactions on the single writer thread (WAL, synchronous=FULL, so each commit
+waits for fsync):
 
-1. reserve: claim the round (idempotency key), check the user's balance, append the `reserve` row;
-2. commit:  mark the round delivered.
+1. claim:   record the round (idempotency key);
+2. reserve: check the user's balance, append the `reserve` row, the round `queued`;
+3. commit:  the round `delivered`.
 
 Measured sequentially (one task awaiting each pair) and with N concurrent tasks (the writer serialises them;
-the figure shows what queueing on it costs). A last row runs whole rounds through `Studio.submit` with a fake
+the figure shows what queueing on it costs). A last row runs whole rounds through `RoundService.submit` with a fake
 provider that answers at once, for scale. No assertions: it prints a table and writes JSON.
 
     python -m tests.bench.bench_ledger [--pairs 2000] [--tasks 1,8,64] [--rounds 500] [--out bench-results/ledger.json]
@@ -31,9 +33,10 @@ from pathlib import Path
 from typing import Any
 
 from bots.process.config import Settings, load_settings
-from core import quotas, rounds
 from core.events import Actor, ChannelKey, Platform, RoundRequest
-from core.store.sqlite import Store
+from core.records import Facts, NewRound, Reservation, RoundKind
+from core.spec import ImageSpec
+from core.store.sqlite import SqliteStore
 
 KEY = ChannelKey(Platform.CONSOLE, "bench", "bench-ch")
 USERS = 100  # rounds are spread over this many users, so each balance check reads a realistic slice
@@ -86,40 +89,14 @@ def _settings(data_dir: Path) -> Settings:
     )
 
 
-async def _pair(store: Store, settings: Settings, idem: str, user: str, now: datetime) -> float:
-    """One reserve transaction and one commit transaction; returns the pair's latency in seconds."""
+async def _pair(store: SqliteStore, settings: Settings, idem: str, user: str, now: datetime) -> float:
+    """Claim, reserve and commit one round (three transactions); returns the pair's latency in seconds."""
     started = time.perf_counter()
-
-    def reserve(conn: sqlite3.Connection) -> int:
-        item = rounds.claim(
-            conn,
-            idem_key=idem,
-            key=KEY,
-            user_id=user,
-            user_name="",
-            parent_id=None,
-            kind="generate",
-            prompt="bench",
-            size="square",
-            quality="medium",
-            input_sha=None,
-            now=now,
-        )
-        quotas.reserve(
-            conn,
-            round_id=item.id,
-            platform=KEY.platform,
-            community=KEY.community,
-            user_id=user,
-            cost=1,
-            now=now,
-            default_daily=settings.daily_credits,
-        )
-        rounds.update(conn, item.id, now, status="reserved", cost=1)
-        return item.id
-
-    round_id = await store.write(reserve)
-    await store.write(lambda c: rounds.update(c, round_id, now, status="delivered"))
+    new = NewRound(idem_key=idem, key=KEY, user_id=user, user_name="", parent_id=None, kind=RoundKind.GENERATE,
+                   prompt="bench", spec=ImageSpec())
+    item = await store.create_round(new, now)
+    await store.reserve(Reservation(round_id=item.id, cost=1, default_daily=settings.daily_credits, now=now))
+    await store.deliver(item.id, KEY, [f"m{item.id}"], Facts(), now)
     return time.perf_counter() - started
 
 
@@ -137,7 +114,7 @@ def _row(mode: str, tasks: int, count: int, seconds: float, latencies: list[floa
     }
 
 
-async def _pairs(store: Store, settings: Settings, run: str, pairs: int, tasks: int) -> dict[str, Any]:
+async def _pairs(store: SqliteStore, settings: Settings, run: str, pairs: int, tasks: int) -> dict[str, Any]:
     now = datetime.now(UTC)
     latencies: list[float] = []
     counter = iter(range(pairs))
@@ -148,10 +125,10 @@ async def _pairs(store: Store, settings: Settings, run: str, pairs: int, tasks: 
 
     started = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(tasks)))
-    return _row("sequential" if tasks == 1 else "concurrent", tasks, pairs, time.perf_counter() - started, latencies, 2)
+    return _row("sequential" if tasks == 1 else "concurrent", tasks, pairs, time.perf_counter() - started, latencies, 3)
 
 
-async def _studio_rounds(settings: Settings, count: int, tasks: int) -> dict[str, Any]:
+async def _whole_rounds(settings: Settings, count: int, tasks: int) -> dict[str, Any]:
     from bots.process.app import open_core
     from tests.fakes.fake_provider import FakeProvider
     from tests.fakes.recording_view import RecordingView
@@ -165,32 +142,34 @@ async def _studio_rounds(settings: Settings, count: int, tasks: int) -> dict[str
                 actor = Actor(Platform.CONSOLE, f"s{i % USERS}", "bench")
                 view = RecordingView()
                 started = time.perf_counter()
-                await core.studio.submit(RoundRequest(KEY, actor, "bench", f"studio:{tasks}:{i}"), view)
+                await core.rounds.submit(RoundRequest(KEY, actor, "bench", f"round:{tasks}:{i}"), view)
                 latencies.append(time.perf_counter() - started)
                 if view.result is None:
-                    raise RuntimeError(f"studio round {i} was not delivered: {view.refusal}")
+                    raise RuntimeError(f"round {i} was not delivered: {view.refusal}")
 
         started = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(tasks)))
         elapsed = time.perf_counter() - started
-    # A studio round is 4 write transactions: claim, reserve, generated, delivered.
-    return _row("studio round", tasks, count, elapsed, latencies, 4)
+    # A whole round is 5 write transactions: claim, reserve (queued), running, delivering, delivered.
+    return _row("whole round", tasks, count, elapsed, latencies, 5)
 
 
-async def measure(data_dir: Path, pairs: int, tasks: Sequence[int], studio_rounds: int) -> dict[str, Any]:
+async def measure(data_dir: Path, pairs: int, tasks: Sequence[int], whole_rounds: int) -> dict[str, Any]:
     settings = _settings(data_dir)
     results = []
-    async with Store(settings.db_path) as store:
-        journal, sync = await store.write(
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    async with SqliteStore(settings.db_path) as store:
+        # The writer connection's own pragmas (synchronous is per connection): read on the writer thread.
+        journal, sync = await store._db.on_writer(
             lambda c: (c.execute("PRAGMA journal_mode").fetchone()[0], c.execute("PRAGMA synchronous").fetchone()[0])
         )
         pragmas = {"journal_mode": journal, "synchronous": {0: "OFF", 1: "NORMAL", 2: "FULL", 3: "EXTRA"}[sync]}
         await _pairs(store, settings, "warmup", min(pairs, 100), 1)
         for n in tasks:
             results.append(await _pairs(store, settings, f"t{n}", pairs, n))
-    if studio_rounds:
-        results.append(await _studio_rounds(settings, studio_rounds, 1))
-        results.append(await _studio_rounds(settings, studio_rounds, max(tasks)))
+    if whole_rounds:
+        results.append(await _whole_rounds(settings, whole_rounds, 1))
+        results.append(await _whole_rounds(settings, whole_rounds, max(tasks)))
     return {
         "benchmark": "ledger reserve+commit",
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -212,7 +191,7 @@ def table(report: dict[str, Any]) -> str:
             f"{r['mode']:<13} {r['tasks']:>5} {r['count']:>6} {r['seconds']:>8.3f} {r['per_second']:>9.1f} "
             f"{r['txn_per_second']:>9.1f} {r['p50_ms']:>8.3f} {r['p99_ms']:>8.3f}"
         )
-    lines.append("per s = reserve+commit pairs per second (studio round: whole rounds per second)")
+    lines.append("per s = reserve+commit pairs per second (whole round: rounds per second)")
     return "\n".join(lines)
 
 
@@ -220,7 +199,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--pairs", type=int, default=2000, help="reserve+commit pairs per row")
     parser.add_argument("--tasks", default="1,8,64", help="comma-separated concurrent task counts")
-    parser.add_argument("--rounds", type=int, default=500, help="whole studio rounds per row (0: skip)")
+    parser.add_argument("--rounds", type=int, default=500, help="whole rounds per row (0: skip)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="where to write the JSON report")
     parser.add_argument("--data-dir", type=Path, default=None, help="database folder (default: a temp dir)")
     args = parser.parse_args(argv)

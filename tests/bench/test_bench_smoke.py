@@ -17,7 +17,7 @@ def test_ledger_benchmark_produces_positive_figures(tmp_path: Path, capsys: pyte
     assert report["store"]["journal_mode"] == "wal" and report["store"]["synchronous"] == "FULL"
     assert report["machine"]["nproc"] >= 1 and report["machine"]["cpu_model"]
     rows = {(r["mode"], r["tasks"]): r for r in report["results"]}
-    assert set(rows) == {("sequential", 1), ("concurrent", 4), ("studio round", 1), ("studio round", 4)}
+    assert set(rows) == {("sequential", 1), ("concurrent", 4), ("whole round", 1), ("whole round", 4)}
     for row in rows.values():
         assert row["per_second"] > 0 and row["txn_per_second"] > 0 and 0 < row["p50_ms"] <= row["p99_ms"]
     printed = capsys.readouterr().out
