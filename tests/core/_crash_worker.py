@@ -11,20 +11,33 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import itertools
+import sqlite3
 from typing import NoReturn
 
 from bots.process.app import open_core
 from bots.process.config import Settings, load_settings
-from core.events import Actor, ChannelKey, Platform, Quality, RoundRequest, Size, UserRef
-from core.images import GeneratedImage, ImageJob, OnPartial
-from core.outcomes import Preview, Refusal, RoundResult
+from core.events import (
+    Actor,
+    ChannelKey,
+    DeskCommand,
+    Platform,
+    Quality,
+    RoundRequest,
+    Shape,
+    SpecOptions,
+    UserRef,
+    Verb,
+)
+from core.outcomes import Preview, Refusal, RoundInfo, RoundResult, Stage
+from core.ports import GeneratedImage, ImageJob, ProviderEvents
 from tests.fakes.fake_provider import png
 
 KEY = ChannelKey(Platform.CONSOLE, "crash", "crash-ch")
 USERS = [Actor(Platform.CONSOLE, str(i), f"User {i}") for i in (1, 2, 3)]
 POOR = Actor(Platform.CONSOLE, "4", "Poor")  # over quota after a few rounds (daily credits set below)
-SHAPES = [(Size.SQUARE, Quality.MEDIUM), (Size.LANDSCAPE, Quality.HIGH), (Size.PORTRAIT, Quality.MEDIUM)]
+SHAPES = [(Shape.SQUARE, Quality.MEDIUM), (Shape.LANDSCAPE, Quality.HIGH), (Shape.PORTRAIT, Quality.MEDIUM)]
 
 
 def settings_for(data_dir: str, provider_concurrency: int = 8) -> Settings:
@@ -36,6 +49,7 @@ def settings_for(data_dir: str, provider_concurrency: int = 8) -> Settings:
             "EASEL_DAILY_CREDITS": "100000",
             "EASEL_PROVIDER_CONCURRENCY": str(provider_concurrency),
             "EASEL_USER_CONCURRENCY": "100",
+            "EASEL_USER_RATE": "10000",
             "EASEL_QUEUE_LIMIT": "100000",
         },
         dotenv=None,
@@ -54,7 +68,15 @@ class Provider:
         self.instant = instant
         self.calls = 0
 
-    async def create(self, job: ImageJob, on_partial: OnPartial) -> GeneratedImage:
+    background = False
+
+    async def resume(self, response_id: str, after_seq: int | None, events: ProviderEvents) -> GeneratedImage:
+        raise AssertionError("no background responses here")
+
+    async def cancel(self, response_id: str) -> None:
+        return None
+
+    async def create(self, job: ImageJob, events: ProviderEvents) -> GeneratedImage:
         self.calls += 1
         if self.instant > 0 or "quick" in job.prompt:
             self.instant = max(0, self.instant - 1)
@@ -66,13 +88,22 @@ class Provider:
 
 
 class View:
-    """`progress` is set at the first sign of life, which the studio only gives after the reserve committed
-    (or on a refusal). With `stall`, delivery never returns: the round stays `generated`."""
+    """`progress` is set at the first sign of life after the reserve committed (queued, started), or on a
+    refusal. With `stall`, delivery never returns: the round stays `delivering`."""
 
     def __init__(self, stall: bool = False) -> None:
         self.progress = asyncio.Event()
         self.stalled = asyncio.Event()  # set when delivery started and will never end
         self.stall = stall
+
+    async def begin(self, info: RoundInfo) -> None:
+        return None  # before the reserve: not yet a sign of life
+
+    async def stage(self, stage: Stage) -> None:
+        return None
+
+    def progress_message(self) -> str | None:
+        return None
 
     async def queued(self, position: int) -> None:
         self.progress.set()
@@ -101,8 +132,7 @@ def request(tag: str, i: int, prompt: str, actor: Actor | None = None) -> RoundR
         actor=actor or USERS[i % len(USERS)],
         prompt=f"{prompt} {tag}-{i}",
         idempotency_key=f"crash:{tag}:{i}",
-        size=size,
-        quality=quality,
+        options=SpecOptions(shape=size, quality=quality),
     )
 
 
@@ -110,32 +140,35 @@ async def main(args: argparse.Namespace) -> None:
     provider = Provider(instant=args.delivered + args.generated)
     concurrency = 1000 if args.stream else 8
     async with open_core(settings_for(args.data_dir, concurrency), provider=provider) as core:
-        studio = core.studio
+        rounds = core.rounds
         moderator = Actor(Platform.CONSOLE, "900", "Mod", is_moderator=True)
-        await studio.set_daily(KEY, moderator, UserRef(user_id=POOR.user_id), 3, f"crash:{args.tag}:poor")
+        await core.desk.seen(POOR, KEY.community)
+        poor = DeskCommand(Verb.SET, KEY, moderator, f"crash:{args.tag}:poor", target=UserRef(user_id=POOR.user_id),
+                           amount=3)
+        await core.desk.run(poor)
         for i in range(args.delivered):
-            await studio.submit(request(args.tag, i, "done"), View())
+            await rounds.submit(request(args.tag, i, "done"), View())
         tasks, views = [], []
         for i in range(args.delivered, args.delivered + args.inflight):
             view = View(stall=True)
             views.append(view)
-            tasks.append(asyncio.create_task(studio.submit(request(args.tag, i, "in flight"), view)))
+            tasks.append(asyncio.create_task(rounds.submit(request(args.tag, i, "in flight"), view)))
         for view in views:
             await view.progress.wait()
         # The instant answers go on to delivery, where they stall: wait for all of them to get there.
         stalled = [asyncio.create_task(view.stalled.wait()) for view in views]
         while sum(task.done() for task in stalled) < args.generated:
             await asyncio.wait([t for t in stalled if not t.done()], return_when=asyncio.FIRST_COMPLETED)
-        reserves = await core.store.read(
-            lambda c: c.execute("SELECT COUNT(*) FROM ledger WHERE kind = 'reserve'").fetchone()[0]
-        )
+        path = core.settings.db_path  # a read-only look at the file, as the test's post-mortem does
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as conn:
+            reserves = conn.execute("SELECT COUNT(*) FROM ledger WHERE kind = 'reserve'").fetchone()[0]
         print(f"READY {reserves}", flush=True)
         if args.stream:
             for i in itertools.count(args.delivered + args.inflight):
                 prompt = "quick" if i % 2 else "slow"
                 view = View()
                 actor = POOR if i % 5 == 0 else None
-                tasks.append(asyncio.create_task(studio.submit(request(args.tag, i, prompt, actor), view)))
+                tasks.append(asyncio.create_task(rounds.submit(request(args.tag, i, prompt, actor), view)))
                 await view.progress.wait()
                 print(f"+{i}", flush=True)
         await hang()

@@ -207,9 +207,9 @@ def ledger(path: Path, default_daily: int | None = None) -> Ledger:
         status = row["status"]
         if status == "delivered" and net != 1:
             problems.append(f"round {round_id}: delivered but net charge {net}")
-        if status in ("failed", "refused") and net != 0:
+        if status in ("failed", "cancelled", "refused") and net != 0:
             problems.append(f"round {round_id}: {status} ({row['reason']}) but still charged")
-        if status in ("pending", "reserved", "running", "generated"):
+        if status in ("requested", "queued", "running", "delivering"):
             problems.append(f"round {round_id}: still open ({status})")
     orphans = set(per_round) - set(rounds)
     if orphans:

@@ -72,7 +72,8 @@ def _env(data: Path, tg: FakeTelegram, oai: FakeOpenAI) -> dict[str, str]:
     return {
         **keep, "PYTHONPATH": str(REPO), "TELEGRAM_TOKEN": TELEGRAM_TOKEN, "EASEL_TELEGRAM_API_URL": tg.root,
         "OPENAI_API_KEY": OPENAI_KEY, "OPENAI_BASE_URL": f"{oai.origin}/v1", "EASEL_DATA_DIR": str(data),
-        "EASEL_PROVIDER_CONCURRENCY": str(CAP), "EASEL_USER_CONCURRENCY": "50", "EASEL_DAILY_CREDITS": "100000",
+        "EASEL_PROVIDER_CONCURRENCY": str(CAP), "EASEL_USER_CONCURRENCY": "50", "EASEL_USER_RATE": "10000",
+        "EASEL_DAILY_CREDITS": "100000",
         "EASEL_PARTIAL_IMAGES": "0", "EASEL_PROVIDER_TIMEOUT": "120", "EASEL_SHUTDOWN_GRACE": "1",
         "EASEL_LOG_LEVEL": "DEBUG",
     }
@@ -91,7 +92,7 @@ def _state(db: Path) -> tuple[int, int]:
     try:
         with read_db(db) as conn:
             open_rounds = conn.execute(
-                "SELECT COUNT(*) FROM rounds WHERE status IN ('pending', 'reserved', 'running', 'generated')"
+                "SELECT COUNT(*) FROM rounds WHERE status IN ('requested', 'queued', 'running', 'delivering')"
             ).fetchone()[0]
             unsent = conn.execute("SELECT COUNT(*) FROM notices WHERE sent_at IS NULL").fetchone()[0]
     except sqlite3.OperationalError:  # not created yet
