@@ -77,13 +77,13 @@ class RoundService:
 
     # -- lifecycle --------------------------------------------------------------------------------------
 
-    async def start(self) -> int:
+    async def start(self, stale_after: float = 30.0) -> int:
         """Load the safety salt and take over rounds left open by a worker that is gone: background rounds
         the provider may still hold wait for their platform's adapter (`resume`); the rest are refunded and
         their users told. Returns how many rounds were taken over."""
         self._salt = (await self.deps.store.safety_salt()).encode()
         await self.deps.store.heartbeat(self.worker, self.deps.clock())
-        return await self.adopt()
+        return await self.adopt(stale_after)
 
     async def adopt(self, stale_after: float = 30.0) -> int:
         adopted = await self.deps.store.adopt_rounds(self.worker, self.deps.clock(), stale_after)

@@ -81,7 +81,9 @@ async def open_core(
         rounds = RoundService(deps, people, worker)
         desk = Desk(settings, store, people, clock)
         services = Services(rounds=rounds, desk=desk, notices=Notices(store, clock), inbox=Inbox(store, clock))
-        recovered = await rounds.start()
+        # On SQLite this process holds the data directory alone: every open round is an orphan at once.
+        shared = bool(getattr(settings, "database_url", None))
+        recovered = await rounds.start(STALE_AFTER if shared else 0.0)
         await asyncio.to_thread(cache.prune)
         upkeep = asyncio.create_task(_upkeep(cache, rounds, store, worker, clock), name="easel-upkeep")
         stack.push_async_callback(_cancel, upkeep)
