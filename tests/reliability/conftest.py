@@ -316,10 +316,19 @@ async def wait_until(fake: FakeServer, predicate: Callable[[], bool], timeout: f
 
 
 async def settle(tasks: Callable[[], set[asyncio.Task[Any]]], timeout: float = 30.0) -> None:
-    """Wait until the task set (studio rounds, adapter handlers) is empty, new tasks included."""
+    """Wait until the task set (rounds, adapter handlers) is empty, new tasks included. On a timeout the
+    error names the tasks still running and where each one waits."""
 
     async def _wait() -> None:
         while running := tasks():
             await asyncio.wait(running)
 
-    await asyncio.wait_for(_wait(), timeout)
+    try:
+        await asyncio.wait_for(_wait(), timeout)
+    except TimeoutError:
+        stuck = []
+        for task in tasks():
+            frames = task.get_stack(limit=3)
+            where = "; ".join(f"{f.f_code.co_filename.rsplit('/', 1)[-1]}:{f.f_lineno}" for f in frames)
+            stuck.append(f"{task.get_name()} at {where}")
+        raise AssertionError(f"tasks still running after {timeout} s: {stuck}") from None

@@ -185,7 +185,8 @@ class DiscordStack:
 async def discord_stack(
     data_dir: Path, *, provider: ImageProvider | None = None, openai_url: str | None = None, **env: Any,
 ) -> AsyncIterator[DiscordStack]:
-    async with FaultyDiscord(token=DISCORD_TOKEN) as fake:
+    fake = FaultyDiscord(token=DISCORD_TOKEN)
+    async with fake:
         extra = {"OPENAI_BASE_URL": openai_url} if openai_url else {}
         settings = env_settings(data_dir, DISCORD_TOKEN=DISCORD_TOKEN, EASEL_DISCORD_API_URL=fake.api_url,
                                 EASEL_DISCORD_GATEWAY_URL=fake.gateway_url, **extra, **env)
