@@ -147,15 +147,6 @@ async def restart_and_check(settings: Settings, before: Snapshot, notices_before
     return len(notices)
 
 
-CRASH_NOT_ADOPTED = pytest.mark.xfail(
-    strict=True,
-    reason="after a SIGKILL the dead worker's heartbeat row is still fresh, so start-up adopts none of its rounds "
-    "(SQLite holds the data dir for one process, yet RoundService.start waits the 30 s staleness like PostgreSQL); "
-    "they are only refunded by the upkeep loop about 40 s later",
-)
-
-
-@CRASH_NOT_ADOPTED
 async def test_sigkill_with_30_rounds_in_flight_refunds_each_once(tmp_path: Path) -> None:
     data = tmp_path / "data"
     settings = settings_for(str(data))
@@ -186,7 +177,6 @@ async def test_sigkill_with_30_rounds_in_flight_refunds_each_once(tmp_path: Path
         assert view.result is not None and view.result.number == 36
 
 
-@CRASH_NOT_ADOPTED
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 async def test_repeated_kill_and_restart_cycles(tmp_path: Path) -> None:

@@ -46,7 +46,9 @@ def write_summary(name: str, **fields: Any) -> dict[str, Any]:
 
 
 def env_settings(data_dir: Path, **env: Any) -> Settings:
-    values = {"OPENAI_API_KEY": OPENAI_KEY, "EASEL_DATA_DIR": str(data_dir)}
+    # These tests send far more requests per user than a person would; the per-user rate (EASEL_USER_RATE,
+    # tested in tests/core/test_rounds.py) would refuse them before the faults under test. A test may set it.
+    values = {"OPENAI_API_KEY": OPENAI_KEY, "EASEL_DATA_DIR": str(data_dir), "EASEL_USER_RATE": "10000"}
     values.update({k: str(v) for k, v in env.items()})
     return load_settings(values, dotenv=None)
 

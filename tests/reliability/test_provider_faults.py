@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from bots.process.app import open_core
-from core.events import Actor, ChannelKey, Platform, Quality, RoundRequest, Size
+from core.events import Actor, ChannelKey, Platform, Quality, RoundRequest, Shape, SpecOptions
 from core.provider.factory import build_provider
 from tests.fakes.fake_openai import FakeOpenAI
 from tests.fakes.recording_view import RecordingView
@@ -47,10 +47,10 @@ def _requests(rng: random.Random, count: int, users: int) -> list[RoundRequest]:
         user = rng.choices(range(users), weights)[0]
         key = ChannelKey(Platform.CONSOLE, f"community-{user % 5}", f"channel-{user % 5}")
         actor = Actor(Platform.CONSOLE, f"u{user}", f"User {user}", username=f"user{user}")
-        size = rng.choices([Size.SQUARE, Size.PORTRAIT], [9, 1])[0]
+        size = rng.choices([Shape.SQUARE, Shape.PORTRAIT], [9, 1])[0]
         quality = rng.choices([Quality.MEDIUM, Quality.LOW, Quality.HIGH], [8, 1, 1])[0]
         requests.append(RoundRequest(key, actor, f"prompt {index} for user {user}", f"rel:{SEED}:{index}",
-                                     size=size, quality=quality))
+                                     options=SpecOptions(shape=size, quality=quality)))
     return requests
 
 
