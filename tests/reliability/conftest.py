@@ -334,3 +334,14 @@ async def settle(tasks: Callable[[], set[asyncio.Task[Any]]], timeout: float = 3
             where = "; ".join(f"{f.f_code.co_filename.rsplit('/', 1)[-1]}:{f.f_lineno}" for f in frames)
             stuck.append(f"{task.get_name()} at {where}")
         raise AssertionError(f"tasks still running after {timeout} s: {stuck}") from None
+
+
+@pytest.fixture
+def unpaced_groups(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Lift the Telegram adapter's own pacing of 20 sends a minute per group (bots.telegram.transport) for
+    tests that send dozens of answers into one group and are about something else (authorisation, 429s the
+    fake injects, redelivery): paced, they would take minutes. The pacing itself is tests/telegram's subject."""
+    from bots.telegram import bot as telegram_bot
+    from bots.telegram.transport import rate_limiter
+
+    monkeypatch.setattr(telegram_bot, "rate_limiter", lambda: rate_limiter(group_per_period=10_000))

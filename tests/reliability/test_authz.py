@@ -11,8 +11,6 @@ from typing import Any
 
 import pytest
 
-from bots.telegram import bot as telegram_bot
-from bots.telegram.transport import rate_limiter
 from core.texts import NOT_MODERATOR
 from tests.fakes.fake_discord import MANAGE_GUILD, MEMBER_PERMISSIONS, FakeUser
 from tests.fakes.fake_provider import FakeProvider
@@ -41,10 +39,8 @@ def _tg_command(verb: str, target: int) -> str:
             "default": "/quota default 7", "ban": f"/quota ban {target}", "unban": f"/quota unban {target}"}[verb]
 
 
-async def test_telegram_moderator_matrix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # Forty answers in one group: at Telegram's 20 messages a minute per group (the adapter's limiter) the
-    # matrix would take two minutes. Pacing is test_platform_faults' subject and tests/telegram's, not this one's.
-    monkeypatch.setattr(telegram_bot, "rate_limiter", lambda: rate_limiter(group_per_period=10_000))
+@pytest.mark.usefixtures("unpaced_groups")
+async def test_telegram_moderator_matrix(tmp_path: Path) -> None:
     env = {"EASEL_OPERATORS": f"telegram:{TG_OPERATOR},telegram:{TG_PRIVATE_OPERATOR}"}
     async with telegram_stack(tmp_path / "data", provider=FakeProvider(), **env) as s:
         tg = s.tg
