@@ -20,8 +20,6 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from tests.discord.discord_support import assert_no_mass_mentions
 from tests.fakes.fake_discord import MANAGE_GUILD, MEMBER_PERMISSIONS, FakeInteraction
 from tests.fakes.fake_openai import FakeOpenAI

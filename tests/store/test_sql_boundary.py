@@ -7,7 +7,6 @@ import ast
 import re
 from pathlib import Path
 
-
 ROOT = Path(__file__).resolve().parents[2]
 STORE = ROOT / "core" / "store"
 DATABASE_MODULES = {"sqlite3", "sqlite_utils", "psycopg", "psycopg_pool", "asyncpg"}
