@@ -76,6 +76,9 @@ def _env(data: Path, tg: FakeTelegram, oai: FakeOpenAI) -> dict[str, str]:
         "EASEL_DAILY_CREDITS": "100000",
         "EASEL_PARTIAL_IMAGES": "0", "EASEL_PROVIDER_TIMEOUT": "120", "EASEL_SHUTDOWN_GRACE": "1",
         "EASEL_LOG_LEVEL": "DEBUG",
+        # Foreground calls: the gate parks each round's one request. (Background rounds resumed after a restart
+        # are tests/core/test_rounds.py's subject.)
+        "EASEL_BACKGROUND_MODE": "off",
     }
 
 

@@ -73,6 +73,9 @@ async def test_fault_mix_every_request_answered_once_and_charged_exactly(
             tmp_path / "data", OPENAI_BASE_URL=f"{fake.origin}/v1", EASEL_IMAGE_API=route,
             EASEL_PROVIDER_CONCURRENCY=CAP, EASEL_PROVIDER_TIMEOUT=1, EASEL_DAILY_CREDITS=DAILY,
             EASEL_USER_CONCURRENCY=4, EASEL_PARTIAL_IMAGES=1,
+            # Foreground calls, so that a hung request meets EASEL_PROVIDER_TIMEOUT; a background round waits
+            # for EASEL_ROUND_DEADLINE (at least 10 s) instead: tests/core/test_rounds.py covers that.
+            EASEL_BACKGROUND_MODE="off",
         )
         logs = debug_logs()  # type: ignore[operator]
         plan.load(fake)
