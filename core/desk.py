@@ -10,7 +10,7 @@ key, so a redelivered command is applied once."""
 from __future__ import annotations
 
 from core import texts, words
-from core.errors import BadRequest, DuplicateRequest, NotModerator, UserFacingError
+from core.errors import BadRequest, NotModerator, UserFacingError
 from core.events import Actor, ChannelKey, DeskCommand, Platform, Verb
 from core.outcomes import Notice
 from core.people import People
@@ -36,13 +36,12 @@ class Desk:
         return say(lang, f"help.{platform.value}")
 
     async def run(self, command: DeskCommand) -> Notice:
-        """Run one command; refusals come back as ephemeral notices in the asker's language."""
+        """Run one command; refusals come back as ephemeral notices in the asker's language. A redelivered
+        command (a known idempotency key) raises `DuplicateRequest`: the adapter answers nothing, once more."""
         lang = await self.people.language(command.actor, command.key)
         try:
             await self.people.seen(command.actor)
             return await self._dispatch(command, lang)
-        except DuplicateRequest:
-            return Notice(say(lang, "desk.already_done"), ephemeral=True)
         except UserFacingError as error:
             return Notice(error.text(lang), ephemeral=True)
 

@@ -278,7 +278,8 @@ class Services:
 
 class DeskPort(Protocol):
     async def run(self, command: DeskCommand) -> Notice:
-        """Run a moderator or credits command; refusals come back as ephemeral notices."""
+        """Run a moderator or credits command; refusals come back as ephemeral notices. A redelivered command
+        raises `core.errors.DuplicateRequest` and changes nothing: adapters answer nothing."""
         ...
 
     async def migrate_community(self, platform: Platform, old: str, new: str) -> None: ...

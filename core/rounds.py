@@ -83,10 +83,13 @@ class RoundService:
         their users told. Returns how many rounds were taken over."""
         self._salt = (await self.deps.store.safety_salt()).encode()
         await self.deps.store.heartbeat(self.worker, self.deps.clock())
-        return await self.adopt(stale_after)
+        return await self.adopt(stale_after, own=True)
 
-    async def adopt(self, stale_after: float = 30.0) -> int:
-        adopted = await self.deps.store.adopt_rounds(self.worker, self.deps.clock(), stale_after)
+    async def adopt(self, stale_after: float = 30.0, *, own: bool = False) -> int:
+        """Take over open rounds of gone workers; with `own`, also this worker id's rounds from an earlier
+        run (at start nothing runs here yet: a restart keeping its id, e.g. pid 1 in a container)."""
+        earlier = await self.deps.store.open_rounds(owner=self.worker) if own else []
+        adopted = earlier + await self.deps.store.adopt_rounds(self.worker, self.deps.clock(), stale_after)
         for item in adopted:
             if item.id in self._live:
                 continue

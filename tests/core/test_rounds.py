@@ -313,11 +313,6 @@ async def test_the_deadline_cancels_and_refunds(make_settings: MakeSettings) -> 
         assert balance.used == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a restart with the same worker id (default hostname-pid: pid 1 in a container after `docker "
-    "restart`) never adopts its own earlier rounds: adopt_rounds skips owner == self",
-)
 async def test_a_restart_with_the_same_worker_id_resumes_its_rounds(make_settings: MakeSettings) -> None:
     provider = FakeProvider(background=True)
     settings = make_settings(EASEL_WORKER_ID="same")

@@ -20,7 +20,7 @@ import sqlite3
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from core.errors import GENERIC_APOLOGY, NotModerator, UserFacingError
+from core.errors import GENERIC_APOLOGY, DuplicateRequest, NotModerator, UserFacingError
 from core.events import Actor, ChannelKey, DeskCommand, Platform, RoundRequest, Verb
 from core.outcomes import Button, Notice, Preview, Refusal, RoundInfo, RoundResult, RoundView, Stage
 from core.ports import Services
@@ -309,7 +309,7 @@ class FakeServices:
         self._signal()
         if self.dedupe and command.verb in MODERATOR_VERBS and command.idempotency_key in self._keys:
             self.duplicates += 1
-            return Notice("That was already done.", ephemeral=True)
+            raise DuplicateRequest(command.idempotency_key)  # like the real desk: a redelivery does nothing
         needs_moderator = (
             command.verb in MODERATOR_VERBS
             or (command.verb is Verb.SHOW and command.target is not None)

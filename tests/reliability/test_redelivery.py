@@ -57,12 +57,6 @@ def _result_photos(tg: Any) -> list[Any]:
 
 
 @pytest.mark.usefixtures("unpaced_groups")
-@pytest.mark.xfail(
-    strict=True,
-    reason="a redelivered /quota grant is answered again: Desk.run turns DuplicateRequest into a 'desk.already_done' "
-    "notice and the adapter sends it, so each grant is answered once per delivery (design: a redelivered event "
-    "does nothing)",
-)
 async def test_telegram_every_update_three_times_shuffled(tmp_path: Path, debug_logs: Any) -> None:
     rng = random.Random(SEED)
     logs = debug_logs()
