@@ -41,18 +41,26 @@ from bots.telegram.view import PREVIEW_INTERVAL, EditPacer, TelegramRoundView, W
 from core.errors import ConfigError, FatalPlatformError
 from core.ports import Services
 from core.records import Round
+from core.texts import DEFAULT_LANGUAGE
+from core.texts.commands import telegram_commands, telegram_languages
 
 log = logging.getLogger(__name__)
 
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"  # noqa: S105 - a header name
 ALLOWED_UPDATES = ("message", "callback_query")  # no edited_message: edits never start rounds
-COMMANDS = (
-    BotCommand("imagine", "Make an image: /imagine <prompt>, or reply to an image to change it"),
-    BotCommand("quota", "Your credits today; moderators: set, grant, default, ban, unban"),
-    BotCommand("usage", "Images and credits used in this chat"),
-    BotCommand("help", "How Easel works"),
-    BotCommand("start", "Start talking to Easel"),
-)
+
+
+def command_menus() -> list[tuple[str | None, list[BotCommand]]]:
+    """`(language_code, commands)` for each `setMyCommands` call: the default list (English), then one per
+    other language Easel speaks. The command names are the contract's; only the descriptions change."""
+    menus: list[tuple[str | None, list[BotCommand]]] = [(None, _menu(DEFAULT_LANGUAGE))]
+    menus += [(lang, _menu(lang)) for lang in telegram_languages()]
+    return menus
+
+
+def _menu(lang: str) -> list[BotCommand]:
+    return [BotCommand(name, description) for name, description in telegram_commands(lang)]
+
 CONFLICT_MESSAGE = (
     "Telegram answered 409 Conflict: another instance is polling with this TELEGRAM_TOKEN (or a webhook was "
     "set for it). Stop the other instance; only one process may use a bot token."
@@ -174,7 +182,11 @@ class TelegramBot:
             self._download_cap(),
         )
         handlers.register(app)
-        await retrying(lambda: app.bot.set_my_commands(COMMANDS), "setMyCommands")
+        for language, commands in command_menus():
+            await retrying(
+                lambda: app.bot.set_my_commands(commands, language_code=language),  # noqa: B023 - awaited here
+                "setMyCommands",
+            )
         await app.start()
         self._feed = feed = InboxFeed(self.services.inbox, app)
         feed.start()

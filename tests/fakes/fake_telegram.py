@@ -109,7 +109,9 @@ class FakeTelegram(FakeServer):
         self.chats: dict[int, ChatState] = {}
         self.users: dict[int, dict[str, Any]] = {}
         self.callbacks: dict[str, dict[str, Any]] = {}  # id -> answer params once answered, else {}
-        self.commands: list[dict[str, Any]] = []
+        self.commands: list[dict[str, Any]] = []  # the default list (no language_code)
+        self.commands_by_language: dict[str, list[dict[str, Any]]] = {}  # "" is the default list
+        self.left_chats: list[int] = []
         self.webhook_url = ""
         self.webhook_secret: str | None = None
         self.webhook_deliveries: list[int] = []
@@ -220,11 +222,19 @@ class FakeTelegram(FakeServer):
                 raise ApiError(400, "Bad Request: BOT_COMMAND_INVALID")
             if not 1 <= len(command.get("description", "")) <= 256:
                 raise ApiError(400, "Bad Request: BOT_COMMAND_DESCRIPTION_INVALID")
-        self.commands = commands
+        language = p.get("language_code") or ""
+        if language and not (len(language) == 2 and language.isalpha() and language.islower()):
+            raise ApiError(400, "Bad Request: invalid language code specified")
+        self.commands_by_language[language] = commands
+        if not language:
+            self.commands = commands
         return True
 
     async def _m_deleteMyCommands(self, p: dict[str, Any], f: dict[str, bytes]) -> Any:
-        self.commands = []
+        language = p.get("language_code") or ""
+        self.commands_by_language.pop(language, None)
+        if not language:
+            self.commands = []
         return True
 
     async def _m_setWebhook(self, p: dict[str, Any], f: dict[str, bytes]) -> Any:

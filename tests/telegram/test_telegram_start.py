@@ -15,6 +15,7 @@ from bots.telegram.bot import TelegramBot
 from core.errors import FatalPlatformError
 from core.events import ChannelKey, Platform
 from core.records import PendingNotice
+from core.texts import say
 from tests.fakes.fake_telegram import FakeTelegram
 from tests.telegram.conftest import StartBot
 from tests.telegram.telegram_support import ErrorLog, FakeServices
@@ -25,14 +26,28 @@ async def test_start_registers_commands_and_polls(tg: FakeTelegram, start_bot: S
     await tg.wait_for("getUpdates")
     assert bot.ready
     methods = [c.method for c in tg.calls]
-    assert methods[:4] == ["getMe", "setMyCommands", "deleteWebhook", "getUpdates"]
+    assert methods[:5] == ["getMe", "setMyCommands", "setMyCommands", "deleteWebhook", "getUpdates"]
     names = [c["command"] for c in tg.calls_to("setMyCommands")[0].params["commands"]]
-    assert names == ["imagine", "quota", "usage", "help", "start"]
+    assert names == ["imagine", "cancel", "quota", "usage", "language", "help", "start"]
     poll = tg.calls_to("getUpdates")[0].params
     assert poll["allowed_updates"] == ["message", "callback_query"]  # no edited_message: edits start nothing
     await bot.stop()
     await bot.stop()  # idempotent
     assert not bot.ready
+
+
+async def test_command_descriptions_are_localised_per_language(tg: FakeTelegram, start_bot: StartBot) -> None:
+    await start_bot()
+    calls = tg.calls_to("setMyCommands")
+    assert [c.params.get("language_code") for c in calls] == [None, "zh"]  # once per language, default first
+    english, chinese = tg.commands_by_language[""], tg.commands_by_language["zh"]
+    assert [c["command"] for c in chinese] == [c["command"] for c in english]  # names are the contract's
+    described = {c["command"]: c["description"] for c in english}
+    assert described["imagine"] == say("en", "cmd.tg.imagine")
+    for command in chinese:
+        assert command["description"] == say("zh", f"cmd.tg.{command['command']}")
+        assert command["description"] != described[command["command"]]
+    assert any("\u4e00" <= ch <= "\u9fff" for ch in chinese[0]["description"])
 
 
 async def test_polling_confirms_updates_and_survives_a_restart(
