@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import platform
@@ -26,7 +27,7 @@ from typing import Any
 from bots.process.app import open_core
 from bots.process.config import Settings, load_settings
 from core.events import Actor, ChannelKey, Platform, RoundRequest
-from core.records import RoundState, day_of
+from core.records import Round, RoundState, day_of
 from tests.fakes.fake_provider import FakeProvider
 from tests.fakes.recording_view import RecordingView
 
@@ -71,14 +72,15 @@ async def restart_cycles(count: int, data: Path) -> dict[str, Any]:
 
             await _wait(accepted)
             await first.rounds.drain(grace=1)
-            try:
+            with contextlib.suppress(asyncio.CancelledError):  # shutdown cancels the request's task
                 await asyncio.wait_for(task, 5)
-            except asyncio.CancelledError:
-                pass
         resumed = RecordingView()
         provider.gate.set()
         async with open_core(_settings(data, f"w{cycle}b"), provider=provider) as second:
-            await second.rounds.resume(Platform.TELEGRAM, lambda item, v=resumed: v)
+            def view_for(item: Round, v: RecordingView = resumed) -> RecordingView:
+                return v
+
+            await second.rounds.resume(Platform.TELEGRAM, view_for)
             assert view.info is not None
 
             async def settled(core: Any = second, round_id: int = view.info.round_id) -> bool:
