@@ -9,13 +9,15 @@ import hashlib
 import logging
 import os
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from core.provider.pictures import extension_for
+
 log = logging.getLogger(__name__)
 
-_EXT = {"image/png": ".png", "image/jpeg": ".jpg", "image/webp": ".webp", "image/gif": ".gif"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,9 +34,11 @@ class ImageCache:
         self.root = root
         self.max_age = max_age_days * 86400
         self.max_bytes = max_bytes
+        self._lock = threading.Lock()
+        self._total: int | None = None  # bytes on disk, counted once, then kept up to date by put/prune
 
     def _path(self, sha: str, mime: str) -> Path:
-        return self.root / sha[:2] / f"{sha}{_EXT.get(mime, '.bin')}"
+        return self.root / sha[:2] / f"{sha}.{extension_for(mime)}"
 
     def put(self, data: bytes, mime: str) -> str:
         sha = hashlib.sha256(data).hexdigest()
@@ -54,7 +58,19 @@ class ImageCache:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+        self._grown(len(data))
         return sha
+
+    def _grown(self, size: int) -> None:
+        """The size cap holds on every write, not only at the hourly prune."""
+        with self._lock:
+            if self._total is None:
+                self._total = sum(p.stat().st_size for p in self.root.glob("*/*") if p.is_file())
+            else:
+                self._total += size
+            over = self.max_bytes > 0 and self._total > self.max_bytes
+        if over:
+            self.prune()
 
     def get(self, sha: str, mime: str) -> bytes | None:
         try:
@@ -87,6 +103,8 @@ class ImageCache:
             path.unlink(missing_ok=True)
             total -= size
             removed += 1
+        with self._lock:
+            self._total = total
         if removed:
             log.info("image cache pruned: %d files removed, %d kept (%d bytes)", removed, len(files), total)
         return PruneReport(removed=removed, kept=len(files), bytes_kept=total)

@@ -16,7 +16,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from core.errors import BadInputImage
 
 ALLOWED_FORMATS = ("PNG", "JPEG", "WEBP", "GIF")
-_EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp", "image/gif": "gif"}
+EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp", "image/gif": "gif"}
 # Header sniffing for a clear "unsupported format" message, without handing the bytes to other decoders.
 _KNOWN_OTHERS: tuple[tuple[bytes, str], ...] = (
     (b"II*\x00", "TIFF"),
@@ -125,7 +125,7 @@ def image_size(data: bytes) -> tuple[int, int]:
 
 
 def extension_for(mime: str) -> str:
-    return _EXTENSIONS.get(mime, "png")
+    return EXTENSIONS.get(mime, "png")
 
 
 def _flatten(image: Image.Image) -> Image.Image:

@@ -27,7 +27,7 @@ from psycopg import sql
 from psycopg.rows import dict_row
 
 from core.errors import StoreError
-from core.provider.cache import _EXT as IMAGE_EXTENSIONS
+from core.provider.pictures import EXTENSIONS
 from core.store.postgres import PostgresStore
 from core.store.sqlite import SqliteStore
 
@@ -108,7 +108,7 @@ async def copy_sqlite_to(source: Path, target_url: str, image_dir: Path | None =
     return report
 
 
-_MIME_OF = {ext: mime for mime, ext in IMAGE_EXTENSIONS.items()}
+_MIME_OF = {f".{ext}": mime for mime, ext in EXTENSIONS.items()}
 
 
 def _image_files(root: Path) -> list[tuple[Path, str, str]]:

@@ -38,3 +38,17 @@ def test_concurrent_puts_of_the_same_image(tmp_path: Path) -> None:
         shas = list(pool.map(lambda _: cache.put(data, "image/png"), range(32)))
     assert len(set(shas)) == 1 and cache.get(shas[0], "image/png") == data
     assert not list((tmp_path / "img").glob("*/*.tmp"))
+
+
+def test_size_cap_holds_on_every_write(tmp_path: Path) -> None:
+    """Not only at the hourly prune: a write that takes the cache over its cap removes the oldest files."""
+    cache = ImageCache(tmp_path / "images", max_age_days=30, max_bytes=2500)
+    shas = []
+    for index in range(5):
+        shas.append(cache.put(bytes([index]) * 1000, "image/png"))
+        old = time.time() - 100 + index  # distinct ages, oldest first
+        os.utime(cache._path(shas[-1], "image/png"), (old, old))
+        total = sum(p.stat().st_size for p in (tmp_path / "images").glob("*/*"))
+        assert total <= 2500, f"after write {index + 1} the cache holds {total} bytes"
+    assert cache.get(shas[-1], "image/png") is not None  # the newest stays
+    assert cache.get(shas[0], "image/png") is None  # the oldest went first
