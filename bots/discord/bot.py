@@ -16,7 +16,7 @@ import discord
 import yarl
 from discord.gateway import DiscordWebSocket
 
-from bots.discord.commands import build_tree
+from bots.discord.commands import CatalogTranslator, build_tree
 from bots.discord.common import AttachmentFetcher, clip
 from bots.discord.interactions import InteractionHandlers
 from bots.discord.messages import MessageHandler
@@ -67,6 +67,7 @@ class EaselClient(discord.Client):
 
     async def setup_hook(self) -> None:
         self.add_dynamic_items(EaselButton)
+        await self.tree.set_translator(CatalogTranslator())
         await self.tree.sync()
 
     async def on_ready(self) -> None:

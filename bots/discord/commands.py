@@ -13,8 +13,16 @@ from bots.discord.interactions import InteractionHandlers
 from core.errors import GENERIC_APOLOGY
 from core.events import Actor, Background, ChannelKey, DeskCommand, Quality, Shape, SpecOptions, Verb
 from core.outcomes import Notice
+from core.texts.commands import description, discord_localizations
 
 log = logging.getLogger(__name__)
+
+DISCORD_KEY = "dc."  # the catalog's keys of Discord command descriptions (core/texts/commands.py)
+DESCRIPTIONS = frozenset({
+    app_commands.TranslationContextLocation.command_description,
+    app_commands.TranslationContextLocation.group_description,
+    app_commands.TranslationContextLocation.parameter_description,
+})
 
 SizeChoice = Literal["square", "portrait", "landscape", "wide", "tall"]
 QualityChoice = Literal["low", "medium", "high"]
@@ -24,16 +32,35 @@ Image = discord.Attachment | None
 Target = discord.Member | discord.User  # a "user" option; a User in DMs
 
 
+def d(key: str) -> app_commands.locale_str:
+    """A command or option description: English from the catalog, its key kept for `CatalogTranslator`."""
+    return app_commands.locale_str(description(DISCORD_KEY + key), key=DISCORD_KEY + key)
+
+
+def described(command: str, *options: str) -> dict[str, app_commands.locale_str]:
+    """`describe(**described("imagine", "prompt", ...))`: each option's description by its catalog key."""
+    return {option: d(f"{command}.{option}") for option in options}
+
+
+class CatalogTranslator(app_commands.Translator):
+    """Fills `description_localizations` (zh-CN, zh-TW) from the catalog at registration. Names (of commands,
+    options and choices) are the contract and are never translated."""
+
+    async def translate(self, string: app_commands.locale_str, locale: discord.Locale,
+                        context: app_commands.TranslationContextTypes) -> str | None:
+        key = string.extras.get("key")
+        if context.location not in DESCRIPTIONS or not isinstance(key, str):
+            return None
+        return discord_localizations(key).get(locale.value)
+
+
 def build_tree(client: discord.Client, handlers: InteractionHandlers) -> app_commands.CommandTree[discord.Client]:
     tree: app_commands.CommandTree[discord.Client] = app_commands.CommandTree(client)
     desk = handlers.services.desk
 
-    @tree.command(name="imagine", description="Create an image from a prompt")
-    @app_commands.describe(prompt="What to draw", size="Shape of the image (default: square)",
-                           quality="Detail; higher costs more credits (default: medium)",
-                           background="transparent: a PNG with see-through background (default: auto)",
-                           image1="A reference image", image2="A reference image", image3="A reference image",
-                           image4="A reference image")
+    @tree.command(name="imagine", description=d("imagine"))
+    @app_commands.describe(**described("imagine", "prompt", "size", "quality", "background", "image1", "image2",
+                                       "image3", "image4"))
     async def imagine(interaction: discord.Interaction, prompt: str, size: SizeChoice | None = None,
                       quality: QualityChoice | None = None, background: BackgroundChoice | None = None,
                       image1: Image = None, image2: Image = None, image3: Image = None,
@@ -43,10 +70,8 @@ def build_tree(client: discord.Client, handlers: InteractionHandlers) -> app_com
         references = [a for a in (image1, image2, image3, image4) if a is not None]
         await handlers.imagine(interaction, prompt, options, references)
 
-    @tree.command(name="edit", description="Edit an uploaded image with an instruction")
-    @app_commands.describe(instruction="What to change", image="The image to edit",
-                           image2="Another image to use", image3="Another image to use",
-                           image4="Another image to use")
+    @tree.command(name="edit", description=d("edit"))
+    @app_commands.describe(**described("edit", "instruction", "image", "image2", "image3", "image4"))
     async def edit(interaction: discord.Interaction, instruction: str, image: discord.Attachment,
                    image2: Image = None, image3: Image = None, image4: Image = None) -> None:
         references = [a for a in (image2, image3, image4) if a is not None]
@@ -56,58 +81,58 @@ def build_tree(client: discord.Client, handlers: InteractionHandlers) -> app_com
     async def edit_image(interaction: discord.Interaction, message: discord.Message) -> None:
         await handlers.edit_menu(interaction, message)
 
-    @tree.command(name="language", description="The language Easel speaks in this server (moderators)")
-    @app_commands.describe(language="auto follows each member's Discord language")
+    @tree.command(name="language", description=d("language"))
+    @app_commands.describe(**described("language", "language"))
     async def language(interaction: discord.Interaction, language: LanguageChoice | None = None) -> None:
         async def call(key: ChannelKey, actor: Actor, idem: str) -> Notice:
             return await desk.run(DeskCommand(Verb.LANGUAGE, key, actor, idem, language=language))
 
         await handlers.notice(interaction, call, private=language is None)
 
-    quota = app_commands.Group(name="quota", description="Credits: yours, or (moderators) anyone's")
+    quota = app_commands.Group(name="quota", description=d("quota"))
 
-    @quota.command(name="show", description="Credits left today (moderators: anyone's)")
-    @app_commands.describe(user="Whose credits (moderators only; default: yours)")
+    @quota.command(name="show", description=d("quota.show"))
+    @app_commands.describe(**described("quota.show", "user"))
     async def show(interaction: discord.Interaction, user: Target | None = None) -> None:
         async def call(key: ChannelKey, actor: Actor, _: str) -> Notice:
             return await desk.run(DeskCommand(Verb.SHOW, key, actor, _, user_ref(user) if user is not None else None))
 
         await handlers.notice(interaction, call, private=True)
 
-    @quota.command(name="set", description="Moderators: set a member's daily credits (from today)")
-    @app_commands.describe(user="The member", daily="Credits per day")
+    @quota.command(name="set", description=d("quota.set"))
+    @app_commands.describe(**described("quota.set", "user", "daily"))
     async def set_daily(interaction: discord.Interaction, user: Target, daily: int) -> None:
         async def call(key: ChannelKey, actor: Actor, idem: str) -> Notice:
             return await desk.run(DeskCommand(Verb.SET, key, actor, idem, user_ref(user), daily))
 
         await handlers.notice(interaction, call)
 
-    @quota.command(name="grant", description="Moderators: give a member extra credits for today")
-    @app_commands.describe(user="The member", credits="Extra credits for today")
+    @quota.command(name="grant", description=d("quota.grant"))
+    @app_commands.describe(**described("quota.grant", "user", "credits"))
     async def grant(interaction: discord.Interaction, user: Target, credits: int) -> None:
         async def call(key: ChannelKey, actor: Actor, idem: str) -> Notice:
             return await desk.run(DeskCommand(Verb.GRANT, key, actor, idem, user_ref(user), credits))
 
         await handlers.notice(interaction, call)
 
-    @quota.command(name="default", description="Moderators: daily credits for everyone in this server")
-    @app_commands.describe(daily="Credits per member per day")
+    @quota.command(name="default", description=d("quota.default"))
+    @app_commands.describe(**described("quota.default", "daily"))
     async def default(interaction: discord.Interaction, daily: int) -> None:
         async def call(key: ChannelKey, actor: Actor, idem: str) -> Notice:
             return await desk.run(DeskCommand(Verb.DEFAULT, key, actor, idem, amount=daily))
 
         await handlers.notice(interaction, call)
 
-    @quota.command(name="ban", description="Moderators: stop a member from making images")
-    @app_commands.describe(user="The member")
+    @quota.command(name="ban", description=d("quota.ban"))
+    @app_commands.describe(**described("quota.ban", "user"))
     async def ban(interaction: discord.Interaction, user: Target) -> None:
         async def call(key: ChannelKey, actor: Actor, idem: str) -> Notice:
             return await desk.run(DeskCommand(Verb.BAN, key, actor, idem, user_ref(user)))
 
         await handlers.notice(interaction, call)
 
-    @quota.command(name="unban", description="Moderators: let a member make images again")
-    @app_commands.describe(user="The member")
+    @quota.command(name="unban", description=d("quota.unban"))
+    @app_commands.describe(**described("quota.unban", "user"))
     async def unban(interaction: discord.Interaction, user: Target) -> None:
         async def call(key: ChannelKey, actor: Actor, idem: str) -> Notice:
             return await desk.run(DeskCommand(Verb.UNBAN, key, actor, idem, user_ref(user)))
@@ -116,14 +141,14 @@ def build_tree(client: discord.Client, handlers: InteractionHandlers) -> app_com
 
     tree.add_command(quota)
 
-    @tree.command(name="usage", description="Usage report for this server")
+    @tree.command(name="usage", description=d("usage"))
     async def usage(interaction: discord.Interaction) -> None:
         async def call(key: ChannelKey, actor: Actor, _: str) -> Notice:
             return await desk.run(DeskCommand(Verb.USAGE, key, actor, _))
 
         await handlers.notice(interaction, call, private=True)
 
-    @tree.command(name="help", description="How to use Easel")
+    @tree.command(name="help", description=d("help"))
     async def help_(interaction: discord.Interaction) -> None:
         await handlers.help(interaction)
 

@@ -1,5 +1,5 @@
-"""The fake Discord server plus what the shared fake does not speak yet: message context-menu commands (type 3,
-stored with Discord's empty description) and modals (callback type 9, then a MODAL_SUBMIT interaction)."""
+"""The fake Discord server plus what the shared fake does not speak yet: message context-menu commands (type 3)
+and modals (callback type 9, then a MODAL_SUBMIT interaction)."""
 
 from __future__ import annotations
 
@@ -18,10 +18,6 @@ class MenuDiscord(FakeDiscord):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.modals: dict[int, dict[str, Any]] = {}  # by interaction id: the modal Easel opened
-
-    def _store_commands(self, commands: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        # Discord answers context-menu commands with description "" (discord.py reads the field).
-        return super()._store_commands([{"description": "", **command} for command in commands])
 
     async def _r_interaction_callback(self, request: web.Request, params: dict[str, Any],
                                       uploads: list[Upload]) -> Any:

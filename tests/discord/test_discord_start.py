@@ -178,3 +178,34 @@ async def test_a_gateway_that_never_gets_ready_is_fatal(fake: FakeDiscord, world
     with pytest.raises(FatalPlatformError, match="EASEL_DISCORD_GATEWAY_URL"):
         await bot.start()
     assert not bot.ready
+
+
+async def test_every_description_is_localised_for_chinese_and_names_stay_english(
+    fake: FakeDiscord, bot: DiscordBot
+) -> None:
+    registered = fake.calls_to("bulk_upsert_global_commands")[0].params["_list"]
+    described: list[dict[str, Any]] = []
+
+    def walk(item: dict[str, Any]) -> None:
+        described.append(item)
+        for option in item.get("options") or []:
+            walk(option)
+
+    for command in registered:
+        if command.get("type", 1) == 1:
+            walk(command)
+        else:  # a context-menu command has no description; its name is the contract's
+            assert command["name"] == "Edit image" and not command.get("name_localizations")
+    assert len(described) > 30
+    for item in described:
+        localized = item.get("description_localizations") or {}
+        assert set(localized) == {"zh-CN", "zh-TW"}, item["name"]
+        assert all(text and text != item["description"] and len(text) <= 100 for text in localized.values())
+        assert not item.get("name_localizations"), item["name"]
+        for choice in item.get("choices") or []:
+            assert not choice.get("name_localizations") and choice["name"] == choice["value"]
+    imagine = next(c for c in registered if c["name"] == "imagine")
+    assert imagine["description"] == "Create an image from a prompt"
+    assert imagine["description_localizations"]["zh-CN"] == "根据提示词生成图片"
+    menu = fake.command("Edit image")
+    assert menu["description"] == ""  # as Discord answers for context-menu commands

@@ -548,11 +548,23 @@ class FakeDiscord(FakeServer):
             "total": 1000, "remaining": 999, "reset_after": 0, "max_concurrency": 1}}
 
     def _store_commands(self, commands: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        # Discord answers with description "" for context-menu commands (they have none; discord.py reads it).
         stored = []
         for command in commands:
-            stored.append({**command, "id": str(self.new_id()), "application_id": str(self.app_id),
-                           "version": str(self.new_id()), "type": command.get("type", 1)})
+            stored.append({"description": "", **command, "id": str(self.new_id()),
+                           "application_id": str(self.app_id), "version": str(self.new_id()),
+                           "type": command.get("type", 1)})
         return stored
+
+    @staticmethod
+    def _without_localizations(item: dict[str, Any]) -> dict[str, Any]:
+        """A command as GET returns it without `with_localizations=true`: no `*_localizations` fields."""
+        out = {k: v for k, v in item.items() if not k.endswith("_localizations")}
+        if "options" in item:
+            out["options"] = [FakeDiscord._without_localizations(o) for o in item["options"] or []]
+        if "choices" in item:
+            out["choices"] = [FakeDiscord._without_localizations(c) for c in item["choices"] or []]
+        return out
 
     async def _r_bulk_upsert_global_commands(self, request: web.Request, params: dict[str, Any],
                                              _: list[_Upload]) -> Any:
@@ -562,7 +574,9 @@ class FakeDiscord(FakeServer):
 
     async def _r_get_global_commands(self, request: web.Request, params: dict[str, Any], _: list[_Upload]) -> Any:
         self._check_app(params)
-        return self.commands
+        if params["_query"].get("with_localizations") == "true":
+            return self.commands
+        return [self._without_localizations(c) for c in self.commands]
 
     async def _r_bulk_upsert_guild_commands(self, request: web.Request, params: dict[str, Any],
                                             _: list[_Upload]) -> Any:
