@@ -15,6 +15,8 @@ from core.outcomes import Preview, RoundView, Stage
 
 log = logging.getLogger(__name__)
 
+CLOSE_GRACE = 2.0  # seconds the result waits for a progress call in flight before cutting it off
+
 
 class ProgressPump:
     def __init__(self, view: RoundView, round_id: int) -> None:
@@ -44,12 +46,15 @@ class ProgressPump:
         self._kick()
 
     async def close(self) -> None:
-        """Drop what is not shown yet (the result supersedes it) and wait for the call being made, so the
-        final delivery never races a progress edit."""
+        """Drop what is not shown yet (the result supersedes it) and wait, briefly, for the call being made,
+        so the final delivery does not race a progress edit; a call stuck longer (a chat under a flood hold)
+        is cut off rather than holding the result."""
         self._position, self._stage, self._preview = None, None, None
         if self._task is not None:
             try:
-                await asyncio.shield(self._task)
+                await asyncio.wait_for(asyncio.shield(self._task), CLOSE_GRACE)
+            except TimeoutError:
+                self._task.cancel()
             except asyncio.CancelledError:
                 self._task.cancel()
                 raise
