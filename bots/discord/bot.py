@@ -20,6 +20,7 @@ from bots.discord.commands import CatalogTranslator, build_tree
 from bots.discord.common import AttachmentFetcher, clip
 from bots.discord.interactions import InteractionHandlers
 from bots.discord.messages import MessageHandler
+from bots.discord.registration import register_commands
 from bots.discord.views import EaselButton, MessageRoundView
 from bots.process.config import Settings
 from core.errors import FatalPlatformError
@@ -68,7 +69,8 @@ class EaselClient(discord.Client):
     async def setup_hook(self) -> None:
         self.add_dynamic_items(EaselButton)
         await self.tree.set_translator(CatalogTranslator())
-        await self.tree.sync()
+        if self.bot.registers_commands:
+            await register_commands(self, self.tree)
 
     async def on_ready(self) -> None:
         await self.bot.send_notices()
@@ -97,6 +99,12 @@ class DiscordBot:
         self._gateway: asyncio.Task[None] | None = None
         self._stopping = False
         self._notices_lock = asyncio.Lock()
+
+    @property
+    def registers_commands(self) -> bool:
+        """One worker registers the application commands: the one that runs shard 0 (or every shard)."""
+        shards = self.settings.discord_shards
+        return shards is None or 0 in shards.ids
 
     @property
     def ready(self) -> bool:

@@ -209,3 +209,25 @@ async def test_every_description_is_localised_for_chinese_and_names_stay_english
     assert imagine["description_localizations"]["zh-CN"] == "根据提示词生成图片"
     menu = fake.command("Edit image")
     assert menu["description"] == ""  # as Discord answers for context-menu commands
+
+
+async def test_a_second_start_registers_nothing_when_the_commands_are_unchanged(
+    fake: FakeDiscord, world: World, start_bot: StartBot
+) -> None:
+    first = await start_bot()
+    assert len(fake.calls_to("bulk_upsert_global_commands")) == 1
+    await first.stop()
+    await start_bot()
+    assert len(fake.calls_to("get_global_commands")) == 2
+    assert fake.calls_to("get_global_commands")[1].params["_query"] == {"with_localizations": "true"}
+    assert len(fake.calls_to("bulk_upsert_global_commands")) == 1  # no PUT the second time
+
+
+async def test_changed_commands_are_registered_again(fake: FakeDiscord, world: World, start_bot: StartBot) -> None:
+    first = await start_bot()
+    await first.stop()
+    imagine = fake.command("imagine")
+    imagine["description_localizations"] = {"zh-CN": "旧的说明"}  # an older version is registered
+    await start_bot()
+    assert len(fake.calls_to("bulk_upsert_global_commands")) == 2
+    assert fake.command("imagine")["description_localizations"]["zh-TW"]
