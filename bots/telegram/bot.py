@@ -30,6 +30,7 @@ from telegram.error import BadRequest, Forbidden, InvalidToken, TelegramError
 from telegram.ext import Application, ApplicationBuilder
 
 from bots.process.config import Settings
+from bots.telegram.albums import ALBUM_WINDOW, AlbumCollector, Wait, window_wait
 from bots.telegram.common import PUBLIC_GETFILE_CAP, TELEGRAM
 from bots.telegram.handlers import TelegramHandlers
 from bots.telegram.inbox import Entry, InboxFeed
@@ -84,6 +85,7 @@ class TelegramBot:
         preview_interval: float = PREVIEW_INTERVAL,
         moderator_ttl: float = 3.0,
         stop_grace: float = 10.0,
+        album_window: float | Wait = ALBUM_WINDOW,
     ) -> None:
         if not settings.telegram_token:
             raise ConfigError("TELEGRAM_TOKEN is not set")
@@ -95,6 +97,9 @@ class TelegramBot:
         self.poll_retry = poll_retry  # the first back-off after a failed poll (x1.5 per failure, at most 30 s)
         self.moderator_ttl = moderator_ttl
         self.stop_grace = stop_grace  # how long stop() lets running handlers finish before cancelling them
+        # How long an album's items are collected: seconds, or a wait to await (tests release it themselves).
+        self.albums = AlbumCollector(window_wait(album_window) if isinstance(album_window, float | int)
+                                     else album_window)
         self.flood = FloodGate()  # Telegram's flood control is per chat: one hold per chat for every send
         self.pacer = EditPacer(preview_interval, gate=self.flood)
         self.application: AnyApplication | None = None
@@ -180,6 +185,7 @@ class TelegramBot:
             self.pacer,
             ModeratorCheck(app.bot, ttl=self.moderator_ttl),
             self._download_cap(),
+            self.albums,
         )
         handlers.register(app)
         for language, commands in command_menus():

@@ -29,6 +29,7 @@ from telegram.error import TelegramError
 from telegram.ext import Application, CallbackQueryHandler, CommandHandler, ContextTypes, MessageHandler, filters
 
 from bots.process.config import Settings
+from bots.telegram.albums import ALBUM_WINDOW, AlbumCollector, album_key, window_wait
 from bots.telegram.args import NEED_TARGET, NEEDS_TARGET, UsageError, parse_quota
 from bots.telegram.common import (
     TELEGRAM,
@@ -48,9 +49,9 @@ from bots.telegram.common import (
 )
 from bots.telegram.mods import ModeratorCheck
 from bots.telegram.send import retrying, send_text
-from bots.telegram.view import CALLBACK_PREFIX, EditPacer, TelegramRoundView, Where
+from bots.telegram.view import CALLBACK_PREFIX, EditPacer, TelegramRoundView, Where, shown_round
 from core.errors import GENERIC_APOLOGY, DuplicateRequest, NotModerator, UserFacingError
-from core.events import Actor, ChannelKey, DeskCommand, RoundRequest, UserRef, Verb
+from core.events import Actor, ChannelKey, DeskCommand, InputImage, RoundRequest, UserRef, Verb
 from core.flags import parse_flags
 from core.outcomes import Refusal
 from core.ports import Services
@@ -60,6 +61,7 @@ log = logging.getLogger(__name__)
 
 Spawn = Callable[[Update, Coroutine[Any, Any, None]], None]
 Context = ContextTypes.DEFAULT_TYPE
+Parent = tuple[int | None, str] | None  # (round id from the message's button, message id)
 
 
 class TelegramHandlers:
@@ -73,7 +75,9 @@ class TelegramHandlers:
         pacer: EditPacer,
         mods: ModeratorCheck,
         download_cap: int | None,
+        albums: AlbumCollector | None = None,
     ) -> None:
+        self.albums = albums if albums is not None else AlbumCollector(window_wait(ALBUM_WINDOW))
         self.settings = settings
         self.services = services
         self.bot = bot
@@ -111,7 +115,9 @@ class TelegramHandlers:
         if message is None:
             return
         caption = message.caption or ""
-        if self._is_imagine(message):
+        if message.media_group_id is not None:
+            self.spawn(update, self.albums.collect(message, lambda items: self._album(update, items)))
+        elif self._is_imagine(message):
             self.spawn(update, self._imagine(update, message, _after_command(caption), source=message))
         elif message.chat.type == ChatType.PRIVATE and caption.strip() and not _has_command(message):
             self.spawn(update, self._imagine(update, message, caption, source=message))
@@ -159,9 +165,13 @@ class TelegramHandlers:
 
     # -- rounds --------------------------------------------------------------------------------------------
 
-    async def _imagine(self, update: Update, message: Message, prompt: str, source: Message | None = None) -> None:
+    async def _imagine(
+        self, update: Update, message: Message, prompt: str, source: Message | None = None,
+        references: tuple[InputImage, ...] = (), idem: str | None = None,
+    ) -> None:
         """A prompt. `source` is the message whose photo to edit; otherwise the replied-to message decides:
-        one of Easel's images (an edit round), any other photo (edit that photo), or nothing (generate)."""
+        one of Easel's images (an edit round), any other photo (edit that photo), or nothing (generate).
+        `references` are further images (an album); `idem` overrides the message's idempotency key."""
         key = message_key(message)
         actor = actor_for(message)
         try:
@@ -169,28 +179,45 @@ class TelegramHandlers:
         except UserFacingError as error:  # an unknown flag or value: refused before anything is spent
             await self._reply(message, error.text(_lang(actor)))
             return
-        reply_to = None
+        parent: Parent = None
         image = input_image(self.bot, source, self.download_cap) if source is not None else None
         target = replied(message)
         if source is None and target is not None:
-            if await self._is_round(key, target):
-                reply_to = str(target.message_id)
-            elif has_image(target):
+            parent = await self._parent(key, target)
+            if parent is None and has_image(target):
                 image = input_image(self.bot, target, self.download_cap)
         request = RoundRequest(
-            key, actor, flags.prompt, idempotency_key(update, message), reply_to=reply_to, input_image=image,
-            options=flags.options, send_file=flags.send_file,
+            key, actor, flags.prompt, idem or idempotency_key(update, message),
+            reply_to=parent[1] if parent else None, parent_round=parent[0] if parent else None,
+            input_image=image, references=references, options=flags.options, send_file=flags.send_file,
         )
         await self._run(update, self.services.rounds.submit(request, view := self._view(message)), view)
+
+    async def _album(self, update: Update, items: list[Message]) -> None:
+        """A whole album (see bots.telegram.albums): one request with every image as a reference, the prompt
+        from the item whose caption starts with /imagine (in a private chat, any caption). The core refuses
+        more than it takes, at no cost."""
+        captioned = next((m for m in items if self._is_imagine(m)), None)
+        prompt = _after_command(captioned.caption or "") if captioned is not None else None
+        private = items[0].chat.type == ChatType.PRIVATE
+        if captioned is None and private:
+            captioned = next((m for m in items if (m.caption or "").strip() and not _has_command(m)), None)
+            prompt = captioned.caption if captioned is not None else None
+        if captioned is None or prompt is None:
+            return
+        images = tuple(i for m in items if (i := input_image(self.bot, m, self.download_cap)) is not None)
+        chat, group = items[0].chat.id, items[0].media_group_id or ""
+        await self._imagine(update, captioned, prompt, references=images, idem=album_key(chat, group))
 
     async def _reply_round(self, update: Update, message: Message, target: Message) -> None:
         """A text reply in a group to one of Easel's messages: an edit round if it shows a round."""
         key = message_key(message)
-        if not await self._is_round(key, target):
+        parent = await self._parent(key, target)
+        if parent is None:
             return  # a reply to a quota answer or a help text: not for us
         request = RoundRequest(
             key, actor_for(message), message.text or "", idempotency_key(update, message),
-            reply_to=str(target.message_id),
+            reply_to=parent[1], parent_round=parent[0],
         )
         await self._run(update, self.services.rounds.submit(request, view := self._view(message)), view)
 
@@ -213,10 +240,19 @@ class TelegramHandlers:
         action = query.data.removeprefix(CALLBACK_PREFIX)
         await self._run(update, self.services.rounds.press(action, key, actor, f"tg:cb:{query.id}", view), view)
 
-    async def _is_round(self, key: ChannelKey, target: Message) -> bool:
+    async def _parent(self, key: ChannelKey, target: Message) -> Parent:
+        """The round one of Easel's messages shows, as (round id or None, message id); None when it shows
+        none. The message's own Reroll button names the round (so a reply resolves however quickly it follows
+        the image); otherwise the core is asked whether it knows the message. The core checks channel and
+        state either way."""
         if target.from_user is None or target.from_user.id != self.bot.id:
-            return False
-        return await self.services.rounds.is_round_message(key, str(target.message_id))
+            return None
+        shown = shown_round(target)
+        if shown is not None:
+            return shown, str(target.message_id)
+        if await self.services.rounds.is_round_message(key, str(target.message_id)):
+            return None, str(target.message_id)
+        return None
 
     def _view(self, message: Message) -> TelegramRoundView:
         where = Where(message.chat.id, thread_of(message), message.message_id, is_group(message.chat))

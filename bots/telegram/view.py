@@ -40,6 +40,7 @@ ACTION_CLOSE_GRACE = 2.0  # how long close() lets a chat action being sent finis
 PREVIEW_INTERVAL = 3.0
 CALLBACK_PREFIX = "e:"
 CALLBACK_DATA_LIMIT = 64  # bytes
+REROLL_PREFIX = CALLBACK_PREFIX + "reroll:"
 PREVIEW_CAPTION = "Drawing… (preview)"
 WORKING = "Working on it…"
 
@@ -60,6 +61,19 @@ def keyboard(buttons: tuple[Button, ...]) -> InlineKeyboardMarkup | None:
             rows.append([])
         rows[-1].append(InlineKeyboardButton(clip(button.label, 64), callback_data=data))
     return InlineKeyboardMarkup(rows) if rows else None
+
+
+def shown_round(message: Message) -> int | None:
+    """The round id an Easel result names in its Reroll button (`e:reroll:<id>`), if it has one."""
+    markup = message.reply_markup
+    if markup is None:
+        return None
+    for row in markup.inline_keyboard:
+        for button in row:
+            data = button.callback_data
+            if isinstance(data, str) and data.startswith(REROLL_PREFIX) and data[len(REROLL_PREFIX):].isdigit():
+                return int(data[len(REROLL_PREFIX):])
+    return None
 
 
 class EditPacer:

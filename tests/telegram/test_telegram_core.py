@@ -18,6 +18,7 @@ from bots.process.config import Settings
 from bots.telegram.bot import TelegramBot
 from core.errors import SafetyRefusal
 from core.ports import GeneratedImage, ImageJob, ProviderEvents
+from core.texts import say
 from tests.fakes.fake_provider import FakeProvider, png
 from tests.fakes.fake_telegram import FakeTelegram
 from tests.telegram.conftest import StartBot
@@ -358,3 +359,36 @@ async def test_group_upgraded_to_supergroup_keeps_quotas_and_rounds(rig: Rig) ->
     assert rig.bot is not None
     await rig.bot.idle()
     assert "2 credits left today" in await rig.ask(supergroup, ann, "/quota")
+
+
+async def test_album_with_the_real_core_and_too_many_photos(rig: Rig) -> None:
+    released = asyncio.Event()
+
+    async def window() -> None:
+        await released.wait()
+
+    bot = await rig.boot(album_window=window)
+    tg = rig.tg
+    ann = tg.user("Ann")
+    chat = tg.private_chat(ann)
+
+    async def album(group: str, count: int, caption: str) -> None:
+        released.clear()
+        for index in range(count):
+            await tg.send_message(chat, ann, caption if index == 0 else None, photo=png(30 + index, 30),
+                                  extra={"media_group_id": group})
+        await rig.ask(chat, ann, "/quota")  # every item has reached the collector
+        released.set()
+
+    await album("g1", 3, "/imagine one poster from these")
+    await tg.wait_for("sendPhoto")
+    await asyncio.wait_for(bot.idle(), 5)
+    job = rig.provider.jobs[0]
+    assert job.prompt == "one poster from these" and len(job.inputs) == 3
+    before = await rig.ask(chat, ann, "/quota")
+
+    await album("g2", 5, "/imagine too many")
+    refusal = await tg.wait_for("sendMessage", 4)
+    assert refusal.params["text"] == say("en", "round.too_many_images", count=4)
+    assert len(rig.provider.jobs) == 1  # refused before anything was spent
+    assert await rig.ask(chat, ann, "/quota") == before
