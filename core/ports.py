@@ -4,11 +4,12 @@ services, and the hand-written fakes in `tests/fakes`."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from core.events import Actor, ChannelKey, DeskCommand, Platform, RoundRequest, UserRef
 from core.outcomes import Notice, RoundView
@@ -301,3 +302,108 @@ class InboxPort(Protocol):
     async def done(self, platform: Platform, idem_key: str) -> None: ...
 
     async def pending(self, platform: Platform) -> list[str]: ...
+
+
+# -- several workers on one database ---------------------------------------------------------------------
+
+
+class Slots(Protocol):
+    """The fair gate in front of the provider: at most a fixed number of calls in flight, the rest wait in
+    FIFO order and are told their 1-based place when it changes. `core.slots.FairSlots` (one process) and
+    `core.shared_slots.SharedSlots` (every worker on one PostgreSQL) implement it."""
+
+    @property
+    def waiting(self) -> int: ...
+
+    @property
+    def in_use(self) -> int: ...
+
+    async def acquire(self, on_position: Callable[[int], None]) -> None:
+        """Wait for a slot; raises `core.slots.QueueFull` when the queue is at its limit. `on_position` must
+        not block."""
+        ...
+
+    def release(self) -> None: ...
+
+
+class FleetStore(Protocol):
+    """What several workers on one database need besides `Store`: shared provider slots, claims on the durable
+    inbox, a leader lock, and wake-ups between workers. PostgreSQL only: with SQLite one process holds the data
+    directory, so the in-process `FairSlots` and the plain inbox replay are exact and these are not offered.
+
+    Leases are tied to the worker's heartbeat (`Store.heartbeat`): a ticket or a claim of a worker silent for
+    `stale_after` seconds (or retired) is void, so a dead worker's slots and updates are taken over."""
+
+    async def slot_reset(self, owner: str) -> None:
+        """Drop every slot ticket of `owner` (a worker restarting under the same name)."""
+        ...
+
+    async def slot_enqueue(
+        self, owner: str, capacity: int, queue_limit: int, now: datetime, stale_after: float
+    ) -> tuple[int, int] | None:
+        """Queue a ticket and grant what the cap allows, FIFO. Returns (ticket, place): place 0 means granted,
+        otherwise its 1-based place among the waiting tickets of every worker. None when the queue is full."""
+        ...
+
+    async def slot_poll(
+        self, owner: str, ticket: int, capacity: int, now: datetime, stale_after: float
+    ) -> int:
+        """Grant what the cap allows (FIFO) and return the ticket's place: 0 granted, -1 unknown (voided)."""
+        ...
+
+    async def slot_release(self, ticket: int) -> None: ...
+
+    async def slot_counts(self) -> tuple[int, int]:
+        """(granted, waiting) over every worker."""
+        ...
+
+    async def inbox_claim(
+        self, platform: Platform, owner: str, limit: int, now: datetime, stale_after: float = 30.0
+    ) -> list[InboxItem]:
+        """Claim up to `limit` unhandled updates (unclaimed, or claimed by a worker that is gone), oldest first.
+        An update from a user whose other updates a live worker is handling is left to that worker, so the
+        per-user cap of each worker holds for the fleet."""
+        ...
+
+    async def signal(self, channel: str) -> asyncio.Event:
+        """An event set at the next wake-up on `channel` (`slots`, `inbox`) from any worker. Take it before
+        checking the state it guards, then wait on it (with a timeout: a lost connection loses wake-ups)."""
+        ...
+
+    async def try_lead(self, name: str) -> bool:
+        """Hold (or keep holding) the fleet-wide lock `name` on a connection of its own; True while held. It is
+        released when this process dies (its connection closes) or calls `resign`."""
+        ...
+
+    async def resign(self, name: str) -> None: ...
+
+
+class Leadership(Protocol):
+    """Whether this worker is the one that polls a platform's update stream."""
+
+    @property
+    def leading(self) -> bool: ...
+
+    async def wait_leading(self) -> None:
+        """Return once this worker leads."""
+        ...
+
+    async def wait_lost(self) -> None:
+        """Return once this worker no longer leads."""
+        ...
+
+
+@runtime_checkable
+class SharedInboxPort(InboxPort, Protocol):
+    """The inbox when several workers share it: updates are claimed, not replayed, and only the leader polls."""
+
+    @property
+    def leadership(self) -> Leadership: ...
+
+    async def claim(self, platform: Platform, limit: int) -> list[str]:
+        """Payloads this worker now handles, oldest first."""
+        ...
+
+    async def wait(self, patience: float) -> None:
+        """Return at the next update stored by any worker, or after `patience` seconds."""
+        ...

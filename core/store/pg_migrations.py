@@ -208,9 +208,28 @@ CREATE TABLE images (
 CREATE INDEX images_used_at ON images (used_at);
 """
 
+# Several workers (`core.ports.FleetStore`): provider slot tickets shared by the fleet (FIFO by id, granted while
+# fewer than the cap are), and claims on the inbox. A ticket or claim is void once its owner's heartbeat in
+# `workers` is stale. `actor` is who sent an update (when the payload says), for per-user affinity.
+_V3 = r"""
+CREATE TABLE slot_tickets (
+    id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    owner TEXT NOT NULL,
+    enqueued_at TIMESTAMPTZ NOT NULL,
+    granted_at TIMESTAMPTZ
+);
+CREATE INDEX slot_tickets_waiting ON slot_tickets (id) WHERE granted_at IS NULL;
+CREATE INDEX slot_tickets_owner ON slot_tickets (owner);
+
+ALTER TABLE inbox ADD COLUMN claimed_by TEXT;
+ALTER TABLE inbox ADD COLUMN actor TEXT;
+CREATE INDEX inbox_claimed ON inbox (platform, actor) WHERE claimed_by IS NOT NULL;
+"""
+
 MIGRATIONS: list[tuple[int, str, str]] = [
     (1, "initial", _V1),
     (2, "images", _V2),
+    (3, "fleet", _V3),
 ]
 
 
