@@ -104,6 +104,20 @@ async def test_generate_then_refine_by_reply_and_branch(rig: Rig) -> None:
     assert "8 credits left today" in await rig.ask(group, bob, "/quota")
 
 
+async def test_a_reply_right_after_the_image_is_an_edit_round(rig: Rig) -> None:
+    await rig.boot()
+    tg = rig.tg
+    ann = tg.user("Ann")
+    group = tg.group_chat()
+    await tg.send_message(group, ann, "/imagine a tin robot")
+    await tg.wait_for("sendPhoto")
+    image = tg.sent_messages("sendPhoto")[0]  # replied to at once: the core may not have recorded it yet
+    await tg.send_message(group, ann, "make it rusty", reply_to=image)
+    await tg.wait_for("sendPhoto", 2)
+    assert tg.sent_messages("sendPhoto")[1]["caption"].startswith("#2 (from #1) · make it rusty")
+    assert rig.provider.jobs[1].parent is not None
+
+
 async def test_private_chat_text_and_photo_input(rig: Rig) -> None:
     await rig.boot()
     tg = rig.tg

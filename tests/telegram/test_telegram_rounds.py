@@ -457,3 +457,28 @@ async def test_no_log_line_carries_the_token(
     assert caplog.records
     ours = [r for r in caplog.records if not r.name.startswith("aiohttp.access")]  # the fake server's own log
     assert not [r.getMessage() for r in ours if secret in r.getMessage()]
+
+
+async def test_reply_resolves_the_round_from_the_reroll_button(
+    tg: FakeTelegram, bot: TelegramBot, fake: FakeServices
+) -> None:
+    ann = tg.user("Ann")
+    group = tg.group_chat()
+    await tg.send_message(group, ann, "/imagine a lighthouse")
+    await tg.wait_for("sendPhoto")
+    await fake.wait_finished()
+    image = tg.sent_messages("sendPhoto")[0]
+    fake.round_messages.clear()  # as if the reply came before the core recorded the image's message
+    await tg.send_message(group, ann, "at dusk", reply_to=image)
+    await tg.wait_for("sendPhoto", 2)
+    request = fake.requests[1]
+    assert request.parent_round == 1 and request.reply_to == str(image["message_id"])
+
+    # Without a Reroll button, the core is asked about the message id: reply_to only.
+    await fake.wait_finished(2)
+    bare = tg.sent_messages("sendPhoto")[1]
+    tg.messages[(group["id"], bare["message_id"])].pop("reply_markup")
+    fake.round_messages.add((key_of(group), str(bare["message_id"])))
+    await tg.send_message(group, ann, "in fog", reply_to=tg.messages[(group["id"], bare["message_id"])])
+    await tg.wait_for("sendPhoto", 3)
+    assert fake.requests[2].parent_round is None and fake.requests[2].reply_to == str(bare["message_id"])
