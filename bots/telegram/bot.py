@@ -48,7 +48,8 @@ from core.texts.commands import telegram_commands, telegram_languages
 log = logging.getLogger(__name__)
 
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"  # noqa: S105 - a header name
-ALLOWED_UPDATES = ("message", "callback_query")  # no edited_message: edits never start rounds
+# No edited_message: edits never start rounds. my_chat_member: being added to a group (EASEL_COMMUNITIES).
+ALLOWED_UPDATES = ("message", "callback_query", "my_chat_member")
 
 
 def command_menus() -> list[tuple[str | None, list[BotCommand]]]:

@@ -23,10 +23,19 @@ import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
-from telegram import Bot, Message, MessageEntity, Update
-from telegram.constants import ChatType
+from telegram import Bot, Chat, Message, MessageEntity, Update, User
+from telegram.constants import ChatMemberStatus, ChatType
 from telegram.error import TelegramError
-from telegram.ext import Application, CallbackQueryHandler, CommandHandler, ContextTypes, MessageHandler, filters
+from telegram.ext import (
+    Application,
+    ApplicationHandlerStop,
+    CallbackQueryHandler,
+    ChatMemberHandler,
+    CommandHandler,
+    ContextTypes,
+    MessageHandler,
+    filters,
+)
 
 from bots.process.config import Settings
 from bots.telegram.albums import ALBUM_WINDOW, AlbumCollector, album_key, window_wait
@@ -55,7 +64,7 @@ from core.events import Actor, ChannelKey, DeskCommand, InputImage, RoundRequest
 from core.flags import parse_flags
 from core.outcomes import Refusal
 from core.ports import Services
-from core.texts import say
+from core.texts import pick_language, say
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +88,7 @@ class TelegramHandlers:
     ) -> None:
         self.albums = albums if albums is not None else AlbumCollector(window_wait(ALBUM_WINDOW))
         self.settings = settings
+        self._turned_away: set[int] = set()  # groups told "private" (once), being left
         self.services = services
         self.bot = bot
         self.spawn = spawn
@@ -89,6 +99,9 @@ class TelegramHandlers:
 
     def register(self, app: Application[Any, Any, Any, Any, Any, Any]) -> None:
         new = filters.UpdateType.MESSAGE  # never edited messages (see the module docstring)
+        # EASEL_COMMUNITIES first: in a group Easel does not serve, nothing else runs.
+        app.add_handler(MessageHandler(new & filters.ChatType.GROUPS, self.on_group_message), group=-1)
+        app.add_handler(ChatMemberHandler(self.on_my_membership, ChatMemberHandler.MY_CHAT_MEMBER), group=-1)
         app.add_handler(CommandHandler("imagine", self.on_imagine, filters=new))
         app.add_handler(CommandHandler("quota", self.on_quota, filters=new))
         app.add_handler(CommandHandler("usage", self.on_usage, filters=new))
@@ -99,6 +112,50 @@ class TelegramHandlers:
         app.add_handler(MessageHandler(new & (filters.PHOTO | filters.Document.IMAGE), self.on_photo))
         app.add_handler(MessageHandler(new & filters.TEXT & ~filters.COMMAND, self.on_text))
         app.add_handler(CallbackQueryHandler(self.on_button, pattern=f"^{CALLBACK_PREFIX}"))
+
+    # -- EASEL_COMMUNITIES --------------------------------------------------------------------------------
+
+    def _serves(self, chat: Chat, user: User | None) -> bool:
+        """Easel works in this group (EASEL_COMMUNITIES unset, or it lists the group), or an operator asks."""
+        if self.settings.serves(TELEGRAM, str(chat.id)):
+            return True
+        return user is not None and self.settings.is_operator(TELEGRAM, str(user.id))
+
+    async def on_group_message(self, update: Update, context: Context) -> None:
+        """In a group Easel does not serve, say once that the bot is private, and leave."""
+        message = update.message
+        if message is None or self._serves(message.chat, message.from_user):
+            return
+        if from_human(message, self.bot.id) and message.chat.id not in self._turned_away:
+            self._turned_away.add(message.chat.id)
+            self.spawn(update, self._leave(message.chat.id, message.from_user, thread_of(message)))
+        raise ApplicationHandlerStop
+
+    async def on_my_membership(self, update: Update, context: Context) -> None:
+        """Easel was added to a group: if it does not serve that group (and no operator added it), leave."""
+        change = update.my_chat_member
+        if change is None or not is_group(change.chat):
+            return
+        if change.new_chat_member.status not in (ChatMemberStatus.MEMBER, ChatMemberStatus.ADMINISTRATOR):
+            return
+        if self._serves(change.chat, change.from_user):
+            return
+        self._turned_away.add(change.chat.id)
+        self.spawn(update, self._leave(change.chat.id, change.from_user, None))
+        raise ApplicationHandlerStop
+
+    async def _leave(self, chat_id: int, user: User | None, thread: int | None) -> None:
+        lang = pick_language(user.language_code if user else None, None, self.settings.language)
+        try:
+            await send_text(self.bot, self.pacer.gate, chat_id, say(lang, "service.private"), thread_id=thread)
+        except TelegramError as error:
+            log.info("could not say goodbye in a group Easel does not serve (%s)", type(error).__name__)
+        try:
+            await retrying(lambda: self.bot.leave_chat(chat_id), "leaveChat")
+        except TelegramError as error:
+            log.warning("could not leave a group Easel does not serve (%s)", type(error).__name__)
+        else:
+            log.info("left Telegram chat %s: not in EASEL_COMMUNITIES", chat_id)
 
     # -- update handlers: filter, then spawn ---------------------------------------------------------------
 

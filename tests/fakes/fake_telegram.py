@@ -439,6 +439,14 @@ class FakeTelegram(FakeServer):
         update = await self.push_update({"callback_query": query})
         return update
 
+    async def add_bot(self, chat: Mapping[str, Any], by: Mapping[str, Any]) -> dict[str, Any]:
+        """`by` adds the bot to a group: a `my_chat_member` update (status left -> member)."""
+        bot = dict(self.bot_user)
+        change = {"chat": dict(chat), "from": dict(by), "date": int(time.time()),
+                  "old_chat_member": {"status": "left", "user": bot},
+                  "new_chat_member": {"status": "member", "user": bot}}
+        return await self.push_update({"my_chat_member": change})
+
     async def migrate(self, chat: Mapping[str, Any], by: Mapping[str, Any]) -> dict[str, Any]:
         """Upgrade a group to a supergroup: sends to the old id fail with `migrate_to_chat_id`, and the old
         group gets the service message that announces the move. Returns the new supergroup chat."""
@@ -632,6 +640,11 @@ class FakeTelegram(FakeServer):
             raise ApiError(400, "Bad Request: message to delete not found")
         del self.messages[key]
         self.deleted.append(key)
+        return True
+
+    async def _m_leaveChat(self, p: dict[str, Any], f: dict[str, bytes]) -> Any:
+        state = self._chat(p)
+        self.left_chats.append(state.chat["id"])
         return True
 
     # ------------------------------------------------------------------ callbacks, files, members

@@ -30,7 +30,7 @@ async def test_start_registers_commands_and_polls(tg: FakeTelegram, start_bot: S
     names = [c["command"] for c in tg.calls_to("setMyCommands")[0].params["commands"]]
     assert names == ["imagine", "cancel", "quota", "usage", "language", "help", "start"]
     poll = tg.calls_to("getUpdates")[0].params
-    assert poll["allowed_updates"] == ["message", "callback_query"]  # no edited_message: edits start nothing
+    assert poll["allowed_updates"] == ["message", "callback_query", "my_chat_member"]  # no edited_message
     await bot.stop()
     await bot.stop()  # idempotent
     assert not bot.ready
@@ -145,7 +145,7 @@ async def test_webhook_mode_sets_the_webhook_and_takes_updates(
     hook = tg.calls_to("setWebhook")[0].params
     assert hook["url"] == hook_server[0]
     assert hook["secret_token"] == "s3cret-hook_ok"
-    assert hook["allowed_updates"] == ["message", "callback_query"]
+    assert hook["allowed_updates"] == ["message", "callback_query", "my_chat_member"]
     assert not tg.calls_to("getUpdates") and not tg.calls_to("deleteWebhook")
     assert bot.ready
     group = tg.group_chat()
