@@ -51,7 +51,11 @@ def intents() -> discord.Intents:
 
 
 class EaselClient(discord.Client):
-    def __init__(self, bot: DiscordBot, fetcher: AttachmentFetcher, *, guild_ready_timeout: float) -> None:
+    """The one client of a process. Unsharded (shard 0 of 1, as discord.py connects by default), or, with
+    `EASEL_DISCORD_SHARDS`, one shard (`shard_id`/`shard_count`); `ShardedEaselClient` runs several."""
+
+    def __init__(self, bot: DiscordBot, fetcher: AttachmentFetcher, *, guild_ready_timeout: float,
+                 **shard_options: Any) -> None:
         # Easel never joins voice: skip discord.py's start-up warnings about missing voice libraries.
         discord.VoiceClient.warn_nacl = False
         discord.VoiceClient.warn_dave = False
@@ -60,6 +64,7 @@ class EaselClient(discord.Client):
             allowed_mentions=discord.AllowedMentions.none(),  # no @everyone/@here/roles/users/reply pings
             guild_ready_timeout=guild_ready_timeout,
             max_ratelimit_timeout=60.0,  # a longer rate-limit wait fails (and refunds) instead of hanging
+            **shard_options,
         )
         self.bot = bot
         self.handlers = InteractionHandlers(bot.services, fetcher)
@@ -84,13 +89,35 @@ class EaselClient(discord.Client):
     async def on_error(self, event_method: str, /, *args: Any, **kwargs: Any) -> None:
         log.exception("Discord event %s failed", event_method)
 
+    async def before_identify_hook(self, shard_id: int | None, *, initial: bool = False) -> None:
+        # Discord allows one IDENTIFY per 5 s (max_concurrency 1); the first one goes at once.
+        if not initial:
+            await asyncio.sleep(self.bot.identify_interval)
+
+
+class ShardedEaselClient(EaselClient, discord.AutoShardedClient):
+    """Several shards in one process (`EASEL_DISCORD_SHARDS=0,1/4`): discord.py's AutoShardedClient with the
+    listed `shard_ids` out of `shard_count` (it then connects to the configured gateway URL)."""
+
+
+def make_client(bot: DiscordBot, fetcher: AttachmentFetcher, guild_ready_timeout: float) -> EaselClient:
+    shards = bot.settings.discord_shards
+    if shards is None:
+        return EaselClient(bot, fetcher, guild_ready_timeout=guild_ready_timeout)
+    if len(shards.ids) == 1:
+        return EaselClient(bot, fetcher, guild_ready_timeout=guild_ready_timeout, shard_id=shards.ids[0],
+                           shard_count=shards.total)
+    return ShardedEaselClient(bot, fetcher, guild_ready_timeout=guild_ready_timeout, shard_ids=list(shards.ids),
+                              shard_count=shards.total)
+
 
 class DiscordBot:
     connect_timeout = 120.0  # seconds from login to READY before start-up gives up
 
     def __init__(self, settings: Settings, services: Services, *, on_fatal: Callable[[str], None] | None = None,
-                 guild_ready_timeout: float = 2.0) -> None:
+                 guild_ready_timeout: float = 2.0, identify_interval: float = 5.0) -> None:
         self.settings = settings
+        self.identify_interval = identify_interval
         self.services = services
         self.on_fatal = on_fatal
         self.guild_ready_timeout = guild_ready_timeout
@@ -130,7 +157,7 @@ class DiscordBot:
         self._stopping = False
         self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60, sock_connect=10))
         fetcher = AttachmentFetcher(self._session, self.settings.discord_api_url)
-        self._client = EaselClient(self, fetcher, guild_ready_timeout=self.guild_ready_timeout)
+        self._client = make_client(self, fetcher, self.guild_ready_timeout)
         try:
             await self._client.login(token)
             self._gateway = asyncio.create_task(self._client.connect(reconnect=True), name="easel-discord")

@@ -231,3 +231,41 @@ async def test_changed_commands_are_registered_again(fake: FakeDiscord, world: W
     await start_bot()
     assert len(fake.calls_to("bulk_upsert_global_commands")) == 2
     assert fake.command("imagine")["description_localizations"]["zh-TW"]
+
+
+async def _guild_on_shard(fake: FakeDiscord, shard: int, count: int, name: str) -> Any:
+    """A guild whose id routes to `shard` of `count` (Discord: (id >> 22) % count)."""
+    while True:
+        guild = await fake.guild(name)
+        if fake.shard_for(guild.id, count) == shard:
+            return guild
+        del fake.guilds[guild.id]
+
+
+@pytest.mark.parametrize(("shards", "pairs"), [("0,1/4", [[0, 4], [1, 4]]), ("2/4", [[2, 4]])])
+async def test_discord_shards_identify_exactly_the_listed_shards(
+    fake: FakeDiscord, services: FakeServices, start_bot: StartBot, tmp_path: Path, shards: str,
+    pairs: list[list[int]],
+) -> None:
+    mine = await _guild_on_shard(fake, pairs[-1][0], 4, "mine")
+    other = await _guild_on_shard(fake, 3, 4, "not mine")
+    settings = discord_settings(fake, tmp_path, EASEL_DISCORD_SHARDS=shards)
+    bot = await start_bot(settings_=settings, identify_interval=0.0)
+    assert sorted(c.params["shard"] for c in fake.calls_to("GATEWAY IDENTIFY")) == pairs
+    assert fake.shards_connected() == [tuple(p) for p in pairs]
+    assert not fake.calls_to("get_bot_gateway")  # the count is ours: no recommended-shards lookup
+    assert bot.client.get_guild(mine.id) is not None and bot.client.get_guild(other.id) is None
+    # Only the worker that runs shard 0 registers the commands.
+    registered = fake.calls_to("get_global_commands") + fake.calls_to("bulk_upsert_global_commands")
+    assert bool(registered) == (pairs[0][0] == 0)
+    # A message in a guild of one of this worker's shards reaches it (through that shard's connection).
+    member = fake.member(mine, "ann")
+    await fake.user_message(mine.channel, member, "a fox", mention_bot=True)
+    await services.wait_finished()
+    assert [r.key.community for r in services.requests] == [str(mine.id)]
+
+
+async def test_without_shards_setting_one_connection_runs_everything(fake: FakeDiscord, world: World,
+                                                                   bot: DiscordBot) -> None:
+    assert [c.params.get("shard") for c in fake.calls_to("GATEWAY IDENTIFY")] in ([None], [[0, 1]])
+    assert bot.client.get_guild(world.guild.id) is not None

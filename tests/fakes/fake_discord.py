@@ -198,6 +198,7 @@ ROUTES: list[tuple[str, str, str]] = [
     ("GET", "/channels/{channel_id}", "get_channel"),
     ("POST", "/users/@me/channels", "start_private_message"),
     ("GET", "/guilds/{guild_id}/members/{user_id}", "get_member"),
+    ("DELETE", "/users/@me/guilds/{guild_id}", "leave_guild"),
     ("POST", "/interactions/{interaction_id}/{token}/callback", "interaction_callback"),
     ("GET", "/webhooks/{app_id}/{token}/messages/@original", "get_original"),
     ("PATCH", "/webhooks/{app_id}/{token}/messages/@original", "edit_original"),
@@ -251,7 +252,10 @@ class FakeDiscord(FakeServer):
         self._identified: set[web.WebSocketResponse] = set()
         self._seq = 0
         self._history: list[tuple[int, str, dict[str, Any]]] = []
-        self.session_id = secrets.token_hex(8)
+        self.session_id = secrets.token_hex(8)  # the latest session (one per IDENTIFY)
+        self.sessions: dict[str, tuple[int, int]] = {}  # session id -> (shard id, shard count)
+        self._shard_of: dict[web.WebSocketResponse, tuple[int, int]] = {}
+        self.left_guilds: list[int] = []
         self._rate_limits: dict[str, list[float]] = {}
         super().__init__()
 
@@ -380,7 +384,7 @@ class FakeDiscord(FakeServer):
         # The owner has every permission.
         created.members[self.owner.id] = FakeMember(self.owner, created.id, permissions=(1 << 41) - 1)
         self.guilds[created.id] = created
-        if self._identified:
+        if self._identified:  # the bot was just added to it: its shard hears GUILD_CREATE
             await self.dispatch("GUILD_CREATE", created.payload())
         return created
 
@@ -633,6 +637,15 @@ class FakeDiscord(FakeServer):
                 return channel.payload()
         return self.dm_channel(user).payload()
 
+    async def _r_leave_guild(self, request: web.Request, params: dict[str, Any], _: list[_Upload]) -> Any:
+        guild = self.guilds.get(int(params["_path"]["guild_id"]))
+        if guild is None:
+            raise DiscordError(404, 10004, "Unknown Guild")
+        del self.guilds[guild.id]
+        self.left_guilds.append(guild.id)
+        await self.dispatch("GUILD_DELETE", {"id": str(guild.id)})
+        return None
+
     async def _r_get_member(self, request: web.Request, params: dict[str, Any], _: list[_Upload]) -> Any:
         guild = self.guilds.get(int(params["_path"]["guild_id"]))
         member = guild.members.get(int(params["_path"]["user_id"])) if guild else None
@@ -785,6 +798,7 @@ class FakeDiscord(FakeServer):
         finally:
             self._sockets.remove(ws)
             self._identified.discard(ws)
+            self._shard_of.pop(ws, None)
         return ws
 
     async def _on_frame(self, ws: web.WebSocketResponse, op: int, data: Any) -> None:
@@ -801,27 +815,37 @@ class FakeDiscord(FakeServer):
             if int(data.get("intents", 0)) & PRIVILEGED_INTENTS & ~self.privileged_intents:
                 await ws.close(code=4014, message=b"Disallowed intent(s).")
                 return
+            shard_id, shard_count = (int(x) for x in data.get("shard") or (0, 1))
+            if not 0 <= shard_id < shard_count:
+                await ws.close(code=4010, message=b"Invalid shard.")
+                return
             self.session_id = secrets.token_hex(8)
+            self.sessions[self.session_id] = (shard_id, shard_count)
+            self._shard_of[ws] = (shard_id, shard_count)
             self._identified.add(ws)
             ready = {"v": 10, "user": self.bot_user.payload(), "session_id": self.session_id,
-                     "resume_gateway_url": self.gateway_url, "shard": [0, 1],
-                     "guilds": [{"id": str(g), "unavailable": True} for g in self.guilds],
+                     "resume_gateway_url": self.gateway_url, "shard": [shard_id, shard_count],
+                     "guilds": [{"id": str(g), "unavailable": True} for g in self.guilds
+                                if self.shard_for(g, shard_count) == shard_id],
                      "application": {"id": str(self.app_id), "flags": 0}, "private_channels": [],
                      "relationships": [], "presences": [], "geo_ordered_rtc_regions": [], "_trace": []}
             await self._send_dispatch(ws, "READY", ready)
             for found in self.guilds.values():
-                await self._send_dispatch(ws, "GUILD_CREATE", found.payload())
+                if self.shard_for(found.id, shard_count) == shard_id:
+                    await self._send_dispatch(ws, "GUILD_CREATE", found.payload())
         elif op == 6:
             self.record(Call("GATEWAY RESUME", {k: v for k, v in data.items() if k != "token"}))
             if data.get("token") != self.gateway_token:
                 await ws.close(code=4004, message=b"Authentication failed.")
                 return
-            if data.get("session_id") != self.session_id:
+            shard = self.sessions.get(str(data.get("session_id")))
+            if shard is None:
                 await ws.send_json({"op": 9, "d": False, "s": None, "t": None})
                 return
+            self._shard_of[ws] = shard
             self._identified.add(ws)
             for seq, event, payload in self._history:
-                if seq > int(data.get("seq") or 0):
+                if seq > int(data.get("seq") or 0) and self._hears(ws, event, payload):
                     await ws.send_json({"op": 0, "s": seq, "t": event, "d": payload})
             await self._send_dispatch(ws, "RESUMED", {})
         elif op in (3, 4, 8):
@@ -840,8 +864,23 @@ class FakeDiscord(FakeServer):
         self._seq += 1
         self._history.append((self._seq, event, data))
         for ws in list(self._identified):
-            if not ws.closed:
+            if not ws.closed and self._hears(ws, event, data):
                 await ws.send_json({"op": 0, "s": self._seq, "t": event, "d": data})
+
+    @staticmethod
+    def shard_for(guild_id: int | None, shard_count: int) -> int:
+        """Discord's rule: a guild's events go to shard (guild_id >> 22) % count; DMs to shard 0."""
+        return 0 if guild_id is None else (int(guild_id) >> 22) % shard_count
+
+    def _hears(self, ws: web.WebSocketResponse, event: str, data: dict[str, Any]) -> bool:
+        """Whether the connection `ws` (one shard) receives this event."""
+        shard_id, shard_count = self._shard_of.get(ws, (0, 1))
+        guild = data.get("id") if event.startswith("GUILD_") and "guild_id" not in data else data.get("guild_id")
+        return self.shard_for(int(guild) if guild is not None else None, shard_count) == shard_id
+
+    def shards_connected(self) -> list[tuple[int, int]]:
+        """(shard id, count) of every identified connection."""
+        return sorted(self._shard_of[ws] for ws in self._identified if ws in self._shard_of)
 
     async def request_reconnect(self) -> None:
         """op 7 RECONNECT: the client drops the socket and RESUMEs at `resume_gateway_url`."""
