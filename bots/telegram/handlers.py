@@ -25,7 +25,7 @@ from typing import Any
 
 from telegram import Bot, Chat, Message, MessageEntity, Update, User
 from telegram.constants import ChatMemberStatus, ChatType
-from telegram.error import TelegramError
+from telegram.error import BadRequest, Forbidden, TelegramError
 from telegram.ext import (
     Application,
     ApplicationHandlerStop,
@@ -48,6 +48,7 @@ from bots.telegram.common import (
     has_image,
     idempotency_key,
     input_image,
+    is_anonymous_admin,
     is_group,
     mentioned,
     message_key,
@@ -408,11 +409,30 @@ class TelegramHandlers:
         return notice.text
 
     async def _usage(self, message: Message) -> str:
+        """`/usage`. Per-user figures (`Notice.detail`) are for the moderator's eyes only: shown inline in a
+        private chat; from a group they go to the moderator in a private message, and the group sees the
+        totals (only the totals when Telegram will not let Easel write to them first)."""
         actor = actor_for(message, await self.mods.is_moderator(message))
         key = message_key(message)
         await self.services.desk.seen(actor, key.community)
         idem = f"tg:usage:{message.chat.id}:{message.message_id}"
-        return (await self.services.desk.run(DeskCommand(Verb.USAGE, key, actor, idem))).text
+        notice = await self.services.desk.run(DeskCommand(Verb.USAGE, key, actor, idem))
+        if notice.detail is None:
+            return notice.text
+        if message.chat.type == ChatType.PRIVATE:
+            return f"{notice.text}\n\n{notice.detail}"
+        user = message.from_user
+        if user is None or is_anonymous_admin(message):
+            return notice.text  # an anonymous admin has no private chat
+        lang = pick_language(actor.locale, None, self.settings.language)
+        try:
+            await send_text(self.bot, self.pacer.gate, user.id, notice.detail)
+        except (Forbidden, BadRequest) as error:  # they never started the bot (403), or the chat is gone
+            log.info("usage details not sent privately (%s)", type(error).__name__)
+            hint = say(lang, "tg.usage.detail_needs_start", bot=self.bot.username or "")
+        else:
+            hint = say(lang, "tg.usage.detail_sent")
+        return f"{notice.text}\n\n{hint}"
 
     async def _help(self, message: Message) -> str:
         await self.services.desk.seen(actor_for(message), str(message.chat.id))

@@ -474,6 +474,8 @@ class FakeTelegram(FakeServer):
         except (TypeError, ValueError):
             raise ApiError(400, "Bad Request: chat not found") from None
         state = self.chats.get(chat_id)
+        if state is None and chat_id in self.users:  # a user who never opened a private chat with the bot
+            raise ApiError(403, "Forbidden: bot can't initiate conversation with a user")
         if state is None:
             raise ApiError(400, "Bad Request: chat not found")
         if state.migrated_to is not None:
