@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import traceback
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self, cast
 
 from aiohttp import web
 
@@ -42,12 +42,12 @@ class FakeServer:
     def origin(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    async def __aenter__(self) -> FakeServer:
+    async def __aenter__(self) -> Self:
         self._runner = web.AppRunner(self.app, shutdown_timeout=0.5, handle_signals=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()
-        server = site._server
+        server = cast(asyncio.Server | None, site._server)
         assert server is not None and server.sockets
         self.port = server.sockets[0].getsockname()[1]
         return self
@@ -63,7 +63,8 @@ class FakeServer:
     @web.middleware
     async def _catch_bugs(self, request: web.Request, handler: Any) -> web.StreamResponse:
         try:
-            return await handler(request)
+            response: web.StreamResponse = await handler(request)
+            return response
         except web.HTTPException:
             raise
         except asyncio.CancelledError:

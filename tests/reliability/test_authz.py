@@ -41,7 +41,7 @@ def _tg_command(verb: str, target: int) -> str:
 
 @pytest.mark.usefixtures("unpaced_groups")
 async def test_telegram_moderator_matrix(tmp_path: Path) -> None:
-    env = {"EASEL_OPERATORS": f"telegram:{TG_OPERATOR},telegram:{TG_PRIVATE_OPERATOR}"}
+    env: dict[str, Any] = {"EASEL_OPERATORS": f"telegram:{TG_OPERATOR},telegram:{TG_PRIVATE_OPERATOR}"}
     async with telegram_stack(tmp_path / "data", provider=FakeProvider(), **env) as s:
         tg = s.tg
         creator, admin, member, target = (tg.user(n, n.lower()) for n in ("Creator", "Admin", "Member", "Target"))
@@ -94,7 +94,7 @@ async def test_discord_moderator_matrix(tmp_path: Path) -> None:
         operator = fake.member(guild, "operator", user=_known(fake, DC_OPERATOR, "operator"))
         dm_user, dm_operator = fake.user("dm-user"), _known(fake, DC_DM_OPERATOR, "dm-operator")
         owner = guild.members[fake.owner.id]
-        who = {
+        who: dict[str, tuple[Any, Any]] = {
             "owner": (guild.channel, owner), "manage_server_admin": (guild.channel, admin),
             "member": (guild.channel, member), "admin_of_other_guild": (guild.channel, elsewhere.user),
             "operator": (guild.channel, operator), "dm_user": (fake.dm_channel(dm_user), dm_user),
@@ -103,7 +103,7 @@ async def test_discord_moderator_matrix(tmp_path: Path) -> None:
         outcome: dict[tuple[str, str], str] = {}
         for channel, user in who.values():  # own credits: the answer comes after the core has seen the user
             asked = await fake.slash_command(channel, user, "quota", subcommand="show")
-            await fake.wait_until(lambda i=asked: bool(fake.replies(i)), what="warm-up")
+            await fake.wait_until(lambda: bool(fake.replies(asked)), what="warm-up")
         for principal, (channel, user) in who.items():
             for verb in VERBS:
                 options: dict[str, Any] = {"user": target.user if channel.is_dm else target}
@@ -115,7 +115,7 @@ async def test_discord_moderator_matrix(tmp_path: Path) -> None:
                     options = {"daily": 7}
                 before = dump_db(s.settings.db_path)
                 interaction = await fake.slash_command(channel, user, "quota", options, subcommand=verb)
-                await fake.wait_until(lambda i=interaction: bool(fake.replies(i)), what=f"{principal} {verb}")
+                await fake.wait_until(lambda: bool(fake.replies(interaction)), what=f"{principal} {verb}")
                 await settle(s.tasks)
                 after = dump_db(s.settings.db_path)
                 outcome[(principal, verb)] = _judge(verb, [m["content"] for m in fake.replies(interaction)],

@@ -140,12 +140,12 @@ async def _cycles(tmp_path: Path, cycles: int, *, just_fetched: bool) -> None:
                     sent = await tg.send_message(chat, rng.choice(people), f"/imagine cycle {cycle} picture {n}")
                     asked.append(f"tg:{chat['id']}:{sent['message_id']}")
                 if just_fetched:
-                    await wait_until(tg, lambda p=polls_after: len(tg.calls_to("getUpdates")) >= p, timeout=30,
+                    await wait_until(tg, lambda: len(tg.calls_to("getUpdates")) >= polls_after, timeout=30,
                                      what="the batch fetched and confirmed")
                 else:
-                    await wait_until(oai, lambda k=kill_after: oai.arrived >= k, timeout=30,
+                    await wait_until(oai, lambda: oai.arrived >= kill_after, timeout=30,
                                      what="rounds in flight at the provider")
-                    await wait_until(tg, lambda p=photos_after: len(tg.calls_to("sendPhoto")) >= p, timeout=30,
+                    await wait_until(tg, lambda: len(tg.calls_to("sendPhoto")) >= photos_after, timeout=30,
                                      what="a few rounds delivered")
                 open_at_kill = _state(db)[0]
                 to_kill = time.monotonic() - cycle_started

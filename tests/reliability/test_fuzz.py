@@ -182,11 +182,11 @@ async def test_fuzzed_discord_payloads(tmp_path: Path, errors: Errors, count: in
                 options = {"prompt": case["text"] or "x"}
                 options.update({k: case[k] for k in ("size", "quality") if case[k]})
                 asked = await fake.slash_command(guild.channel, who, "imagine", options)
-                await fake.wait_until(lambda i=asked: _done(fake, i), what="imagine answered")
+                await fake.wait_until(lambda: _done(fake, asked), what="imagine answered")
             elif case["kind"] == "quota":
                 options = _quota_options(case, member)
                 asked = await fake.slash_command(guild.channel, who, "quota", options, subcommand=case["sub"])
-                await fake.wait_until(lambda i=asked: _done(fake, i), what="quota answered")
+                await fake.wait_until(lambda: _done(fake, asked), what="quota answered")
             else:
                 reply = None if case["reply"] is None else other
                 await fake.user_message(guild.channel, who, case["text"], mention_bot=case["mention"],

@@ -42,7 +42,7 @@ from tests.reliability.stacks import api_calls, discord_stack, telegram_stack
 SEED = int(os.environ.get("EASEL_RELIABILITY_SEED", "7"))
 AMPLIFIED = (("server_error", 0.05), ("rate_limit", 0.05), ("moderation", 0.05), ("hang", 0.025))
 SECRETS = [TELEGRAM_TOKEN, DISCORD_TOKEN, OPENAI_KEY, FILE_URL_MARK]
-ENV = {"EASEL_DAILY_CREDITS": 4, "EASEL_USER_CONCURRENCY": 10, "EASEL_PARTIAL_IMAGES": 1,
+ENV: dict[str, Any] = {"EASEL_DAILY_CREDITS": 4, "EASEL_USER_CONCURRENCY": 10, "EASEL_PARTIAL_IMAGES": 1,
        "EASEL_PROVIDER_CONCURRENCY": 4, "EASEL_PROVIDER_TIMEOUT": 1}
 PLACEHOLDERS = ("Queued", "Working on it", "Drawing")
 FLOOD = 0.05

@@ -119,7 +119,7 @@ async def test_fault_mix_every_request_answered_once_and_charged_exactly(
     assert provider.peak <= CAP
     assert fake.peak_in_flight <= CAP + injected["hang"]  # a hung request stays parked in the fake after we leave
     assert secrets["hits"] == {}, secrets
-    assert not logs.error_lines(), logs.error_lines()[:5]  # type: ignore[attr-defined]
+    assert not logs.error_lines(), logs.error_lines()[:5]
 
 
 async def test_over_quota_refusal_leaves_no_open_round(tmp_path: Path) -> None:

@@ -34,7 +34,7 @@ from tests.reliability.stacks import discord_stack, telegram_stack, tg_press, tg
 
 SEED = int(os.environ.get("EASEL_RELIABILITY_SEED", "7"))
 COPIES = 3
-ENV = {"EASEL_DAILY_CREDITS": 50, "EASEL_USER_CONCURRENCY": 50, "EASEL_PARTIAL_IMAGES": 1,
+ENV: dict[str, Any] = {"EASEL_DAILY_CREDITS": 50, "EASEL_USER_CONCURRENCY": 50, "EASEL_PARTIAL_IMAGES": 1,
        "EASEL_PROVIDER_CONCURRENCY": 8}
 SECRETS = [TELEGRAM_TOKEN, DISCORD_TOKEN, OPENAI_KEY, FILE_URL_MARK]
 

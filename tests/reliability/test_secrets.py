@@ -59,8 +59,11 @@ async def test_discord_interaction_tokens_stay_out_of_debug_logs(tmp_path: Path,
         guild = await fake.guild("Painters")
         member = fake.member(guild, "alice")
         interaction = await fake.slash_command(guild.channel, member, "imagine", {"prompt": "a fox"})
-        await fake.wait_until(lambda: bool(fake.original(interaction) and fake.original(interaction)["attachments"]
-                                           and fake.original(interaction)["content"].startswith("#")))
+        def answered() -> bool:
+            original = fake.original(interaction)
+            return bool(original and original["attachments"] and original["content"].startswith("#"))
+
+        await fake.wait_until(answered)
         await settle(s.tasks)
         secrets = scan_for_secrets(secrets=[*SECRETS, interaction.token], logs=logs, db=s.settings.db_path,
                                    fakes=[fake])
