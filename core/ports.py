@@ -326,6 +326,7 @@ class Slots(Protocol):
     def release(self) -> None: ...
 
 
+@runtime_checkable
 class FleetStore(Protocol):
     """What several workers on one database need besides `Store`: shared provider slots, claims on the durable
     inbox, a leader lock, and wake-ups between workers. PostgreSQL only: with SQLite one process holds the data

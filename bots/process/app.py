@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import cast
 
+from bots.process.leader import SharedInbox, StoreLeadership
 from bots.process.lock import hold_data_dir
 from core.desk import Desk
 from core.generation import Deps
@@ -22,10 +23,11 @@ from core.inbox import Inbox
 from core.metrics import Metrics
 from core.notices import Notices
 from core.people import People
-from core.ports import Clock, ImageProvider, Services, Store
+from core.ports import Clock, FleetStore, ImageProvider, InboxPort, Services, Slots, Store
 from core.provider.cache import ImageCache
 from core.rounds import RoundService
 from core.settings import Settings
+from core.shared_slots import SharedSlots
 from core.slots import FairSlots
 
 log = logging.getLogger(__name__)
@@ -74,20 +76,37 @@ async def open_core(
         stack.push_async_callback(provider.aclose)
         cache = _image_store(settings, stack)
         metrics = metrics or Metrics()
-        slots = FairSlots(settings.provider_concurrency, settings.queue_limit)
-        deps = Deps(settings, store, provider, cache, metrics, clock, slots)
-        people = People(settings, store, clock)
         worker = worker_id(settings)
-        rounds = RoundService(deps, people, worker)
-        desk = Desk(settings, store, people, clock)
-        services = Services(rounds=rounds, desk=desk, notices=Notices(store, clock), inbox=Inbox(store, clock))
         # On SQLite this process holds the data directory alone: every open round is an orphan at once.
         shared = bool(getattr(settings, "database_url", None))
+        slots, inbox = await _fleet(settings, store, worker, clock, stack, shared)
+        # Deps names FairSlots; SharedSlots has the same surface (the `Slots` port).
+        deps = Deps(settings, store, provider, cache, metrics, clock, cast(FairSlots, slots))
+        people = People(settings, store, clock)
+        rounds = RoundService(deps, people, worker)
+        desk = Desk(settings, store, people, clock)
+        services = Services(rounds=rounds, desk=desk, notices=Notices(store, clock), inbox=inbox)
         recovered = await rounds.start(STALE_AFTER if shared else 0.0)
         await asyncio.to_thread(cache.prune)
         upkeep = asyncio.create_task(_upkeep(cache, rounds, store, worker, clock), name="easel-upkeep")
         stack.push_async_callback(_cancel, upkeep)
         yield Core(settings, store, provider, cache, metrics, services, rounds, desk, recovered)
+
+
+async def _fleet(
+    settings: Settings, store: Store, worker: str, clock: Clock, stack: AsyncExitStack, shared: bool
+) -> tuple[Slots, InboxPort]:
+    """One process: the in-process fair gate and the plain inbox. Several workers on PostgreSQL: the provider
+    cap, its queue and places shared by the fleet (`SharedSlots`); the inbox claimed by every worker and
+    polled by one leader (`bots.process.leader`)."""
+    if not shared or not isinstance(store, FleetStore):
+        return FairSlots(settings.provider_concurrency, settings.queue_limit), Inbox(store, clock)
+    slots = SharedSlots(store, worker, settings.provider_concurrency, settings.queue_limit, clock, STALE_AFTER)
+    await slots.start()
+    stack.push_async_callback(slots.close)
+    leadership = StoreLeadership(store, "telegram-poll")
+    stack.push_async_callback(leadership.close)
+    return slots, SharedInbox(store, store, clock, worker, leadership, STALE_AFTER)
 
 
 def _image_store(settings: Settings, stack: AsyncExitStack) -> ImageCache:

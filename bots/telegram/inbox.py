@@ -14,11 +14,18 @@ marked done once everything they started has finished.
   being answered when the process died may be answered twice: accepted.
 - An update already being handled in this process is not fed again (Telegram redelivers what was fetched but
   not confirmed before a crash, and the inbox replays it too).
+
+Several workers on one PostgreSQL (the services' inbox is a `SharedInboxPort`): `feed` and `replay` hand
+nothing to PTB directly. Whoever stored an update (the polling leader, or the worker a webhook POST reached),
+every worker's claim loop claims stored updates (at most `MAX_HANDLING` at a time, `CLAIM_BATCH` per claim)
+and feeds them here; a dead worker's claims are claimed again by the others. Only the leader polls
+(`bots.telegram.poll.lead_by`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import Sequence
@@ -30,9 +37,14 @@ from telegram import Update
 from telegram.ext import Application
 
 from bots.telegram.common import TELEGRAM
-from core.ports import InboxPort
+from bots.telegram.poll import lead_by
+from core.ports import InboxPort, SharedInboxPort
 
 log = logging.getLogger(__name__)
+
+MAX_HANDLING = 64  # updates one worker handles at once when workers share the inbox (the rest wait for others)
+CLAIM_BATCH = 8  # updates claimed at a time: small, so that a burst spreads over the workers
+CLAIM_PATIENCE = 1.0  # seconds between claims when no worker signals a new update (claims of dead workers)
 
 
 @dataclass
@@ -59,13 +71,24 @@ class InboxFeed:
         self._handling: set[str] = set()
         self._closing = False
         self._task: asyncio.Task[None] | None = None
+        self.shared = services if isinstance(services, SharedInboxPort) else None
+        self._claims: asyncio.Task[None] | None = None
+        lead_by(app.bot, self.shared.leadership if self.shared is not None else None)
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._dispatch_loop(), name="telegram-dispatch")
+        if self.shared is not None:
+            self._claims = asyncio.create_task(self._claim_loop(self.shared), name="telegram-claims")
 
     async def stop(self) -> None:
-        """Stop dispatching. Updates still queued stay in the inbox and are replayed at the next start."""
+        """Stop dispatching. Updates still queued stay in the inbox and are replayed at the next start (with
+        several workers: claimed again by the others once this worker retires)."""
         self._closing = True
+        claims, self._claims = self._claims, None
+        if claims is not None:
+            claims.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await claims
         task, self._task = self._task, None
         if task is not None:
             self._queue.put_nowait(None)
@@ -82,6 +105,11 @@ class InboxFeed:
         await self.services.put(TELEGRAM, [(inbox_key(u), json.dumps(u.to_dict())) for u in updates])
 
     def feed(self, update: Update) -> None:
+        """Handle a stored update here (one process), or leave it to whichever worker claims it."""
+        if self.shared is None:
+            self._feed(update)
+
+    def _feed(self, update: Update) -> None:
         key = inbox_key(update)
         if key in self._handling or self._closing:
             return
@@ -89,7 +117,10 @@ class InboxFeed:
         self._queue.put_nowait(update)
 
     async def replay(self) -> int:
-        """Feed what the inbox still holds (a crash or a stop interrupted it). Returns how many."""
+        """Feed what the inbox still holds (a crash or a stop interrupted it). Returns how many. With several
+        workers the claim loop does it (a live worker's updates are not replayed)."""
+        if self.shared is not None:
+            return 0
         count = 0
         for payload in await self.services.pending(TELEGRAM):
             try:
@@ -97,11 +128,37 @@ class InboxFeed:
             except Exception:  # unreadable: it expires from the inbox by itself within a day
                 log.warning("an update in the inbox could not be read; skipped")
                 continue
-            self.feed(update)
+            self._feed(update)
             count += 1
         if count:
             log.warning("replaying %d Telegram updates a previous run received but did not finish", count)
         return count
+
+    async def _claim_loop(self, shared: SharedInboxPort) -> None:
+        pause = 0.0
+        while not self._closing:
+            room = min(CLAIM_BATCH, MAX_HANDLING - len(self._handling))
+            try:
+                payloads = await shared.claim(TELEGRAM, room) if room > 0 else []
+            except Exception as error:
+                pause = min(10.0, pause * 2 or 0.5)
+                log.warning("claiming Telegram updates failed (%s); retrying in %.1f s", type(error).__name__, pause)
+                await asyncio.sleep(pause)
+                continue
+            pause = 0.0
+            for payload in payloads:
+                try:
+                    update = Update.de_json(json.loads(payload), self.app.bot)
+                except Exception:  # unreadable: it expires from the inbox by itself within a day
+                    log.warning("an update in the inbox could not be read; skipped")
+                    continue
+                self._feed(update)
+            if room > 0 and len(payloads) == room:
+                continue  # more may be waiting
+            if room > 0:
+                await shared.wait(CLAIM_PATIENCE)
+            else:
+                await asyncio.sleep(0.1)  # full: until some of this worker's updates are done
 
     # -- tracking ------------------------------------------------------------------------------------------
 
