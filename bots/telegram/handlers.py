@@ -113,6 +113,11 @@ class TelegramHandlers:
         app.add_handler(MessageHandler(new & (filters.PHOTO | filters.Document.IMAGE), self.on_photo))
         app.add_handler(MessageHandler(new & filters.TEXT & ~filters.COMMAND, self.on_text))
         app.add_handler(CallbackQueryHandler(self.on_button, pattern=f"^{CALLBACK_PREFIX}"))
+        # A private chat is never silent: what nothing above took gets a one-line hint.
+        private = new & filters.ChatType.PRIVATE
+        app.add_handler(MessageHandler(private & filters.COMMAND, self.on_private_hint))
+        app.add_handler(MessageHandler(private & (filters.Sticker.ALL | filters.ANIMATION), self.on_private_hint))
+        app.add_handler(MessageHandler(private & filters.ATTACHMENT, self.on_private_hint))
 
     # -- EASEL_COMMUNITIES --------------------------------------------------------------------------------
 
@@ -179,6 +184,10 @@ class TelegramHandlers:
             self.spawn(update, self._imagine(update, message, _after_command(caption), source=message))
         elif message.chat.type == ChatType.PRIVATE and caption.strip() and not _has_command(message):
             self.spawn(update, self._imagine(update, message, caption, source=message))
+        elif message.chat.type == ChatType.PRIVATE and not caption.strip():
+            self.spawn(update, self._hint(message, "tg.private.photo_without_caption"))
+        elif message.chat.type == ChatType.PRIVATE:
+            await self.on_private_hint(update, context)  # another command's caption
 
     async def on_text(self, update: Update, context: Context) -> None:
         message = self._human(update)
@@ -189,6 +198,24 @@ class TelegramHandlers:
             self.spawn(update, self._imagine(update, message, message.text or ""))
         elif target is not None and target.from_user is not None and target.from_user.id == self.bot.id:
             self.spawn(update, self._reply_round(update, message, target))
+
+    async def on_private_hint(self, update: Update, context: Context) -> None:
+        """A private chat is never silent: an unknown command, a file that is not an image, a sticker."""
+        message = self._human(update)
+        if message is None:
+            return
+        if message.sticker is not None or message.animation is not None:
+            self.spawn(update, self._hint(message, "tg.private.sticker"))
+        elif (message.text or "").startswith("/") or _has_command(message):
+            command = (message.text or message.caption or "").split(maxsplit=1)[0].split("@")[0]
+            self.spawn(update, self._hint(message, "tg.private.unknown_command", command=command[:40]))
+        else:
+            self.spawn(update, self._hint(message, "tg.private.not_an_image"))
+
+    async def _hint(self, message: Message, msg_id: str, **params: object) -> None:
+        user = message.from_user
+        lang = pick_language(user.language_code if user else None, None, self.settings.language)
+        await self._reply(message, say(lang, msg_id, **params))
 
     async def on_quota(self, update: Update, context: Context) -> None:
         if message := self._human(update):
@@ -262,6 +289,8 @@ class TelegramHandlers:
             captioned = next((m for m in items if (m.caption or "").strip() and not _has_command(m)), None)
             prompt = captioned.caption if captioned is not None else None
         if captioned is None or prompt is None:
+            if private:
+                await self._hint(items[0], "tg.private.photo_without_caption")
             return
         images = tuple(i for m in items if (i := input_image(self.bot, m, self.download_cap)) is not None)
         chat, group = items[0].chat.id, items[0].media_group_id or ""
