@@ -18,6 +18,7 @@ from discord.gateway import DiscordWebSocket
 
 from bots.discord.commands import CatalogTranslator, build_tree
 from bots.discord.common import AttachmentFetcher, clip
+from bots.discord.communities import CommunityGate
 from bots.discord.interactions import InteractionHandlers
 from bots.discord.messages import MessageHandler
 from bots.discord.registration import register_commands
@@ -67,8 +68,9 @@ class EaselClient(discord.Client):
             **shard_options,
         )
         self.bot = bot
-        self.handlers = InteractionHandlers(bot.services, fetcher)
-        self.messages = MessageHandler(self, bot.services, fetcher)
+        self.gate = CommunityGate(bot.settings)
+        self.handlers = InteractionHandlers(bot.services, fetcher, self.gate)
+        self.messages = MessageHandler(self, bot.services, fetcher, self.gate)
         self.tree = build_tree(self, self.handlers)
 
     async def setup_hook(self) -> None:
@@ -79,6 +81,9 @@ class EaselClient(discord.Client):
 
     async def on_ready(self) -> None:
         await self.bot.send_notices()
+
+    async def on_guild_join(self, guild: discord.Guild) -> None:
+        await self.gate.on_join(self, guild)
 
     async def on_message(self, message: discord.Message) -> None:
         await self.messages.on_message(message)

@@ -54,8 +54,20 @@ class CatalogTranslator(app_commands.Translator):
         return discord_localizations(key).get(locale.value)
 
 
+class EaselTree(app_commands.CommandTree[discord.Client]):
+    """The command tree; a command in a server outside `EASEL_COMMUNITIES` is answered privately, then Easel
+    leaves that server."""
+
+    def __init__(self, client: discord.Client, handlers: InteractionHandlers) -> None:
+        super().__init__(client)
+        self.handlers = handlers
+
+    async def interaction_check(self, interaction: discord.Interaction, /) -> bool:
+        return await self.handlers.gate.admit(interaction)
+
+
 def build_tree(client: discord.Client, handlers: InteractionHandlers) -> app_commands.CommandTree[discord.Client]:
-    tree: app_commands.CommandTree[discord.Client] = app_commands.CommandTree(client)
+    tree: app_commands.CommandTree[discord.Client] = EaselTree(client, handlers)
     desk = handlers.services.desk
 
     @tree.command(name="imagine", description=d("imagine"))

@@ -15,6 +15,7 @@ from bots.discord.common import (
     interaction_language,
     is_image,
 )
+from bots.discord.communities import CommunityGate
 from bots.discord.views import InteractionRoundView, guarded
 from core.errors import GENERIC_APOLOGY, DuplicateRequest, UserFacingError
 from core.events import Actor, ChannelKey, Platform, RoundRequest, SpecOptions
@@ -51,9 +52,10 @@ async def acknowledge(interaction: discord.Interaction, *, ephemeral: bool = Fal
 class InteractionHandlers:
     """One method per verb; the command tree and the buttons call these."""
 
-    def __init__(self, services: Services, fetcher: AttachmentFetcher) -> None:
+    def __init__(self, services: Services, fetcher: AttachmentFetcher, gate: CommunityGate) -> None:
         self.services = services
         self.fetcher = fetcher
+        self.gate = gate
 
     async def imagine(self, interaction: discord.Interaction, prompt: str, options: SpecOptions,
                       references: Sequence[discord.Attachment] = ()) -> None:
@@ -97,6 +99,8 @@ class InteractionHandlers:
             log.info("could not answer the Edit image interaction %s", interaction.id)
 
     async def press(self, interaction: discord.Interaction, action: str) -> None:
+        if not await self.gate.admit(interaction):
+            return
         async def call(key: ChannelKey, actor: Actor, idem: str, view: RoundView) -> None:
             await self.services.rounds.press(action, key, actor, idem, view)
 

@@ -17,6 +17,7 @@ from bots.discord.common import (
     mentions,
     strip_mentions,
 )
+from bots.discord.communities import CommunityGate
 from bots.discord.views import MessageRoundView, guarded
 from core.events import RoundRequest
 from core.ports import Services
@@ -27,8 +28,10 @@ _CHAT_TYPES = (discord.MessageType.default, discord.MessageType.reply)
 
 
 class MessageHandler:
-    def __init__(self, client: discord.Client, services: Services, fetcher: AttachmentFetcher) -> None:
+    def __init__(self, client: discord.Client, services: Services, fetcher: AttachmentFetcher,
+                 gate: CommunityGate) -> None:
         self.client = client
+        self.gate = gate
         self.services = services
         self.fetcher = fetcher
 
@@ -37,7 +40,7 @@ class MessageHandler:
         if me is None or message.author.bot or message.webhook_id is not None or message.type not in _CHAT_TYPES:
             return
         request = await self._request(message, me.id)
-        if request is None:
+        if request is None or not await self.gate.admit_message(self.client, message):
             return
         view = MessageRoundView(message)
         with contextlib.suppress(discord.HTTPException):

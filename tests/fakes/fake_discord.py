@@ -384,8 +384,9 @@ class FakeDiscord(FakeServer):
         # The owner has every permission.
         created.members[self.owner.id] = FakeMember(self.owner, created.id, permissions=(1 << 41) - 1)
         self.guilds[created.id] = created
-        if self._identified:  # the bot was just added to it: its shard hears GUILD_CREATE
-            await self.dispatch("GUILD_CREATE", created.payload())
+        if self._identified:  # the bot was just added to it: GUILD_CREATE without `unavailable` (a join)
+            joined = {k: v for k, v in created.payload().items() if k != "unavailable"}
+            await self.dispatch("GUILD_CREATE", joined)
         return created
 
     def member(self, guild: FakeGuild, name: str, *, permissions: int = MEMBER_PERMISSIONS,
