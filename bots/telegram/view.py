@@ -1,12 +1,19 @@
 """How one round looks in a Telegram chat (the core's RoundView).
 
-- Immediate feedback: the "sending a photo…" chat action, refreshed every 4 s while the round runs (T-m);
-  a text placeholder only while the round waits in the queue.
-- Partial previews edit one preview message (the placeholder, else a new photo), paced by `EditPacer`: one
-  edit per message per few seconds, and in groups one per chat (20 messages/min per group, T-b).
-- The result is a new photo (a new message notifies; an edit does not) replying to the user's message, with
-  the core's caption and inline buttons; the preview is then deleted. Output over Telegram's photo limits
-  (10 MB, width + height <= 10000, T-e) is re-encoded, or sent as a document if that fails.
+Few platform calls per round (issue 16): a round that did not wait and had no previews costs a chat action
+and a photo; one that waited, a message, a chat action, one edit and the result.
+
+- Immediate feedback: a waiting round gets one message at once (with Cancel), edited only when its position
+  moves meaningfully (`meaningful_move`) and at most every 10 s; no chat action while queued. Once the image
+  is being made, the "sending a photo…" chat action, refreshed every 4 s (T-m), and the waiting message
+  says so (one edit).
+- Partial previews edit one preview message (the waiting message, else a new photo), paced by `EditPacer`:
+  one edit per message per few seconds, and in groups one per chat (20 messages/min per group, T-b).
+- The result: the waiting or preview message becomes the photo (editMessageMedia with the core's caption and
+  buttons, so Cancel goes) instead of a new photo plus a deletion; otherwise a new photo replying to the
+  user's message. Output over Telegram's photo limits (10 MB, width + height <= 10000, T-e) is re-encoded
+  and sent, or sent as a document if that fails; a transparent result is a document (then the waiting
+  message is deleted).
 - Refusals are plain text in the chat, replacing the placeholder when there is one.
 - Flood control (429) holds the whole chat (`bots.telegram.send.FloodGate`, shared through the pacer): results,
   refusals and deletions wait for the hold; chat actions, previews and placeholder edits are skipped meanwhile.
@@ -38,6 +45,7 @@ PHOTO_MAX_SIDE_SUM = 10_000
 ACTION_REFRESH = 4.0  # a chat action shows for at most 5 s
 ACTION_CLOSE_GRACE = 2.0  # how long close() lets a chat action being sent finish (cut, it is a broken request)
 PREVIEW_INTERVAL = 3.0
+QUEUE_EDIT_INTERVAL = 10.0  # a waiting message is edited at most this often (issue 16: few calls per round)
 CALLBACK_PREFIX = "e:"
 CALLBACK_DATA_LIMIT = 64  # bytes
 REROLL_PREFIX = CALLBACK_PREFIX + "reroll:"
@@ -61,6 +69,12 @@ def keyboard(buttons: tuple[Button, ...]) -> InlineKeyboardMarkup | None:
             rows.append([])
         rows[-1].append(InlineKeyboardButton(clip(button.label, 64), callback_data=data))
     return InlineKeyboardMarkup(rows) if rows else None
+
+
+def meaningful_move(shown: int, now: int) -> bool:
+    """Is a new queue position worth an edit? Forward moves only: into the last three places, or by a
+    quarter of the shown position (at least 2 places)."""
+    return now < shown and (now <= 3 or shown - now >= max(2, shown // 4))
 
 
 def shown_round(message: Message) -> int | None:
@@ -122,7 +136,9 @@ class TelegramRoundView(ProgressDefaults):
         self.pacer = pacer
         self.gate = pacer.gate
         self.fit = fit
-        self._placeholder: Message | None = None  # text while queued; becomes the preview photo
+        self._placeholder: Message | None = None  # text while queued; becomes the preview, then the result
+        self._shown_position: int | None = None  # the queue position the waiting message shows
+        self._edited_at = -math.inf  # when the waiting message was last sent or edited (pacer clock)
         self._action: asyncio.Task[None] | None = None
         self._done = asyncio.Event()
 
@@ -139,21 +155,30 @@ class TelegramRoundView(ProgressDefaults):
         return keyboard((self.info.cancel,)) if self.info is not None and not self._done.is_set() else None
 
     async def queued(self, position: int) -> None:
-        self._start_action()
-        text = queued_text(position)
+        """One message while the round waits (with Cancel), edited only when the position changes meaningfully
+        and at most every QUEUE_EDIT_INTERVAL seconds. No chat action while queued: nothing is being made."""
+        if self._done.is_set():
+            return
         if self._placeholder is None:
-            if self.where.group and not self._pace():
-                return  # a busy group: the chat action says enough, and stays within 20 messages a minute
             self._placeholder = await send_text(
-                self.bot, self.gate, self.where.chat_id, text, reply_to_id=self.where.reply_to_id,
+                self.bot, self.gate, self.where.chat_id, queued_text(position), reply_to_id=self.where.reply_to_id,
                 thread_id=self.where.thread_id, reply_markup=self._cancel_markup(),
             )
-        elif self._placeholder.text and self._placeholder.text != text and self._pace():
-            await self._edit_text(text)
+            self._shown_position, self._edited_at = position, self.pacer.clock()
+            return
+        shown = self._shown_position
+        if shown is None or not self._placeholder.text or not meaningful_move(shown, position):
+            return
+        if self.pacer.clock() - self._edited_at < QUEUE_EDIT_INTERVAL:
+            return
+        self._shown_position, self._edited_at = position, self.pacer.clock()
+        await self._edit_text(queued_text(position))
 
     async def started(self) -> None:
+        """The image is being made: the chat action starts now; a waiting message says so (one edit)."""
         self._start_action()
-        if self._placeholder is not None and self._placeholder.text:
+        if self._placeholder is not None and self._placeholder.text and self._shown_position is not None:
+            self._shown_position, self._edited_at = None, self.pacer.clock()
             await self._edit_text(WORKING)
 
     async def partial(self, preview: Preview) -> None:
@@ -190,11 +215,45 @@ class TelegramRoundView(ProgressDefaults):
         # wait was most of the time between the provider's answer and the upload).
         self._done.set()
         try:
-            message = await self._send_result(result)
-            await self._drop_placeholder()
+            message = await self._into_placeholder(result) if self._placeholder is not None else None
+            if message is None:
+                message = await self._send_result(result)
+                await self._drop_placeholder()
+            elif result.send_file:
+                await self._send_original(result, message)
         finally:
             await self.close()
         return [str(message.message_id)]
+
+    async def _into_placeholder(self, result: RoundResult) -> Message | None:
+        """The waiting or preview message becomes the result (editMessageMedia: the photo, its caption and
+        buttons; Cancel goes), instead of a new photo plus a deletion. None when that cannot be done here
+        (a document, an image over the photo limits, a message the user deleted): then the result is sent."""
+        placeholder = self._placeholder
+        if placeholder is None or result.transparent:
+            return None
+        if len(result.image) > PHOTO_MAX_BYTES or result.width + result.height > PHOTO_MAX_SIDE_SUM:
+            return None
+        ext = pictures.extension_for(result.mime)
+        media = InputMediaPhoto(result.image, caption=clip(result.caption, CAPTION_LIMIT),
+                                filename=f"easel-{result.number}.{ext}")
+        try:
+            edited = await self.gate.send(
+                self.where.chat_id,
+                lambda: self.bot.edit_message_media(
+                    media, chat_id=self.where.chat_id, message_id=placeholder.message_id,
+                    reply_markup=keyboard(result.buttons),
+                ),
+                "editMessageMedia",
+            )
+        except RetryAfter:
+            raise
+        except TelegramError as error:
+            log.info("round %d: progress message not turned into the result (%s); sending it", result.round_id,
+                     type(error).__name__)
+            return None
+        self._placeholder = None
+        return edited if isinstance(edited, Message) else placeholder
 
     async def refuse(self, refusal: Refusal) -> None:
         await self.close()
@@ -291,19 +350,22 @@ class TelegramRoundView(ProgressDefaults):
             return await self._send_document(result, result.image, pictures.extension_for(result.mime))
         message = await self._send_photo_fitted(result)
         if result.send_file:  # `--file`: the original PNG too, never re-encoded
-            with contextlib.suppress(TelegramError):
-                await self.gate.send(
-                    self.where.chat_id,
-                    lambda: self.bot.send_document(
-                        self.where.chat_id, result.image,
-                        caption=clip(texts.say(self._lang(), "tg.file.caption", number=result.number), CAPTION_LIMIT),
-                        reply_parameters=reply_to(message.message_id), message_thread_id=self.where.thread_id,
-                        filename=f"easel-{result.number}.{pictures.extension_for(result.mime)}",
-                        disable_content_type_detection=True,
-                    ),
-                    "sendDocument",
-                )
+            await self._send_original(result, message)
         return message
+
+    async def _send_original(self, result: RoundResult, message: Message) -> None:
+        with contextlib.suppress(TelegramError):
+            await self.gate.send(
+                self.where.chat_id,
+                lambda: self.bot.send_document(
+                    self.where.chat_id, result.image,
+                    caption=clip(texts.say(self._lang(), "tg.file.caption", number=result.number), CAPTION_LIMIT),
+                    reply_parameters=reply_to(message.message_id), message_thread_id=self.where.thread_id,
+                    filename=f"easel-{result.number}.{pictures.extension_for(result.mime)}",
+                    disable_content_type_detection=True,
+                ),
+                "sendDocument",
+            )
 
     def _lang(self) -> str:
         return self.info.lang if self.info is not None else "en"

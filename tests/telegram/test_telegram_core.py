@@ -303,10 +303,11 @@ async def test_partial_previews_with_the_real_core(rig: Rig) -> None:
     await tg.wait_for("sendChatAction")
     rig.provider.gate.set()
     await tg.wait_for("editMessageMedia")  # preview 1 was a new photo, preview 2 edits it
-    await tg.wait_for("sendPhoto", 2)
-    await tg.wait_for("deleteMessage")
-    final = tg.sent_messages("sendPhoto")[-1]
-    assert final["caption"].startswith("#1 · a slow sunrise")
+    await tg.wait_for("editMessageMedia", 2)  # and the result replaces the preview
+    await asyncio.wait_for(rig.bot.idle() if rig.bot else asyncio.sleep(0), 5)
+    [final] = tg.sent_messages("sendPhoto")
+    assert final["caption"].startswith("#1 · a slow sunrise") and "Reroll" in str(final["reply_markup"])
+    assert tg.calls_to("deleteMessage") == []
 
 
 # -- webhook with the real core --------------------------------------------------------------------------

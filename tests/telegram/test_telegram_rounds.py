@@ -14,7 +14,7 @@ from PIL import Image
 from bots.telegram.bot import TelegramBot
 from core.errors import GENERIC_APOLOGY, BadInputImage
 from core.events import ChannelKey, Platform, RoundRequest
-from core.outcomes import Refusal, RoundView
+from core.outcomes import Button, Refusal, RoundInfo, RoundView
 from tests.fakes.fake_provider import png
 from tests.fakes.fake_telegram import FakeTelegram
 from tests.telegram.conftest import StartBot
@@ -210,7 +210,7 @@ async def test_public_api_download_cap_applies_over_max_input_bytes(
     assert tg.calls_to("getFile") == []
 
 
-async def test_queue_position_placeholder_previews_and_cleanup(
+async def test_queue_message_becomes_the_preview_then_the_result(
     tg: FakeTelegram, start_bot: StartBot, fake: FakeServices
 ) -> None:
     await start_bot(preview_interval=0)
@@ -222,27 +222,45 @@ async def test_queue_position_placeholder_previews_and_cleanup(
     placeholder = await tg.wait_for("sendMessage")
     assert placeholder.params["text"] == "Queued: 2 ahead of you."
     assert placeholder.params["reply_parameters"]["message_id"] == msg["message_id"]
-    await tg.wait_for("editMessageText", 2)
-    assert [c.params["text"] for c in tg.calls_to("editMessageText")] == ["Queued: you're next.", "Working on it…"]
-    first = await tg.wait_for("editMessageMedia")
-    second = await tg.wait_for("editMessageMedia", 2)
+    assert placeholder.params["reply_markup"]["inline_keyboard"][0][0]["text"] == "Cancel"
+    await fake.wait_finished()
+    # 3 -> 1 within 10 s of the message: not edited; then one edit when the image is being made.
+    assert [c.params["text"] for c in tg.calls_to("editMessageText")] == ["Working on it…"]
+    first, second, result = tg.calls_to("editMessageMedia")
     assert first.params["media"]["type"] == "photo"
     assert second.files[second.params["media"]["media"].removeprefix("attach://")] == png(16, 16, (60, 0, 0))
-    await tg.wait_for("sendPhoto")
-    deleted = await tg.wait_for("deleteMessage")
-    assert deleted.params["message_id"] == str(tg.calls_to("editMessageMedia")[0].params["message_id"])
-    assert tg.deleted and tg.sent_messages("sendPhoto")[0]["caption"].startswith("#1")
+    assert result.files[result.params["media"]["media"].removeprefix("attach://")] == fake.result_image
+    assert result.params["media"]["caption"] == "#1 · a tiny robot · 9 credits left today"
+    assert result.params["reply_markup"]["inline_keyboard"] == [[{"text": "Reroll", "callback_data": "e:reroll:1"}]]
+    assert tg.calls_to("sendPhoto") == [] and tg.calls_to("deleteMessage") == []  # no send plus delete
+    shown = tg.messages[(chat["id"], int(placeholder_id := result.params["message_id"]))]
+    assert shown["caption"].startswith("#1") and "Cancel" not in str(shown["reply_markup"])
+    assert fake.delivered == [[placeholder_id]]
 
 
-async def test_previews_are_paced(tg: FakeTelegram, bot: TelegramBot, fake: FakeServices) -> None:
-    fake.previews = 3
-    group = tg.group_chat()
-    await tg.send_message(group, tg.user("Ann"), "/imagine waves")
-    await tg.wait_for("sendPhoto", 2)  # one preview photo, then the result
+async def test_queue_message_is_edited_only_on_meaningful_moves_every_10_s(
+    tg: FakeTelegram, bot: TelegramBot, fake: FakeServices
+) -> None:
+    now = [1000.0]
+    bot.pacer.clock = lambda: now[0]
+    fake.gate = asyncio.Event()
+    positions: list[int] = []
+
+    async def script(request: RoundRequest, view: RoundView) -> None:
+        await view.begin(RoundInfo(1, 1, "en", Button("Cancel", "cancel:1")))
+        for position, at in ((40, 0), (39, 11), (25, 12), (25, 30), (20, 31), (14, 45), (2, 46), (1, 60)):
+            now[0] = 1000.0 + at
+            positions.append(position)
+            await view.queued(position)
+        await view.refuse(Refusal("stopped", "cancelled", ephemeral=False))
+
+    fake.on_submit = script
+    await tg.send_message(tg.private_chat(ann := tg.user("Ann")), ann, "a queue")
     await fake.wait_finished()
-    assert tg.calls_to("editMessageMedia") == []  # the 2nd and 3rd preview came within 3 s: skipped
-    assert tg.calls_to("sendPhoto")[0].params["caption"] == "Drawing… (preview)"
-    assert len(tg.deleted) == 1
+    edits = [c.params["text"] for c in tg.calls_to("editMessageText")]
+    # 39 (a small move), 25 and 20 (within 10 s of an edit), 2 (within 10 s) are not shown.
+    assert edits == ["Queued: 24 ahead of you.", "Queued: 13 ahead of you.", "Queued: you're next.", "stopped"]
+    assert tg.calls_to("sendChatAction") == []  # nothing is being made while queued
 
 
 async def test_refusal_is_plain_text_in_the_chat(tg: FakeTelegram, bot: TelegramBot, fake: FakeServices) -> None:
