@@ -81,7 +81,7 @@ class Console:
         self.actor = OPERATOR
 
     async def run(self, lines: AsyncIterator[str]) -> None:
-        self.out("Easel console. Type a prompt, or `help`.")
+        self.out(say("en", "console.welcome"))
         for notice in await self.services.notices.take(Platform.CONSOLE):
             self.out(f"  note: {notice.text}")
             await self.services.notices.sent(notice.id)
@@ -145,14 +145,14 @@ class Console:
         # Buttons carry a round id; the console names rounds by number, which resolves like a reply.
         round_id = await self.services.rounds.round_id(KEY, number)
         if round_id is None:
-            self.out(f"  ✗ There is no round {number} here.")
+            self.out(f"  ✗ {say('en', 'console.no_round', number=number)}")
             return
         await self.services.rounds.press(f"reroll:{round_id}", KEY, self.actor, _key(), self.view)
 
     async def _cancel(self, number: int) -> None:
         round_id = await self.services.rounds.round_id(KEY, number)
         if round_id is None:
-            self.out(f"  ✗ There is no round {number} here.")
+            self.out(f"  ✗ {say('en', 'console.no_round', number=number)}")
             return
         await self.services.rounds.press(f"cancel:{round_id}", KEY, self.actor, _key(), self.view)
 
