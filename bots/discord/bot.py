@@ -17,7 +17,7 @@ import yarl
 from discord.gateway import DiscordWebSocket
 
 from bots.discord.commands import CatalogTranslator, build_tree
-from bots.discord.common import AttachmentFetcher, clip
+from bots.discord.common import AttachmentFetcher, plain
 from bots.discord.communities import CommunityGate
 from bots.discord.interactions import InteractionHandlers
 from bots.discord.messages import MessageHandler
@@ -241,7 +241,7 @@ class DiscordBot:
             reference = discord.MessageReference(message_id=int(reply_to), channel_id=int(channel_id),
                                                  fail_if_not_exists=False)
         try:
-            await channel.send(clip(text), reference=reference)  # type: ignore[arg-type]
+            await channel.send(plain(text), reference=reference)  # type: ignore[arg-type]
         except (discord.NotFound, discord.Forbidden):
             log.warning("notice %s: channel %s is gone or closed to Easel; dropped", notice_id, channel_id)
         except discord.HTTPException:

@@ -65,6 +65,31 @@ def clip(text: str, limit: int = MAX_CONTENT) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+# Discord markdown that text from users (prompts in captions, names in notices) must never turn into.
+_INLINE = re.compile(r"([*_~`|\\])")  # bold, italic, underline, strike, code, spoilers, and the escape itself
+_MASKED_LINK = re.compile(r"\[(?=[^\n]*\]\s*\()")  # `[text](url)`: escaping the `[` leaves plain text
+_LINE_START = re.compile(r"^(\s*)(#{1,3}\s|-#\s|>>>\s|>\s|[-+]\s)", re.MULTILINE)  # headings, quotes, lists
+_NUMBERED = re.compile(r"^(\s*\d+)([.)]\s)", re.MULTILINE)  # "1. " lists: escape the dot
+_URL = re.compile(r"(<?https?://[^\s<>]+>?)")  # links stay clickable: a backslash inside would break them
+
+
+def escape(text: str) -> str:
+    """Text shown as written: no heading, subtext, quote, list, masked link, spoiler or emphasis. Mentions
+    (`<@id>`) and plain links stay as they are (and mentions never ping: mass mentions are off client-wide).
+    Unlike `discord.utils.escape_markdown`, it escapes headings on every line and leaves "#7" alone."""
+    parts = _URL.split(text)
+    for i in range(0, len(parts), 2):  # the text between links
+        parts[i] = _INLINE.sub(r"\\\1", parts[i])
+    text = _MASKED_LINK.sub(r"\\[", "".join(parts))
+    text = _LINE_START.sub(r"\1\\\2", text)
+    return _NUMBERED.sub(r"\1\\\2", text)
+
+
+def plain(text: str, limit: int = MAX_CONTENT) -> str:
+    """A message's content: escaped (see `escape`), then clipped to Discord's limit."""
+    return clip(escape(text), limit)
+
+
 def strip_mentions(content: str, user_id: int) -> str:
     return re.sub(rf"<@!?{user_id}>", " ", content).strip()
 

@@ -12,7 +12,7 @@ import logging
 
 import discord
 
-from bots.discord.common import clip, interaction_language
+from bots.discord.common import interaction_language, plain
 from core import texts
 from core.events import Platform
 from core.settings import Settings
@@ -49,7 +49,7 @@ class CommunityGate:
         if guild.id not in self._leaving:  # answer once: the server is being left
             lang = texts.pick_language(guild.preferred_locale.value, None, self.settings.language)
             with contextlib.suppress(discord.HTTPException):
-                await message.channel.send(clip(say(lang, PRIVATE)),
+                await message.channel.send(plain(say(lang, PRIVATE)),
                                            reference=message.to_reference(fail_if_not_exists=False))
         await self.leave(client, guild.id)
         return False

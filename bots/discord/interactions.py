@@ -9,11 +9,11 @@ import discord
 
 from bots.discord.common import (
     AttachmentFetcher,
-    clip,
     interaction_actor,
     interaction_key,
     interaction_language,
     is_image,
+    plain,
 )
 from bots.discord.communities import CommunityGate
 from bots.discord.views import InteractionRoundView, guarded
@@ -133,7 +133,7 @@ class InteractionHandlers:
         # Pure text: answering directly is the acknowledgement.
         text = self.services.desk.help_text(Platform.DISCORD, interaction_language(interaction))
         try:
-            await interaction.response.send_message(clip(text), ephemeral=True)
+            await interaction.response.send_message(plain(text), ephemeral=True)
         except discord.HTTPException:
             log.info("could not answer /help interaction %s", interaction.id)
             return

@@ -14,7 +14,7 @@ from typing import Any
 
 import discord
 
-from bots.discord.common import DEFAULT_UPLOAD_LIMIT, Upload, clip, fitted_image, sniff_extension
+from bots.discord.common import DEFAULT_UPLOAD_LIMIT, Upload, clip, fitted_image, plain, sniff_extension
 from core import texts
 from core.errors import GENERIC_APOLOGY, DuplicateRequest, UserFacingError
 from core.outcomes import Button, Preview, ProgressDefaults, Refusal, RoundResult
@@ -132,7 +132,7 @@ class InteractionRoundView(ProgressDefaults):
     async def deliver(self, result: RoundResult) -> list[str]:
         """Raises on failure: the core then refunds."""
         upload = await result_upload(result, self.interaction.filesize_limit)
-        content = clip(result.caption)
+        content = plain(result.caption)
         message: discord.Message | None = None
         if self.token_fresh():
             try:
@@ -161,16 +161,16 @@ class InteractionRoundView(ProgressDefaults):
         try:
             if followup:
                 if self.token_fresh():
-                    await self.interaction.followup.send(clip(text), ephemeral=True)
+                    await self.interaction.followup.send(plain(text), ephemeral=True)
             elif not self.token_fresh():
                 mention = self.interaction.user.mention  # no ping: mentions are off client-wide
-                await self._channel().send(content=clip(f"{mention} {text}"))
+                await self._channel().send(content=plain(f"{mention} {text}"))
                 await self._forget_original()
             elif ephemeral != self.deferred_ephemeral:
                 await self._forget_original()
-                await self.interaction.followup.send(clip(text), ephemeral=ephemeral)
+                await self.interaction.followup.send(plain(text), ephemeral=ephemeral)
             else:
-                await self.interaction.edit_original_response(content=clip(text), attachments=[], view=None)
+                await self.interaction.edit_original_response(content=plain(text), attachments=[], view=None)
         except discord.NotFound:
             log.warning("could not answer interaction %s: its message is gone", self.interaction.id)
         except discord.HTTPException:
@@ -238,7 +238,7 @@ class MessageRoundView(ProgressDefaults):
 
     async def deliver(self, result: RoundResult) -> list[str]:
         upload = await result_upload(result, self.limit)
-        content = clip(result.caption)
+        content = plain(result.caption)
         sent: discord.Message | None = None
         if self.status is not None:
             try:
@@ -256,11 +256,11 @@ class MessageRoundView(ProgressDefaults):
         try:
             if self.status is not None:
                 try:
-                    await self.status.edit(content=clip(refusal.text), attachments=[], view=None)
+                    await self.status.edit(content=plain(refusal.text), attachments=[], view=None)
                     return
                 except discord.NotFound:
                     pass
-            await self._reply(content=clip(refusal.text))
+            await self._reply(content=plain(refusal.text))
         except discord.HTTPException:
             log.exception("could not answer message %s", self.message.id)
 
