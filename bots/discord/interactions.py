@@ -16,7 +16,7 @@ from bots.discord.common import (
     plain,
 )
 from bots.discord.communities import CommunityGate
-from bots.discord.views import InteractionRoundView, guarded
+from bots.discord.views import InteractionRoundView, guarded, result_round
 from core.errors import GENERIC_APOLOGY, DuplicateRequest, UserFacingError
 from core.events import Actor, ChannelKey, Platform, RoundRequest, SpecOptions
 from core.outcomes import Notice, RoundView
@@ -68,14 +68,15 @@ class InteractionHandlers:
         await self._round(interaction, call)
 
     async def edit(self, interaction: discord.Interaction, instruction: str, image: discord.Attachment | None,
-                   references: Sequence[discord.Attachment] = (), *, reply_to: str | None = None) -> None:
+                   references: Sequence[discord.Attachment] = (), *, reply_to: str | None = None,
+                   parent_round: int | None = None) -> None:
         """An edit of an uploaded image, or (`reply_to`) of one of Easel's results, keeping its lineage."""
         input_image = self.fetcher.input_image(image) if image is not None else None
         inputs = tuple(self.fetcher.input_image(a) for a in references)
 
         async def call(key: ChannelKey, actor: Actor, idem: str, view: RoundView) -> None:
-            request = RoundRequest(key, actor, instruction, idem, reply_to=reply_to, input_image=input_image,
-                                   references=inputs)
+            request = RoundRequest(key, actor, instruction, idem, reply_to=reply_to, parent_round=parent_round,
+                                   input_image=input_image, references=inputs)
             await self.services.rounds.submit(request, view)
 
         await self._round(interaction, call)
@@ -88,13 +89,14 @@ class InteractionHandlers:
             if image is None:
                 await interaction.response.send_message(say(lang, "dc.edit.no_image"), ephemeral=True)
                 return
-            reply_to = None
+            reply_to, parent_round = None, None
             me = interaction.client.user
-            key = interaction_key(interaction)
-            if me is not None and message.author.id == me.id and await self.services.rounds.is_round_message(
-                    key, str(message.id)):
-                reply_to, image = str(message.id), None  # one of Easel's rounds: continue its lineage
-            await interaction.response.send_modal(EditModal(self, lang, image, reply_to))
+            if me is not None and message.author.id == me.id:
+                parent_round = result_round(message)
+                if parent_round is not None or await self.services.rounds.is_round_message(
+                        interaction_key(interaction), str(message.id)):
+                    reply_to, image = str(message.id), None  # one of Easel's rounds: continue its lineage
+            await interaction.response.send_modal(EditModal(self, lang, image, reply_to, parent_round))
         except discord.HTTPException:
             log.info("could not answer the Edit image interaction %s", interaction.id)
 
@@ -167,16 +169,18 @@ class EditModal(discord.ui.Modal):
     """Asks what to change in the image of the message `Edit image` was used on."""
 
     def __init__(self, handlers: InteractionHandlers, lang: str, image: discord.Attachment | None,
-                 reply_to: str | None) -> None:
+                 reply_to: str | None, parent_round: int | None = None) -> None:
         super().__init__(title=say(lang, "dc.edit.modal_title")[:45], timeout=900)
         self.handlers, self.image, self.reply_to = handlers, image, reply_to
+        self.parent_round = parent_round
         self.instruction: discord.ui.TextInput[EditModal] = discord.ui.TextInput(
             label=say(lang, "dc.edit.field_label")[:45], placeholder=say(lang, "dc.edit.field_placeholder")[:100],
             style=discord.TextStyle.paragraph, max_length=4000)
         self.add_item(self.instruction)
 
     async def on_submit(self, interaction: discord.Interaction) -> None:
-        await self.handlers.edit(interaction, self.instruction.value, self.image, reply_to=self.reply_to)
+        await self.handlers.edit(interaction, self.instruction.value, self.image, reply_to=self.reply_to,
+                                 parent_round=self.parent_round)
 
     async def on_error(self, interaction: discord.Interaction, error: Exception, /) -> None:  # type: ignore[override]
         log.error("the Edit image modal failed", exc_info=error)

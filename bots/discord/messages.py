@@ -18,7 +18,7 @@ from bots.discord.common import (
     strip_mentions,
 )
 from bots.discord.communities import CommunityGate
-from bots.discord.views import MessageRoundView, guarded
+from bots.discord.views import MessageRoundView, guarded, result_round
 from core.events import RoundRequest
 from core.ports import Services
 
@@ -63,8 +63,11 @@ class MessageHandler:
         idem = f"dc:m:{message.id}"
         parent = await self._referenced(message)
         rounds = self.services.rounds
-        if parent is not None and parent.author.id == me and await rounds.is_round_message(key, str(parent.id)):
-            return RoundRequest(key, actor, prompt, idem, reply_to=str(parent.id))
+        if parent is not None and parent.author.id == me:
+            # One of Easel's results: the round from its button at once, else from the message record.
+            round_id = result_round(parent)
+            if round_id is not None or await rounds.is_round_message(key, str(parent.id)):
+                return RoundRequest(key, actor, prompt, idem, reply_to=str(parent.id), parent_round=round_id)
         if not (message.guild is None or mentions(message.content, me)):
             return None
         # The image to edit: attached to this message, else on the (non-Easel) message it replies to.

@@ -51,6 +51,21 @@ class EaselButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=r"eas
         interaction.client.dispatch("easel_press", interaction, self.action)
 
 
+_RESULT_BUTTON = re.compile(r"easel:reroll:([0-9]{1,18})")
+
+
+def result_round(message: discord.Message) -> int | None:
+    """The round a result message shows, read from its Reroll button's custom id (`easel:reroll:<id>`): known
+    the moment the message is visible, before the message-to-round record is written. Only for Easel's own
+    messages (the caller checks the author)."""
+    for row in message.components:
+        for item in getattr(row, "children", ()):
+            found = _RESULT_BUTTON.fullmatch(getattr(item, "custom_id", None) or "")
+            if found:
+                return int(found[1])
+    return None
+
+
 def buttons_view(buttons: tuple[Button, ...]) -> discord.ui.View:
     view = discord.ui.View(timeout=None)
     for button in buttons[:25]:

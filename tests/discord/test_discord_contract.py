@@ -73,6 +73,7 @@ async def test_edit_image_on_easels_result_continues_that_round(
     await services.wait_finished(2)
     request = services.requests[1]
     assert (request.prompt, request.reply_to, request.input_image) == ("give it a hat", result["id"], None)
+    assert request.parent_round == 1  # from the result's Reroll button
 
 
 async def test_edit_image_on_a_message_without_an_image_says_so(

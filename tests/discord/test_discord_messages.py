@@ -81,7 +81,8 @@ async def test_messages_that_are_not_for_easel_are_ignored(
     image = await _first_round(fake, world, services)
     chat = await fake.user_message(channel, world.alice, "hello all")
     await fake.user_message(channel, world.bob, "hi alice", reply_to=chat)  # a reply to a person
-    services.round_messages.clear()  # the core says: not (or no longer) a round message
+    services.round_messages.clear()  # the core says: not (or no longer) a round message,
+    image["components"] = []  # and it carries no result button either
     await fake.user_message(channel, world.bob, "thanks", reply_to=image)
     await fake.user_message(channel, world.bob, "@everyone look")
     bot_friend = fake.user("otherbot")
@@ -249,3 +250,25 @@ async def test_deleted_status_message_does_not_lose_the_result(
     assert fake.calls_to("404 edit_message")
     assert result.files["files[0]"] == services.result_image
     assert services.delivered == [[fake.messages_in(world.guild.channel)[-1]["id"]]]
+
+
+async def test_a_reply_the_instant_the_image_appears_resolves_from_its_button(
+    fake: FakeDiscord, world: World, bot: DiscordBot, services: FakeServices
+) -> None:
+    image = await _first_round(fake, world, services)
+    services.round_messages.clear()  # the message-to-round record is not written yet
+    await fake.user_message(world.guild.channel, world.bob, "make it blue", reply_to=image)
+    await services.wait_finished(2)
+    request = services.requests[1]
+    assert (request.parent_round, request.reply_to) == (1, image["id"])  # from `easel:reroll:1` on the image
+
+
+async def test_a_reply_to_an_easel_message_without_a_result_button_falls_back_to_the_record(
+    fake: FakeDiscord, world: World, bot: DiscordBot, services: FakeServices
+) -> None:
+    image = await _first_round(fake, world, services)
+    image["components"] = [{"type": 1, "components": [
+        {"type": 2, "style": 2, "label": "Cancel", "custom_id": "easel:cancel:1"}]}]  # not a result's button
+    await fake.user_message(world.guild.channel, world.bob, "make it blue", reply_to=image)
+    await services.wait_finished(2)
+    assert (services.requests[1].parent_round, services.requests[1].reply_to) == (None, image["id"])
