@@ -42,8 +42,8 @@ from core.ports import InboxPort, SharedInboxPort
 
 log = logging.getLogger(__name__)
 
-MAX_HANDLING = 64  # updates one worker handles at once when workers share the inbox (the rest wait for others)
-CLAIM_BATCH = 8  # updates claimed at a time: small, so that a burst spreads over the workers
+MAX_HANDLING = 24  # updates one worker handles at once when workers share the inbox (the rest are left to others)
+CLAIM_BATCH = 4  # updates claimed at a time: small, so that a burst spreads over the workers
 CLAIM_PATIENCE = 1.0  # seconds between claims when no worker signals a new update (claims of dead workers)
 
 
