@@ -158,7 +158,7 @@ def build_tree(client: discord.Client, handlers: InteractionHandlers) -> app_com
         async def call(key: ChannelKey, actor: Actor, _: str) -> Notice:
             return await desk.run(DeskCommand(Verb.USAGE, key, actor, _))
 
-        await handlers.notice(interaction, call, private=True)
+        await handlers.notice(interaction, call, report=True)
 
     @tree.command(name="help", description=d("help"))
     async def help_(interaction: discord.Interaction) -> None:

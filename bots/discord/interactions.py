@@ -109,9 +109,14 @@ class InteractionHandlers:
         # Cancel answers only the presser (if at all): the round itself says it was cancelled.
         await self._round(interaction, call, private=action.startswith("cancel:"))
 
-    async def notice(self, interaction: discord.Interaction, call: NoticeCall, *, private: bool = False) -> None:
+    async def notice(self, interaction: discord.Interaction, call: NoticeCall, *, private: bool = False,
+                     report: bool = False) -> None:
         """Quota verbs and /usage: the core answers with a Notice or a UserFacingError. `private`: the answer
-        is expected to be for the asker only, so the "thinking" message is ephemeral from the start."""
+        is expected to be for the asker only, so the "thinking" message is ephemeral from the start. `report`
+        (/usage): a moderator's community totals are public in a server, the per-user figures (`detail`) go to
+        the moderator alone; anyone else's own usage is private."""
+        public_report = report and interaction.guild_id is not None and interaction_actor(interaction).is_moderator
+        private = private or (report and not public_report)
         if not await acknowledge(interaction, ephemeral=private):
             return
         view = InteractionRoundView(interaction, deferred_ephemeral=private)
@@ -127,7 +132,7 @@ class InteractionHandlers:
             log.exception("interaction %s (/%s) failed", interaction.id, _command_name(interaction))
             await view.say(GENERIC_APOLOGY, ephemeral=True)
         else:
-            await view.say(notice.text, ephemeral=notice.ephemeral)
+            await view.say(notice.text, ephemeral=notice.ephemeral and not public_report)
             if notice.detail:  # for the asker's eyes only
                 await view.say(notice.detail, ephemeral=True, followup=True)
 

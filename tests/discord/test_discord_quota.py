@@ -81,7 +81,7 @@ async def test_usage_goes_to_the_core(fake: FakeDiscord, world: World, bot: Disc
     services.desk_notice = lambda _: Notice("community usage", ephemeral=True)
     shown = await answer(fake, await fake.slash_command(world.guild.channel, world.mod, "usage"))
     assert services.desk_commands[0].verb is Verb.USAGE and services.desk_commands[0].actor.is_moderator
-    assert fake.is_ephemeral(shown)
+    assert not fake.is_ephemeral(shown)  # a moderator's community totals are public in the server
 
 
 async def test_quota_in_a_dm_targets_a_user(fake: FakeDiscord, world: World, bot: DiscordBot,
@@ -92,3 +92,26 @@ async def test_quota_in_a_dm_targets_a_user(fake: FakeDiscord, world: World, bot
     command = services.desk_commands[0]
     assert command.key.community == f"dm:{dm.id}" and not command.actor.is_moderator
     assert command.target is not None and command.target.user_id == str(world.bob.id)
+
+
+async def test_usage_totals_are_public_and_per_user_figures_go_to_the_moderator_only(
+    fake: FakeDiscord, world: World, bot: DiscordBot, services: FakeServices
+) -> None:
+    services.desk_notice = lambda _: Notice("12 images today", ephemeral=True, detail="alice 7, bob 5")
+    interaction = await fake.slash_command(world.guild.channel, world.mod, "usage")
+    await fake.wait_until(lambda: len(fake.replies(interaction)) == 2, what="totals and detail")
+    totals, detail = fake.replies(interaction)
+    assert totals["content"] == "12 images today" and not fake.is_ephemeral(totals)
+    assert detail["content"] == "alice 7, bob 5" and fake.is_ephemeral(detail)
+    assert all("alice" not in m["content"] for m in fake.messages_in(world.guild.channel)
+               if not fake.is_ephemeral(m))
+
+
+async def test_a_members_own_usage_is_private_from_the_start(fake: FakeDiscord, world: World, bot: DiscordBot,
+                                                            services: FakeServices) -> None:
+    services.desk_notice = lambda _: Notice("you made 2 images today", ephemeral=True)
+    interaction = await fake.slash_command(world.guild.channel, world.alice, "usage")
+    shown = await answer(fake, interaction)
+    assert fake.is_ephemeral(shown) and shown["content"] == "you made 2 images today"
+    assert fake.calls_to("interaction_callback")[0].params["data"]["flags"] & 64  # deferred ephemeral
+    assert not fake.calls_to("delete_original")
