@@ -103,10 +103,9 @@ class RoundService:
 
     async def _interrupted_while_away(self, item: Round) -> None:
         now = self.deps.clock()
-        refunded = await self.deps.store.finish(item.id, RoundState.FAILED, "interrupted", now)
-        if refunded or item.state is not RoundState.DELIVERED:
-            text = say(item.lang, "round.interrupted", number=item.number, prompt=words.snippet(item.prompt, 80))
-            await self.deps.store.add_notice(item.key, None, text, now)
+        await self.deps.store.finish(item.id, RoundState.FAILED, "interrupted", now)
+        text = say(item.lang, "round.interrupted", number=item.number, prompt=words.snippet(item.prompt, 80))
+        await self.deps.store.add_notice(item.key, None, text, now, item.user_id)
 
     def pending_resumes(self, platform: Platform) -> list[Round]:
         return list(self._resumable.get(platform, ()))
@@ -198,23 +197,24 @@ class RoundService:
         live = self._live.get(round_id)
         if not item.state.is_open or (live is not None and live.phase in (RoundState.DELIVERING, RoundState.DELIVERED)):
             return Notice(say(lang, "round.cancel_too_late"), ephemeral=True)
-        if live is None or live.work is None:
-            # Not running here (another worker's, or waiting to be resumed): stop it at the provider and end it.
-            await generation.cancel_at_provider(self.deps.provider, item.response_id)
-            refunded = await self.deps.store.finish(item.id, RoundState.CANCELLED, "cancelled", self.deps.clock())
-            if live is not None and live.outer is not None:
-                live.cancelled_by = actor
+        if live is not None:
+            # Running here: stop its provider call (or, before the call, the round itself); the round then
+            # refunds and tells its channel. An image that arrives in the race is delivered instead.
+            live.cancelled_by = actor
+            if live.work is not None:
+                stop = asyncio.create_task(generation.cancel_at_provider(self.deps.provider, live.response_id))
+                self._tasks.add(stop)
+                stop.add_done_callback(self._tasks.discard)
+                live.work.cancel()
+            elif live.outer is not None:
                 live.outer.cancel()
-                return None
-            text = say(item.lang, "round.cancelled", number=item.number)
-            await self.deps.store.add_notice(item.key, item.progress_message, text, self.deps.clock())
-            return Notice(say(lang, "round.cancelled_refunded" if refunded else "round.cancelled", number=item.number))
-        live.cancelled_by = actor
-        stop = asyncio.create_task(generation.cancel_at_provider(self.deps.provider, live.response_id))
-        self._tasks.add(stop)
-        stop.add_done_callback(self._tasks.discard)
-        live.work.cancel()
-        return None
+            return None
+        # Not running here (another worker's, or waiting to be resumed): stop it at the provider and end it.
+        await generation.cancel_at_provider(self.deps.provider, item.response_id)
+        refunded = await self.deps.store.finish(item.id, RoundState.CANCELLED, "cancelled", self.deps.clock())
+        text = say(item.lang, "round.cancelled_refunded" if refunded else "round.cancelled", number=item.number)
+        await self.deps.store.add_notice(item.key, item.progress_message, text, self.deps.clock(), item.user_id)
+        return Notice(say(lang, "round.cancelled_refunded" if refunded else "round.cancelled", number=item.number))
 
     async def round_id(self, key: ChannelKey, number: int) -> int | None:
         found = await self.deps.store.round_by_number(key, number)
@@ -376,8 +376,12 @@ class RoundService:
             pump.cancel()
             if live.cancelled_by is not None and live.phase is not RoundState.DELIVERED:
                 await asyncio.shield(self._cancelled(live))
-                if (task := asyncio.current_task()) is not None and task.cancelling():
-                    raise
+                task = asyncio.current_task()
+                if task is not None and task.cancelling() and not self.accepting:
+                    raise  # shutdown as well: let it proceed
+                if task is not None:
+                    while task.cancelling():  # our own cancel of a round before its provider call: handled
+                        task.uncancel()
                 return
             await asyncio.shield(self._stopped(live, reserved))
             raise

@@ -104,6 +104,9 @@ class FakeTelegram(FakeServer):
         self._file_ids = itertools.count(1)
         self._callback_ids = itertools.count(1)
         self.messages: dict[tuple[int, int], dict[str, Any]] = {}
+        # (chat, bot message) -> the message id it was sent in reply to, even when that message is unknown
+        # to the fake (sent with allow_sending_without_reply): lets tests follow an answer edited in place.
+        self.reply_origin: dict[tuple[int, int], int] = {}
         self.deleted: list[tuple[int, int]] = []
         self.files: dict[str, StoredFile] = {}
         self.chats: dict[int, ChatState] = {}
@@ -493,6 +496,7 @@ class FakeTelegram(FakeServer):
             message["is_topic_message"] = True
         reply = p.get("reply_parameters")
         if reply is not None:
+            self.reply_origin[(chat_id, message["message_id"])] = int(reply["message_id"])
             target_chat = int(reply.get("chat_id", chat_id))
             target = self.messages.get((target_chat, int(reply["message_id"])))
             if target is not None:

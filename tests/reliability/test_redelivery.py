@@ -52,8 +52,11 @@ async def _redeliver(rng: random.Random, items: list[Any], deliver: Any, paralle
     await asyncio.gather(*(one(item) for item in copies))
 
 
-def _result_photos(tg: Any) -> list[Any]:
-    return [c for c in tg.calls_to("sendPhoto") if c.params.get("caption", "").startswith("#")]
+def _result_photos(tg: Any) -> list[dict[str, Any]]:
+    """The result images in the chats: sent as a photo, or a waiting message edited into the photo."""
+    bot_id = tg.bot_user["id"]
+    return [m for m in tg.messages.values() if m.get("from", {}).get("id") == bot_id and m.get("photo")
+            and str(m.get("caption", "")).startswith("#")]
 
 
 @pytest.mark.usefixtures("unpaced_groups")
@@ -105,7 +108,7 @@ async def test_telegram_every_update_three_times_shuffled(tmp_path: Path, debug_
         secrets = scan_for_secrets(secrets=SECRETS, logs=logs, db=s.settings.db_path, fakes=[tg])
 
         photos = _result_photos(tg)
-        per_origin = Counter(c.params["reply_parameters"]["message_id"] for c in photos)
+        per_origin = Counter(tg.reply_origin.get((m["chat"]["id"], m["message_id"])) for m in photos)
         answers = Counter(c.params.get("reply_parameters", {}).get("message_id") for c in tg.calls_to("sendMessage"))
         distinct = len(first) - len(grants) + len(second)
         summary = write_summary(
