@@ -108,7 +108,7 @@ async def test_telegram_every_update_three_times_shuffled(tmp_path: Path, debug_
         secrets = scan_for_secrets(secrets=SECRETS, logs=logs, db=s.settings.db_path, fakes=[tg])
 
         photos = _result_photos(tg)
-        per_origin = Counter(tg.reply_origin.get((m["chat"]["id"], m["message_id"])) for m in photos)
+        per_origin = Counter(tg.reply_origin[(m["chat"]["id"], m["message_id"])] for m in photos)
         answers = Counter(c.params.get("reply_parameters", {}).get("message_id") for c in tg.calls_to("sendMessage"))
         distinct = len(first) - len(grants) + len(second)
         summary = write_summary(
