@@ -17,6 +17,7 @@ from bots.process.summary import log_startup_summary
 from bots.process.web import WebServer
 from core.errors import ConfigError, FatalPlatformError
 from core.events import Platform
+from core.metrics import Metrics
 from core.outcomes import RoundView
 from core.records import Round
 
@@ -74,15 +75,28 @@ async def run(settings: Settings) -> int:
 
 
 async def _backed_off(settings: Settings, stop: asyncio.Event) -> bool:
-    """Wait out the back-off after recent fatal exits; False if asked to stop meanwhile."""
+    """Wait out the back-off after recent fatal exits; False if asked to stop meanwhile. While it waits,
+    /healthz stays up (and /readyz says not ready), so a container health check does not kill the process and
+    restart the loop the back-off exists to break."""
     wait = await asyncio.to_thread(backoff.delay_before_start, settings.data_dir)
     if not wait:
         return True
     log.warning("%s", backoff.waiting_message(wait, settings.data_dir))
+    web = None
+    if settings.http_port is not None:
+
+        async def waiting() -> dict[str, bool]:
+            return {"waiting_after_fatal_exit": False}
+
+        web = WebServer(settings, Metrics(), waiting)
+        await web.start()
     try:
         await asyncio.wait_for(stop.wait(), wait)
     except TimeoutError:
         return True
+    finally:
+        if web is not None:
+            await web.stop()
     return False
 
 

@@ -159,9 +159,14 @@ async def test_bad_telegram_token_exits_non_zero_then_backs_off(tmp_path: Path) 
         async with easel_run(tmp_path, **env) as easel:
             assert await easel.finish() == 78
             assert "123456:xxx" not in easel.log and "TELEGRAM_TOKEN" in easel.log
-        # The next start waits instead of logging in again at once (no hot loop under any supervisor).
-        async with easel_run(tmp_path, **env) as easel:
+        # The next start waits instead of logging in again at once (no hot loop under any supervisor), and
+        # /healthz answers meanwhile (/readyz says not ready) so a container health check does not kill it.
+        port = free_port()
+        async with easel_run(tmp_path, **env, EASEL_HTTP_PORT=str(port)) as easel:
             await easel.expect("waiting")
+            await poll(f"http://127.0.0.1:{port}/healthz", '"ok"')
+            status, body = await get(f"http://127.0.0.1:{port}/readyz")
+            assert status == 503 and "waiting_after_fatal_exit" in body
             easel.proc.send_signal(signal.SIGTERM)
             assert await easel.finish() == 0
         assert len(tg.calls_to("getMe")) <= 1
