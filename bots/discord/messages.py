@@ -3,7 +3,6 @@ a DM) with text makes an image, and with an attached image edits that image."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 
@@ -44,17 +43,14 @@ class MessageHandler:
             return
         view = MessageRoundView(message)
         with contextlib.suppress(discord.HTTPException):
-            await message.channel.typing()  # "request taken", before any other work
-        typing = asyncio.create_task(_keep_typing(message.channel))
+            # "Request taken", before any other work; the status message (stage, elapsed time) follows.
+            await message.channel.typing()
 
         async def work() -> None:
             await self.services.desk.seen(request.actor, request.key.community)
             await self.services.rounds.submit(request, view)
 
-        try:
-            await guarded(view, work(), f"message {message.id}")
-        finally:
-            typing.cancel()
+        await guarded(view, work(), f"message {message.id}")
 
     async def _request(self, message: discord.Message, me: int) -> RoundRequest | None:
         key = channel_key(message.guild.id if message.guild else None, message.channel.id)
@@ -94,10 +90,3 @@ class MessageHandler:
         except (discord.NotFound, discord.Forbidden):
             return None
 
-
-async def _keep_typing(channel: discord.abc.Messageable) -> None:
-    """Keep "Easel is typing…" up until cancelled (one trigger lasts about 10 s). Best effort."""
-    with contextlib.suppress(discord.HTTPException):
-        while True:
-            await asyncio.sleep(8)
-            await channel.typing()

@@ -17,11 +17,12 @@ import discord
 from bots.discord.common import DEFAULT_UPLOAD_LIMIT, Upload, clip, fitted_image, plain, sniff_extension
 from core import texts
 from core.errors import GENERIC_APOLOGY, DuplicateRequest, UserFacingError
-from core.outcomes import Button, Preview, ProgressDefaults, Refusal, RoundResult
+from core.outcomes import Button, Preview, ProgressDefaults, Refusal, RoundInfo, RoundResult, Stage
 
 log = logging.getLogger(__name__)
 
-EDIT_INTERVAL = 2.5  # seconds between progress edits of one message (platform-limits D-b)
+EDIT_INTERVAL = 2.5  # seconds between preview edits of one message (platform-limits D-b)
+QUEUE_INTERVAL = 10.0  # seconds between edits for a new queue position or stage (issue 16: no chatter)
 # Interaction tokens live 15 minutes (D-f); past this age a result goes to the channel instead.
 TOKEN_SAFE_AGE = timedelta(minutes=14)
 CUSTOM_ID_PREFIX = "easel:"
@@ -76,26 +77,59 @@ def buttons_view(buttons: tuple[Button, ...]) -> discord.ui.View:
     return view
 
 
-class Throttle:
-    """At most one progress edit per `interval` seconds; the first always passes."""
-
-    def __init__(self, interval: float) -> None:
-        self.interval = interval
-        self._last = -math.inf
-
-    def ready(self) -> bool:
-        now = time.monotonic()
-        if now - self._last < self.interval:
-            return False
-        self._last = now
-        return True
-
-
 def preview_file(preview: Preview) -> discord.File:
     return discord.File(io.BytesIO(preview.image), filename=f"preview-{preview.index}.{sniff_extension(preview.image)}")
 
 
-queued_text = texts.queued  # wording lives in the core
+class Progress:
+    """What a round's progress message says and when it may change: the first status always shows (with the
+    Cancel button); a new queue position or stage at most every `QUEUE_INTERVAL` seconds; previews every
+    `EDIT_INTERVAL`. The elapsed time is a Discord timestamp (`<t:…:R>`) that every client keeps counting
+    by itself, so it costs no edits."""
+
+    def __init__(self, edit_interval: float, queue_interval: float) -> None:
+        self.edit_interval, self.queue_interval = edit_interval, queue_interval
+        self.lang = texts.DEFAULT_LANGUAGE
+        self.shown = False
+        self._last = -math.inf
+        self._said: str | None = None
+        self._previewed = False
+        self._since = int(time.time())
+
+    def due(self, interval: float) -> bool:
+        return not self.shown or time.monotonic() - self._last >= interval
+
+    def shows(self, text: str) -> None:
+        self.shown, self._said, self._last = True, text, time.monotonic()
+
+    def fresh(self, text: str, interval: float) -> bool:
+        """True when `text` should be shown now (it says something new and the pace allows it)."""
+        return text != self._said and self.due(interval)
+
+    def queued(self, position: int) -> str:
+        ahead = position - 1
+        if ahead <= 0:
+            return texts.say(self.lang, "progress.next")
+        return texts.say(self.lang, "progress.queued", count=ahead)
+
+    def stage(self, stage: Stage) -> str:
+        if stage is Stage.QUEUED:
+            return texts.say(self.lang, "progress.next")
+        if stage is Stage.SENDING:
+            return texts.say(self.lang, "progress.sending")
+        return texts.say(self.lang, f"progress.{stage.value}", elapsed=f"<t:{self._since}:R>")
+
+    def running(self) -> str:
+        self._since = int(time.time())
+        return self.stage(Stage.THINKING)
+
+    def preview_due(self) -> bool:
+        """The first preview always shows; later ones every `edit_interval`."""
+        return not self._previewed or self.due(self.edit_interval)
+
+    def preview(self) -> str:
+        self._previewed = True
+        return texts.say(self.lang, "progress.preview")
 
 
 class InteractionRoundView(ProgressDefaults):
@@ -107,9 +141,8 @@ class InteractionRoundView(ProgressDefaults):
         self.interaction = interaction
         self.deferred_ephemeral = deferred_ephemeral  # how the "thinking" message was made
         self.finished = False  # deliver or refuse happened
-        self._throttle = Throttle(edit_interval)
+        self.pace = Progress(edit_interval, QUEUE_INTERVAL)
         self._token_safe_age = token_safe_age
-        self._status_shown = False
         self._progress_id: str | None = None
 
     def token_fresh(self) -> bool:
@@ -118,28 +151,36 @@ class InteractionRoundView(ProgressDefaults):
     def progress_message(self) -> str | None:
         return self._progress_id
 
+    async def begin(self, info: RoundInfo) -> None:
+        self.info, self.pace.lang = info, info.lang  # shown with the first status (no request of its own)
+
     async def queued(self, position: int) -> None:
-        if self.token_fresh() and self._throttle.ready():
-            await self._progress(content=queued_text(position))
-            self._status_shown = True
+        text = self.pace.queued(position)
+        if self.token_fresh() and self.pace.fresh(text, self.pace.queue_interval):
+            await self._progress(text)
 
     async def started(self) -> None:
-        if self._status_shown and self.token_fresh():
-            await self._progress(content="Drawing…")
+        if self.token_fresh():  # always once: the stage, the elapsed time and the Cancel button
+            await self._progress(self.pace.running())
+
+    async def stage(self, stage: Stage) -> None:
+        text = self.pace.stage(stage)
+        if stage is not Stage.SENDING and self.token_fresh() and self.pace.fresh(text, self.pace.queue_interval):
+            await self._progress(text)
 
     async def partial(self, preview: Preview) -> None:
         limit = self.interaction.filesize_limit
-        if len(preview.image) > limit or not self.token_fresh() or not self._throttle.ready():
+        if len(preview.image) > limit or not self.token_fresh() or not self.pace.preview_due():
             return
-        await self._progress(content="Drawing… (preview)", attachments=[preview_file(preview)])
-        self._status_shown = True
+        await self._progress(self.pace.preview(), attachments=[preview_file(preview)])
 
-    async def _progress(self, **fields: Any) -> None:
+    async def _progress(self, text: str, **fields: Any) -> None:
         """Edit the progress (the original response), with the Cancel button while the round runs."""
+        self.pace.shows(text)
         if self.info is not None:
             fields["view"] = buttons_view((self.info.cancel,))
         try:
-            message = await self.interaction.edit_original_response(**fields)
+            message = await self.interaction.edit_original_response(content=text, **fields)
             self._progress_id = str(message.id)
         except discord.HTTPException:
             log.warning("progress edit failed for interaction %s", self.interaction.id, exc_info=True)
@@ -230,7 +271,7 @@ class MessageRoundView(ProgressDefaults):
         self.message = message
         self.finished = False
         self.status: discord.Message | None = None
-        self._throttle = Throttle(edit_interval)
+        self.pace = Progress(edit_interval, QUEUE_INTERVAL)
 
     def progress_message(self) -> str | None:
         return str(self.status.id) if self.status is not None else None
@@ -239,17 +280,25 @@ class MessageRoundView(ProgressDefaults):
     def limit(self) -> int:
         return self.message.guild.filesize_limit if self.message.guild else DEFAULT_UPLOAD_LIMIT
 
+    async def begin(self, info: RoundInfo) -> None:
+        self.info, self.pace.lang = info, info.lang  # shown with the first status (no request of its own)
+
     async def queued(self, position: int) -> None:
-        if self._throttle.ready():
-            await self._show(content=queued_text(position))
+        text = self.pace.queued(position)
+        if self.pace.fresh(text, self.pace.queue_interval):
+            await self._show(text)
 
     async def started(self) -> None:
-        if self.status is not None:
-            await self._show(content="Drawing…")
+        await self._show(self.pace.running())  # always once: the stage, elapsed time and Cancel button
+
+    async def stage(self, stage: Stage) -> None:
+        text = self.pace.stage(stage)
+        if stage is not Stage.SENDING and self.pace.fresh(text, self.pace.queue_interval):
+            await self._show(text)
 
     async def partial(self, preview: Preview) -> None:
-        if len(preview.image) <= self.limit and self._throttle.ready():
-            await self._show(content="Drawing… (preview)", attachments=[preview_file(preview)])
+        if len(preview.image) <= self.limit and self.pace.preview_due():
+            await self._show(self.pace.preview(), attachments=[preview_file(preview)])
 
     async def deliver(self, result: RoundResult) -> list[str]:
         upload = await result_upload(result, self.limit)
@@ -279,7 +328,9 @@ class MessageRoundView(ProgressDefaults):
         except discord.HTTPException:
             log.exception("could not answer message %s", self.message.id)
 
-    async def _show(self, **fields: Any) -> None:
+    async def _show(self, text: str, **fields: Any) -> None:
+        self.pace.shows(text)
+        fields["content"] = text
         if self.info is not None:  # the Cancel button while the round runs
             fields["view"] = buttons_view((self.info.cancel,))
         try:

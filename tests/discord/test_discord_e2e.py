@@ -116,7 +116,7 @@ async def test_slash_generate(env: Env, fake: FakeDiscord, world: World, provide
     final = fake.calls_to("edit_original")[-1]
     assert final.files["files[0]"] == provider_png(64, 64, (1, 100, 150))
     assert buttons(message) == [("Reroll", "easel:reroll:1")]
-    assert fake.calls_to("edit_original")[0].params["content"] == "Drawing… (preview)"
+    assert [c.params["content"] for c in fake.calls_to("edit_original")][1] == "Drawing… (preview)"
     assert await env.services.rounds.is_round_message(_key(world), message["id"])
 
 
@@ -160,8 +160,9 @@ async def test_mention_with_an_image_edits_it(env: Env, fake: FakeDiscord, world
     photo = png(20, 20, (0, 0, 250))
     await fake.user_message(world.guild.channel, world.bob, "turn it into a sticker", mention_bot=True,
                             attachments=[("blue.png", photo, "image/png")])
-    sent = await fake.wait_for("send_message")
+    await fake.wait_for("send_message")  # the progress reply, edited into the result
     await env.settle()
+    sent = fake.calls_to("edit_message")[-1]
     assert sent.params["content"].startswith("#1 · turn it into a sticker")
     assert provider.jobs[0].inputs and provider.jobs[0].prompt == "turn it into a sticker"
 
@@ -273,9 +274,9 @@ async def test_a_rejected_upload_is_refunded_and_apologised_for(
     fake.upload_limit = 100  # the channel now takes less than the guild's tier says: Discord answers 413
     assert len(provider_png(64, 64, (2, 100, 150))) > fake.upload_limit
     await fake.user_message(world.guild.channel, world.alice, "two kites", reply_to=first)
-    apology = await fake.wait_for("send_message", count=2)
+    await fake.wait_for("413 edit_message")  # the progress message could not become the result
     await env.settle()
-    assert fake.calls_to("413 send_message")
+    apology = fake.calls_to("edit_message")[-1]
     assert apology.params["content"] == GENERIC_APOLOGY
     assert "You have 2 credits left today" in await env.quota(world.alice, "show")  # only #1 was charged
     assert any("round 2 failed" in line for line in error_log.take())

@@ -30,7 +30,9 @@ async def test_reply_to_an_image_is_an_edit_round_answered_as_a_reply(
 ) -> None:
     image = await _first_round(fake, world, services)
     asked = await fake.user_message(world.guild.channel, world.bob, "make it blue", reply_to=image)
-    sent = await fake.wait_for("send_message")
+    await services.wait_finished(2)
+    status = fake.calls_to("send_message")[0]  # the progress reply, then edited into the result
+    sent = fake.calls_to("edit_message")[-1]
     request = services.requests[1]
     assert request.reply_to == image["id"]
     assert request.prompt == "make it blue" and request.input_image is None
@@ -38,8 +40,8 @@ async def test_reply_to_an_image_is_an_edit_round_answered_as_a_reply(
     assert request.actor.user_id == str(world.bob.id)
     assert request.key == ChannelKey(Platform.DISCORD, str(world.guild.id), str(world.guild.channel.id))
     assert fake.calls_to("send_typing")
-    assert str(sent.params["message_reference"]["message_id"]) == asked["id"]
-    assert sent.params["allowed_mentions"] == {"parse": []}  # replied_user is off: no ping
+    assert str(status.params["message_reference"]["message_id"]) == asked["id"]
+    assert status.params["allowed_mentions"] == {"parse": []}  # replied_user is off: no ping
     assert sent.files["files[0]"] == services.result_image
     reply = fake.messages_in(world.guild.channel)[-1]
     assert reply["type"] == 19 and buttons(reply) == [("Reroll", "easel:reroll:2")]
@@ -158,9 +160,10 @@ async def test_message_refusal_is_a_reply(fake: FakeDiscord, world: World, bot: 
                                           services: FakeServices) -> None:
     services.refusal = Refusal("You are blocked from making images here.", "banned")
     asked = await fake.user_message(world.guild.channel, world.alice, "a fox", mention_bot=True)
-    sent = await fake.wait_for("send_message")
-    assert sent.params["content"] == "You are blocked from making images here."
-    assert str(sent.params["message_reference"]["message_id"]) == asked["id"]
+    await services.wait_finished(1)
+    [reply] = [m for m in fake.messages_in(world.guild.channel) if m.get("message_reference")]
+    assert reply["content"] == "You are blocked from making images here." and not reply["components"]
+    assert reply["message_reference"]["message_id"] == asked["id"]
 
 
 async def test_message_progress_uses_one_status_message_that_becomes_the_result(

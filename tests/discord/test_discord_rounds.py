@@ -33,7 +33,8 @@ async def test_imagine_defers_first_then_edits_in_the_image_with_caption_and_rer
     before = len(fake.calls)
     interaction = await fake.slash_command(channel, world.alice, "imagine",
                                            {"prompt": "a red fox", "size": "landscape", "quality": "high"})
-    final = await fake.wait_for("edit_original")
+    await services.wait_finished(1)
+    final = fake.calls_to("edit_original")[-1]  # the progress message became the result
     first = fake.calls[before]  # the very first thing the adapter does is acknowledging
     assert first.method == "interaction_callback" and first.params["type"] == CB_DEFER
     request = services.requests[0]
@@ -70,15 +71,12 @@ async def test_partial_previews_edit_the_response_throttled(
     await fake.slash_command(world.guild.channel, world.alice, "imagine", {"prompt": "a fox"})
     await services.wait_finished(1)
     edits = fake.calls_to("edit_original")
-    # queued (first edit passes the throttle), started, then previews within 2.5 s are dropped, then the result
-    assert [e.params.get("content") for e in edits] == ["Queued: 1 ahead of you.", "Drawing…",
-                                                        "#1 · 9 credits left today"]
-    services.positions = []
-    await fake.slash_command(world.guild.channel, world.bob, "imagine", {"prompt": "a fox"})
-    await services.wait_finished(2)
-    edits = fake.calls_to("edit_original")[3:]
-    assert [e.params.get("content") for e in edits] == ["Drawing… (preview)", "#2 · 9 credits left today"]
-    assert edits[0].files["files[0]"] == provider_png(16, 16, (0, 0, 0))  # the first preview, as sent
+    # queued, started (stage, elapsed time, Cancel), the first preview (the next two within 2.5 s are dropped),
+    # then the result
+    contents = [e.params.get("content") or "" for e in edits]
+    assert contents[0] == "Queued: 1 request ahead of you." and contents[1].startswith("Thinking… <t:")
+    assert contents[2:] == ["Drawing… (preview)", "#1 · 9 credits left today"]
+    assert edits[2].files["files[0]"] == provider_png(16, 16, (0, 0, 0))  # the first preview, as sent
 
 
 async def test_button_press_after_a_restart_rerolls_for_the_presser(
@@ -127,8 +125,9 @@ async def test_public_refusal_edits_the_response(fake: FakeDiscord, world: World
     services.refusal = Refusal("The image provider's safety system declined that prompt.", "safety",
                              ephemeral=False)
     interaction = await fake.slash_command(world.guild.channel, world.alice, "imagine", {"prompt": "a fox"})
-    edit = await fake.wait_for("edit_original")
-    assert edit.params["content"].startswith("The image provider's safety system")
+    await services.wait_finished(1)
+    edit = fake.calls_to("edit_original")[-1]
+    assert edit.params["content"].startswith("The image provider's safety system") and not edit.params["components"]
     message = fake.original(interaction)
     assert message is not None and not message["flags"] & FLAG_EPHEMERAL and not message["attachments"]
     assert not fake.calls_to("followup")
@@ -155,7 +154,7 @@ async def test_redelivered_interaction_is_handled_once(
     await fake.slash_command(world.guild.channel, world.bob, "imagine", {"prompt": "sentinel"})
     await services.wait_finished(2)
     assert [r.prompt for r in services.requests] == ["a fox", "sentinel"]
-    assert len(fake.calls_to("edit_original")) == 2
+    assert len(fake.calls_to("edit_original")) == 4  # progress and result, for each round once
 
 
 async def test_duplicate_the_core_ignores_leaves_no_thinking_message(
@@ -219,7 +218,7 @@ async def test_rate_limited_edit_is_waited_out(fake: FakeDiscord, world: World, 
     fake.rate_limit_next("edit_original", retry_after=0.01)
     interaction = await fake.slash_command(world.guild.channel, world.alice, "imagine", {"prompt": "a fox"})
     await services.wait_finished(1)
-    assert fake.calls_to("429 edit_original") and len(fake.calls_to("edit_original")) == 1
+    assert fake.calls_to("429 edit_original") and len(fake.calls_to("edit_original")) == 2
     assert fake.original(interaction) is not None and services.delivered
 
 
@@ -233,7 +232,8 @@ async def test_oversized_result_is_reencoded_to_the_interaction_limit(
     assert len(services.result_image) > limit
     interaction = await fake.slash_command(world.guild.channel, world.alice, "imagine", {"prompt": "a fox"},
                                            attachment_size_limit=limit)
-    edit = await fake.wait_for("edit_original")
+    await services.wait_finished(1)
+    edit = fake.calls_to("edit_original")[-1]
     assert len(edit.files["files[0]"]) <= limit
     message = fake.original(interaction)
     assert message is not None and message["attachments"][0]["filename"] == "easel-1.jpg"
