@@ -15,6 +15,12 @@ and a photo; one that waited, a message, a chat action, one edit and the result.
   and sent, or sent as a document if that fails; a transparent result is a document (then the waiting
   message is deleted).
 - Refusals are plain text in the chat, replacing the placeholder when there is one.
+- Honest progress (issue 12): once a round has gone TICKER_AFTER seconds without a preview, an elapsed-time
+  ticker shows its stage and the time since the request ("Thinking… 1:20", in the round's language) on the
+  progress message (sending one, with Cancel, if the round had none), at most every TICK_MIN seconds per
+  message (less often as the round ages), and in groups at most one ticker edit per GROUP_TICK_SPACING across
+  the chat. A quick round never sees it (the call counts above hold); it stops at the first preview and at the
+  end of the round, skips ticks while the chat is under a flood hold, and never delays the round.
 - Flood control (429) holds the whole chat (`bots.telegram.send.FloodGate`, shared through the pacer): results,
   refusals and deletions wait for the hold; chat actions, previews and placeholder edits are skipped meanwhile.
 """
@@ -26,7 +32,7 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, InputMediaPhoto, Message
@@ -35,7 +41,7 @@ from telegram.error import NetworkError, RetryAfter, TelegramError
 
 from bots.telegram.send import CAPTION_LIMIT, FloodGate, clip, reply_to, retry_after_seconds, send_text
 from core import texts
-from core.outcomes import Button, Preview, ProgressDefaults, Refusal, RoundInfo, RoundResult
+from core.outcomes import Button, Preview, ProgressDefaults, Refusal, RoundInfo, RoundResult, Stage
 from core.provider import pictures
 
 log = logging.getLogger(__name__)
@@ -46,6 +52,12 @@ ACTION_REFRESH = 4.0  # a chat action shows for at most 5 s
 ACTION_CLOSE_GRACE = 2.0  # how long close() lets a chat action being sent finish (cut, it is a broken request)
 PREVIEW_INTERVAL = 3.0
 QUEUE_EDIT_INTERVAL = 10.0  # a waiting message is edited at most this often (issue 16: few calls per round)
+TICKER_AFTER = 15.0  # the elapsed-time ticker starts once a round has gone this long (since the request) unseen
+TICK_MIN = QUEUE_EDIT_INTERVAL  # a progress message is never edited more often than this
+TICK_MAX = 30.0  # an unchanged stage is re-ticked every elapsed/10 s, between TICK_MIN and TICK_MAX
+GROUP_TICK_SPACING = 6.0  # one ticker edit per group per this: <= 10 a minute, half of Telegram's 20 (T-b)
+TICK_POLL = 1.0  # the ticker looks at the clock at least this often (a new stage shows at the next allowed edit)
+TICKER_LIFETIME = 3600.0  # a ticker whose round never ended on this view (a shutdown) stops by itself
 CALLBACK_PREFIX = "e:"
 CALLBACK_DATA_LIMIT = 64  # bytes
 REROLL_PREFIX = CALLBACK_PREFIX + "reroll:"
@@ -69,6 +81,12 @@ def keyboard(buttons: tuple[Button, ...]) -> InlineKeyboardMarkup | None:
             rows.append([])
         rows[-1].append(InlineKeyboardButton(clip(button.label, 64), callback_data=data))
     return InlineKeyboardMarkup(rows) if rows else None
+
+
+def elapsed_text(seconds: float) -> str:
+    """Elapsed time as the catalog's `{elapsed}` wants it: m:ss (1:05), plain digits in every language."""
+    whole = max(0, int(seconds))
+    return f"{whole // 60}:{whole % 60:02d}"
 
 
 def meaningful_move(shown: int, now: int) -> bool:
@@ -101,16 +119,20 @@ class EditPacer:
     ) -> None:
         self.interval = interval
         self.clock = clock
+        self.sleep: Callable[[float], Awaitable[None]] = asyncio.sleep  # the ticker's; tests pair it with `clock`
         self.gate = gate if gate is not None else FloodGate(clock)
         self._next: dict[object, float] = {}
 
-    def ready(self, chat_id: int, view_id: int, group: bool) -> bool:
+    def ready(self, chat_id: int, view_id: int, group: bool, chat_interval: float | None = None) -> bool:
+        """May a progress edit go out now? Reserves the message's slot for `interval` and, in a group, the
+        chat's slot for `chat_interval` (default `interval`)."""
         now = self.clock()
         keys: tuple[object, ...] = ((chat_id, view_id), chat_id) if group else ((chat_id, view_id),)
         if self.gate.remaining(chat_id) > 0 or any(self._next.get(key, -math.inf) > now for key in keys):
             return False
         for key in keys:
-            self._next[key] = now + self.interval
+            spacing = chat_interval if key == chat_id and chat_interval is not None else self.interval
+            self._next[key] = now + max(spacing, self.interval)
         if len(self._next) > 10_000:  # forget finished rounds and quiet chats
             self._next = {k: t for k, t in self._next.items() if t > now}
         return True
@@ -141,11 +163,29 @@ class TelegramRoundView(ProgressDefaults):
         self._edited_at = -math.inf  # when the waiting message was last sent or edited (pacer clock)
         self._action: asyncio.Task[None] | None = None
         self._done = asyncio.Event()
+        # Honest progress: what the round is doing, and the ticker that shows it with the elapsed time.
+        self._since = pacer.clock()  # the view is made when the request arrives
+        self._position: int | None = None  # the latest queue position, while queued
+        self._stage: Stage | None = None
+        self._preview_shown = False
+        self._ticked: tuple[Stage | None, int | None] | None = None  # (stage, position) the ticker last showed
+        self._said: str | None = None  # the ticker's last text
+        self._ticker: asyncio.Task[None] | None = None
+        self._tick_busy = False  # a ticker call is on the wire
+        self._lock = asyncio.Lock()  # one progress call at a time (the ticker and the core's progress calls)
 
     # -- RoundView -----------------------------------------------------------------------------------------
 
     async def begin(self, info: RoundInfo) -> None:
         self.info = info
+        if self._ticker is None and not self._done.is_set():
+            self._ticker = asyncio.create_task(self._tick_loop(), name="telegram-progress-ticker")
+
+    async def stage(self, stage: Stage) -> None:
+        """Noted for the ticker, never an edit of its own: a quick round does not pay for its stages."""
+        self._stage = stage
+        if stage is not Stage.QUEUED:
+            self._position = None
 
     def progress_message(self) -> str | None:
         return str(self._placeholder.message_id) if self._placeholder is not None else None
@@ -159,6 +199,13 @@ class TelegramRoundView(ProgressDefaults):
         and at most every QUEUE_EDIT_INTERVAL seconds. No chat action while queued: nothing is being made."""
         if self._done.is_set():
             return
+        self._position, self._stage = position, Stage.QUEUED
+        async with self._lock:
+            await self._show_queued(position)
+
+    async def _show_queued(self, position: int) -> None:
+        if self._done.is_set() or self._ticked is not None:
+            return  # once the ticker shows the round, it shows the position too
         if self._placeholder is None:
             self._placeholder = await send_text(
                 self.bot, self.gate, self.where.chat_id, queued_text(position), reply_to_id=self.where.reply_to_id,
@@ -176,12 +223,20 @@ class TelegramRoundView(ProgressDefaults):
 
     async def started(self) -> None:
         """The image is being made: the chat action starts now; a waiting message says so (one edit)."""
+        self._position, self._stage = None, Stage.THINKING
         self._start_action()
-        if self._placeholder is not None and self._placeholder.text and self._shown_position is not None:
-            self._shown_position, self._edited_at = None, self.pacer.clock()
-            await self._edit_text(WORKING)
+        async with self._lock:
+            if self._ticked is not None or self._done.is_set():
+                return  # the ticker already shows the round: "Thinking…" at its next allowed edit
+            if self._placeholder is not None and self._placeholder.text and self._shown_position is not None:
+                self._shown_position, self._edited_at = None, self.pacer.clock()
+                await self._edit_text(WORKING)
 
     async def partial(self, preview: Preview) -> None:
+        async with self._lock:
+            await self._show_preview(preview)
+
+    async def _show_preview(self, preview: Preview) -> None:
         if self._done.is_set() or not self._pace():
             return
         where = self.where
@@ -205,6 +260,7 @@ class TelegramRoundView(ProgressDefaults):
                 )
                 if isinstance(edited, Message):
                     self._placeholder = edited
+            self._preview_shown = True  # the preview is the progress now: the ticker stops
         except RetryAfter as error:  # previews are optional: skip, and keep the chat quiet for a while
             self.pacer.hold(where.chat_id, retry_after_seconds(error))
         except TelegramError as error:
@@ -214,6 +270,7 @@ class TelegramRoundView(ProgressDefaults):
         # No new chat actions, but the upload does not wait for one already on the wire (under load that
         # wait was most of the time between the provider's answer and the upload).
         self._done.set()
+        await self._stop_ticker()  # a tick on the wire lands first, so the result goes into its message
         try:
             message = await self._into_placeholder(result) if self._placeholder is not None else None
             if message is None:
@@ -275,8 +332,10 @@ class TelegramRoundView(ProgressDefaults):
 
     async def close(self) -> None:
         """Stop the chat action; the adapter calls this when the round ends, however it ends. A chat action
-        being sent is let finish (briefly): cutting a request mid-body breaks the connection under it."""
+        being sent is let finish (briefly): cutting a request mid-body breaks the connection under it.
+        The ticker stops too."""
         self._done.set()
+        await self._stop_ticker()
         task, self._action = self._action, None
         if task is not None and not task.done():
             await asyncio.wait({task}, timeout=ACTION_CLOSE_GRACE)
@@ -284,6 +343,91 @@ class TelegramRoundView(ProgressDefaults):
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+
+    # -- the elapsed-time ticker ----------------------------------------------------------------------------
+
+    def _showing(self) -> tuple[Stage | None, int | None]:
+        return (self._stage, self._position)
+
+    def _next_tick(self) -> float:
+        """When the ticker may next show the round: TICKER_AFTER after the request, then TICK_MIN after the
+        last edit of the message when there is news (a stage or position), else every elapsed/10 s."""
+        first = self._since + TICKER_AFTER
+        if self._ticked is None or self._ticked != self._showing():
+            return max(first, self._edited_at + TICK_MIN)
+        age = self._edited_at - self._since
+        return max(first, self._edited_at + min(TICK_MAX, max(TICK_MIN, age / 10)))
+
+    async def _tick_loop(self) -> None:
+        clock, sleep = self.pacer.clock, self.pacer.sleep
+        while not self._done.is_set() and not self._preview_shown and clock() - self._since < TICKER_LIFETIME:
+            wait = self._next_tick() - clock()
+            if wait > 0:  # one timer until the first tick (a quick round costs nothing more), then polls
+                await sleep(wait if self._ticked is None else min(wait, TICK_POLL))
+            elif not await self._tick():
+                await sleep(TICK_POLL)  # held or paced: look again shortly
+
+    async def _tick(self) -> bool:
+        """Show the stage and the elapsed time now, if the chat allows it. False when it had to skip (a flood
+        hold on the chat, or the group's pace)."""
+        where = self.where
+        async with self._lock:
+            if self._done.is_set() or self._preview_shown:
+                return True
+            if self._placeholder is not None and not self._placeholder.text:
+                return True  # a photo (a preview) shows the round already
+            if self.gate.remaining(where.chat_id) > 0:
+                return False  # under flood control: skip ticks until the hold ends
+            now = self.pacer.clock()
+            showing, text = self._showing(), self._tick_text(now - self._since)
+            if text == self._said:  # nothing new to say ("Sending…"): not an edit
+                self._ticked, self._edited_at = showing, now
+                return True
+            chat_pace = GROUP_TICK_SPACING if where.group else None
+            if not self.pacer.ready(where.chat_id, id(self), where.group, chat_interval=chat_pace):
+                return False
+            self._ticked, self._said, self._edited_at = showing, text, now
+            self._tick_busy = True
+            try:
+                if self._placeholder is None:  # a round that did not wait gets its progress message now
+                    self._placeholder = await self.bot.send_message(
+                        where.chat_id, text, reply_parameters=reply_to(where.reply_to_id),
+                        message_thread_id=where.thread_id, reply_markup=self._cancel_markup(),
+                    )
+                else:
+                    await self._edit_text(text)
+            except RetryAfter as error:
+                self.pacer.hold(where.chat_id, retry_after_seconds(error))
+            except TelegramError as error:
+                log.info("progress not shown (%s)", type(error).__name__)
+            finally:
+                self._tick_busy = False
+            return True
+
+    def _tick_text(self, elapsed: float) -> str:
+        lang, clock = self._lang(), elapsed_text(elapsed)
+        if self._position is not None:
+            ahead = self._position - 1
+            if ahead <= 0:
+                return texts.say(lang, "progress.next_for", elapsed=clock)
+            return texts.say(lang, "progress.queued_for", count=ahead, elapsed=clock)
+        if self._stage is Stage.SENDING:
+            return texts.say(lang, "progress.sending")
+        if self._stage is Stage.DRAWING:
+            return texts.say(lang, "progress.drawing", elapsed=clock)
+        return texts.say(lang, "progress.thinking", elapsed=clock)
+
+    async def _stop_ticker(self) -> None:
+        """Stop the ticker (the round has ended). A tick on the wire is let finish, briefly, so that its
+        message is known and nothing edits the progress message after the result."""
+        task, self._ticker = self._ticker, None
+        if task is None or task.done() or task is asyncio.current_task():
+            return
+        if self._tick_busy:
+            await asyncio.wait({task}, timeout=ACTION_CLOSE_GRACE)
+        if not task.done():
+            task.cancel()
+            await asyncio.wait({task})
 
     # -- helpers -------------------------------------------------------------------------------------------
 
