@@ -103,7 +103,10 @@ async def get(url: str) -> tuple[int, str]:
 async def poll(url: str, text: str, timeout: float = 10) -> str:
     deadline = time.monotonic() + timeout
     while True:
-        _, body = await get(url)
+        try:
+            _, body = await get(url)
+        except aiohttp.ClientConnectionError:  # not listening yet
+            body = ""
         if text in body or time.monotonic() > deadline:
             assert text in body, body
             return body

@@ -122,7 +122,9 @@ async def _cycles(tmp_path: Path, cycles: int, *, just_fetched: bool) -> None:
     figures: list[dict[str, Any]] = []
     async with GatedOpenAI() as oai, FakeTelegram(token=TELEGRAM_TOKEN) as tg:
         env = _env(data, tg, oai)
-        groups = [tg.group_chat(f"G{g}") for g in range(5)]
+        # Spread over enough groups that Telegram's 20 messages a minute per group (which Easel keeps to) does not
+        # pace the recovery: each group sees two or three rounds.
+        groups = [tg.group_chat(f"G{g}") for g in range(16)]
         people = [tg.user(f"P{i}", f"p{i}") for i in range(10)]
         proc = await _start(env, tmp_path, log)
         await tg.wait_for("getUpdates", timeout=30)
