@@ -20,13 +20,13 @@ from core.errors import Busy
 from core.events import Actor
 from core.metrics import Metrics
 from core.outcomes import Button, Preview, RoundResult, RoundView, Stage
-from core.ports import Clock, GeneratedImage, ImageJob, ImageProvider, ImageStore, ProviderEvents, Store
+from core.ports import Clock, GeneratedImage, ImageJob, ImageProvider, ImageStore, ProviderEvents, Slots, Store
 from core.pricing import estimate_usd, estimated_usage
 from core.progress import ProgressPump
 from core.provider import pictures
 from core.records import Facts, Round, RoundState
 from core.settings import Settings
-from core.slots import FairSlots, QueueFull
+from core.slots import QueueFull
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ class Deps:
     images: ImageStore
     metrics: Metrics
     clock: Clock
-    slots: FairSlots
+    slots: Slots
 
 
 class Events(ProviderEvents):

@@ -80,8 +80,7 @@ async def open_core(
         # On SQLite this process holds the data directory alone: every open round is an orphan at once.
         shared = bool(getattr(settings, "database_url", None))
         slots, inbox = await _fleet(settings, store, worker, clock, stack, shared)
-        # Deps names FairSlots; SharedSlots has the same surface (the `Slots` port).
-        deps = Deps(settings, store, provider, cache, metrics, clock, cast(FairSlots, slots))
+        deps = Deps(settings, store, provider, cache, metrics, clock, slots)
         people = People(settings, store, clock)
         rounds = RoundService(deps, people, worker)
         desk = Desk(settings, store, people, clock)
