@@ -5,8 +5,9 @@ the adapters' option parsing and the docs; nothing in between passes options aro
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from enum import StrEnum
 
 
@@ -115,6 +116,23 @@ class ImageSpec:
             "background": self.background.value,
             "refs": self.references,
         }
+
+    def to_json(self) -> str:
+        """The whole spec as one stored value: a new option needs no new column."""
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> ImageSpec:
+        """Unknown keys (a newer Easel's options) are ignored; missing ones take their defaults."""
+        stored = json.loads(text)
+        known = {f.name: f.type for f in fields(cls)}
+        values: dict[str, object] = {}
+        for name, value in stored.items():
+            if name not in known:
+                continue
+            default = getattr(cls(), name)
+            values[name] = type(default)(value)
+        return cls(**values)  # type: ignore[arg-type]  # each value was cast to its field's own type
 
     @classmethod
     def from_row(cls, row: Mapping[str, object]) -> ImageSpec:

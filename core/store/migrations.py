@@ -202,6 +202,18 @@ def m003_round_states(db: sqlite_utils.Database) -> None:
     db.execute("UPDATE meta SET value = '3' WHERE key = 'schema'")
 
 
+@MIGRATIONS()
+def m004_whole_spec(db: sqlite_utils.Database) -> None:
+    """The image spec as one JSON value per round, written and read through `ImageSpec` (the columns size,
+    quality, background and refs stay, filled from it, for reports): a new image option needs no new column."""
+    db.execute("ALTER TABLE rounds ADD COLUMN spec TEXT CHECK (spec IS NULL OR json_valid(spec))")
+    db.execute(
+        "UPDATE rounds SET spec = json_object('background', background, 'quality', quality, 'references', refs,"
+        " 'shape', size)"
+    )
+    db.execute("UPDATE meta SET value = '4' WHERE key = 'schema'")
+
+
 _M003 = """
         CREATE TABLE rounds_v3 (
             id INTEGER PRIMARY KEY,

@@ -226,10 +226,18 @@ ALTER TABLE inbox ADD COLUMN actor TEXT;
 CREATE INDEX inbox_claimed ON inbox (platform, actor) WHERE claimed_by IS NOT NULL;
 """
 
+# The image spec as one JSON value per round (see the SQLite migration m004): a new option needs no column.
+_V4 = r"""
+ALTER TABLE rounds ADD COLUMN spec JSONB;
+UPDATE rounds SET spec = jsonb_build_object('background', background, 'quality', quality, 'references', refs,
+    'shape', size);
+"""
+
 MIGRATIONS: list[tuple[int, str, str]] = [
     (1, "initial", _V1),
     (2, "images", _V2),
     (3, "fleet", _V3),
+    (4, "whole spec", _V4),
 ]
 
 

@@ -409,10 +409,10 @@ class PostgresStore(_Fleet):
             )
             cursor = await conn.execute(
                 "INSERT INTO rounds (idem_key, platform, community, channel, thread, number, user_id, user_name,"
-                " parent_id, kind, prompt, size, quality, background, refs, status, reason, input_shas, owner, lang,"
-                " day, created_at, updated_at) "
-                "SELECT %s, %s, %s, %s, %s, COALESCE(MAX(number), 0) + 1, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,"
-                " %s, %s::jsonb, %s, %s, %s, %s, %s "
+                " parent_id, kind, prompt, size, quality, background, refs, spec, status, reason, input_shas, owner,"
+                " lang, day, created_at, updated_at) "
+                "SELECT %s, %s, %s, %s, %s, COALESCE(MAX(number), 0) + 1, %s, %s, %s, %s, %s, %s, %s, %s, %s,"
+                " %s::jsonb, %s, %s, %s::jsonb, %s, %s, %s, %s, %s "
                 "FROM rounds WHERE platform = %s AND community = %s AND channel = %s "
                 "ON CONFLICT (idem_key) DO NOTHING RETURNING *",
                 (
@@ -430,6 +430,7 @@ class PostgresStore(_Fleet):
                     spec["quality"],
                     spec["background"],
                     spec["refs"],
+                    new.spec.to_json(),
                     new.state.value,
                     new.reason,
                     shas_to_column(new.input_shas),

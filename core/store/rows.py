@@ -76,6 +76,14 @@ def fact_columns(facts: Facts | None) -> dict[str, Any]:
     return columns
 
 
+def _spec(row: Mapping[str, Any]) -> ImageSpec:
+    """The stored whole spec (JSON text on SQLite, already a dict from PostgreSQL's jsonb)."""
+    stored = row.get("spec") if hasattr(row, "get") else row["spec"]
+    if stored is None:
+        return ImageSpec.from_row({name: row[name] for name in ("size", "quality", "background", "refs")})
+    return ImageSpec.from_json(stored if isinstance(stored, str) else json.dumps(stored))
+
+
 def round_from_row(row: Mapping[str, Any]) -> Round:
     return Round(
         id=int(row["id"]),
@@ -86,7 +94,7 @@ def round_from_row(row: Mapping[str, Any]) -> Round:
         parent_id=None if row["parent_id"] is None else int(row["parent_id"]),
         kind=RoundKind(row["kind"]),
         prompt=str(row["prompt"]),
-        spec=ImageSpec.from_row({name: row[name] for name in ("size", "quality", "background", "refs")}),
+        spec=_spec(row),
         cost=int(row["cost"]),
         state=RoundState(row["status"]),
         reason=row["reason"],

@@ -168,9 +168,9 @@ def create_round(conn: sqlite3.Connection, new: NewRound, now: datetime) -> Roun
     try:
         cursor = conn.execute(
             "INSERT INTO rounds (idem_key, platform, community, channel, thread, number, user_id, user_name,"
-            " parent_id, kind, prompt, size, quality, background, refs, status, reason, input_shas, owner, lang,"
-            " day, created_at, updated_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " parent_id, kind, prompt, size, quality, background, refs, spec, status, reason, input_shas, owner,"
+            " lang, day, created_at, updated_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 new.idem_key,
                 key.platform.value,
@@ -187,6 +187,7 @@ def create_round(conn: sqlite3.Connection, new: NewRound, now: datetime) -> Roun
                 spec["quality"],
                 spec["background"],
                 spec["refs"],
+                new.spec.to_json(),
                 new.state.value,
                 new.reason,
                 shas_to_column(new.input_shas),
