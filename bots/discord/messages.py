@@ -66,13 +66,16 @@ class MessageHandler:
                 return RoundRequest(key, actor, prompt, idem, reply_to=str(parent.id), parent_round=round_id)
         if not (message.guild is None or mentions(message.content, me)):
             return None
-        # The image to edit: attached to this message, else on the (non-Easel) message it replies to.
+        # The images: attached to this message (all of them: the first is edited, the others are references;
+        # more than the core takes is refused there, at no cost), else on the (non-Easel) message it replies to.
         sources = [message] + ([parent] if parent is not None and parent.author.id != me else [])
-        image = next((a for m in sources for a in m.attachments if is_image(a)), None)
-        if not prompt and image is None:
+        images = next(([a for a in m.attachments if is_image(a)] for m in sources if any(map(is_image, m.attachments))),
+                      [])
+        if not prompt and not images:
             return None
-        input_image = self.fetcher.input_image(image) if image is not None else None
-        return RoundRequest(key, actor, prompt, idem, input_image=input_image)
+        inputs = [self.fetcher.input_image(image) for image in images]
+        first, rest = (inputs[0], tuple(inputs[1:])) if inputs else (None, ())
+        return RoundRequest(key, actor, prompt, idem, input_image=first, references=rest)
 
     async def _referenced(self, message: discord.Message) -> discord.Message | None:
         """The message this one replies to: from the payload or the cache, else fetched."""

@@ -113,6 +113,19 @@ async def test_mention_with_an_image_edits_that_image(
     assert str(sent.params["message_reference"]["message_id"]) == asked["id"]
 
 
+async def test_mention_with_several_images_uses_them_all(
+    fake: FakeDiscord, world: World, bot: DiscordBot, services: FakeServices
+) -> None:
+    photos = [png(20 + n, 20, (n, 2, 3)) for n in range(3)]
+    await fake.user_message(world.guild.channel, world.alice, "put the hat and the scarf on the cat",
+                            mention_bot=True,
+                            attachments=[(f"p{n}.png", photo, "image/png") for n, photo in enumerate(photos)])
+    await services.wait_finished(1)
+    request = services.requests[0]
+    assert request.input_image is not None and request.input_image.filename == "p0.png"
+    assert [image.filename for image in request.references] == ["p1.png", "p2.png"]
+
+
 async def test_mention_replying_to_a_members_photo_edits_that_photo(
     fake: FakeDiscord, world: World, bot: DiscordBot, services: FakeServices
 ) -> None:
