@@ -1,15 +1,15 @@
 """One error tree.
 
 `UserFacingError` carries a short, safe, actionable message: the only kind of error text that may reach a
-chat. Everything else is logged with context and answered with `GENERIC_APOLOGY`.
+chat. Everything else is logged with context and answered with the catalog's apology (`APOLOGY_ID`), in the
+best language known where it is said.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
 
-GENERIC_APOLOGY = "Something went wrong on my side and nothing was charged. Please try again in a minute."
-APOLOGY_ID = "apology"  # the catalog's id for GENERIC_APOLOGY
+APOLOGY_ID = "apology"  # the catalog's id of the generic apology
 
 
 class EaselError(Exception):

@@ -220,7 +220,7 @@ class DiscordBot:
         channel = self.client.get_partial_messageable(int(item.key.thread or item.key.channel))
         anchor = item.progress_message if (item.progress_message or "").isdigit() else None
         message = channel.get_partial_message(int(anchor)) if anchor else channel.get_partial_message(0)
-        return MessageRoundView(cast(discord.Message, message))
+        return MessageRoundView(cast(discord.Message, message), lang=self.settings.language)
 
     async def send_notices(self) -> None:
         """Messages the core kept for this platform (e.g. "your round was interrupted and not charged")."""

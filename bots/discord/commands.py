@@ -10,9 +10,10 @@ from discord import app_commands
 
 from bots.discord.common import user_ref
 from bots.discord.interactions import InteractionHandlers
-from core.errors import GENERIC_APOLOGY
+from core.errors import APOLOGY_ID
 from core.events import Actor, Background, ChannelKey, DeskCommand, Quality, Shape, SpecOptions, Verb
 from core.outcomes import Notice
+from core.texts import say
 from core.texts.commands import description, discord_localizations
 
 log = logging.getLogger(__name__)
@@ -170,7 +171,7 @@ def build_tree(client: discord.Client, handlers: InteractionHandlers) -> app_com
         log.error("application command failed: %s", type(error).__name__, exc_info=error)
         if not interaction.response.is_done():
             try:
-                await interaction.response.send_message(GENERIC_APOLOGY, ephemeral=True)
+                await interaction.response.send_message(say(handlers.language(interaction), APOLOGY_ID), ephemeral=True)
             except discord.HTTPException:
                 log.info("could not answer interaction %s", interaction.id)
 

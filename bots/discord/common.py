@@ -215,17 +215,17 @@ class AttachmentFetcher:
         return InputImage(fetch=fetch, declared_bytes=size, filename=attachment.filename)
 
     async def _download(self, url: str, declared: int, max_bytes: int) -> bytes:
-        too_large = BadInputImage(f"That image is too large: the limit is {max_bytes // 1_000_000} MB.")
+        too_large = BadInputImage("dc.download.too_large", limit=max_bytes // 1_000_000)
         if declared > max_bytes:
             raise too_large
         if urlsplit(url).hostname not in self._hosts:
             log.warning("refusing to download an attachment from an unexpected host")
-            raise BadInputImage("I couldn't download that image. Please upload it again.")
+            raise BadInputImage("dc.download.failed")
         try:
             async with self._session.get(url, allow_redirects=False) as response:
                 if response.status != 200:
                     log.warning("attachment download failed with HTTP %s", response.status)
-                    raise BadInputImage("I couldn't download that image. Please upload it again.")
+                    raise BadInputImage("dc.download.failed")
                 if (response.content_length or 0) > max_bytes:
                     raise too_large
                 data = bytearray()
@@ -236,4 +236,4 @@ class AttachmentFetcher:
                 return bytes(data)
         except (aiohttp.ClientError, TimeoutError) as exc:
             log.warning("attachment download failed: %s", type(exc).__name__)
-            raise BadInputImage("I couldn't download that image. Please upload it again.") from None
+            raise BadInputImage("dc.download.failed") from None

@@ -17,11 +17,11 @@ from bots.discord.common import (
 )
 from bots.discord.communities import CommunityGate
 from bots.discord.views import InteractionRoundView, guarded, result_round
-from core.errors import GENERIC_APOLOGY, DuplicateRequest, UserFacingError
+from core.errors import APOLOGY_ID, DuplicateRequest, UserFacingError
 from core.events import Actor, ChannelKey, Platform, RoundRequest, SpecOptions
 from core.outcomes import Notice, RoundView
 from core.ports import Services
-from core.texts import say
+from core.texts import pick_language, say
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +119,8 @@ class InteractionHandlers:
         private = private or (report and not public_report)
         if not await acknowledge(interaction, ephemeral=private):
             return
-        view = InteractionRoundView(interaction, deferred_ephemeral=private)
+        lang = self.language(interaction)
+        view = InteractionRoundView(interaction, deferred_ephemeral=private, lang=lang)
         key, actor = interaction_key(interaction), interaction_actor(interaction)
         try:
             await self.services.desk.seen(actor, key.community)
@@ -127,10 +128,10 @@ class InteractionHandlers:
         except DuplicateRequest:
             await view.abandon()
         except UserFacingError as exc:
-            await view.say(exc.message, ephemeral=exc.ephemeral)
+            await view.say(exc.text(lang), ephemeral=exc.ephemeral)
         except Exception:
             log.exception("interaction %s (/%s) failed", interaction.id, _command_name(interaction))
-            await view.say(GENERIC_APOLOGY, ephemeral=True)
+            await view.say(say(lang, APOLOGY_ID), ephemeral=True)
         else:
             await view.say(notice.text, ephemeral=notice.ephemeral and not public_report)
             if notice.detail:  # for the asker's eyes only
@@ -150,10 +151,15 @@ class InteractionHandlers:
         except Exception:
             log.exception("could not record %s as seen", actor.user_id)
 
+    def language(self, interaction: discord.Interaction) -> str:
+        """The asker's client language when Easel speaks it, else the operator's default: for what the
+        adapter says itself (the core renders its own answers)."""
+        return pick_language(interaction.locale.value, None, self.gate.settings.language)
+
     async def _round(self, interaction: discord.Interaction, call: RoundCall, *, private: bool = False) -> None:
         if not await acknowledge(interaction, ephemeral=private):
             return
-        view = InteractionRoundView(interaction, deferred_ephemeral=private)
+        view = InteractionRoundView(interaction, deferred_ephemeral=private, lang=self.language(interaction))
         key, actor = interaction_key(interaction), interaction_actor(interaction)
 
         async def work() -> None:

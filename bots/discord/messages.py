@@ -41,7 +41,7 @@ class MessageHandler:
         request = await self._request(message, me.id)
         if request is None or not await self.gate.admit_message(self.client, message):
             return
-        view = MessageRoundView(message)
+        view = MessageRoundView(message, lang=self.gate.settings.language)
         with contextlib.suppress(discord.HTTPException):
             # "Request taken", before any other work; the status message (stage, elapsed time) follows.
             await message.channel.typing()

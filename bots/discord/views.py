@@ -16,7 +16,7 @@ import discord
 
 from bots.discord.common import DEFAULT_UPLOAD_LIMIT, Upload, clip, fitted_image, plain, sniff_extension
 from core import texts
-from core.errors import GENERIC_APOLOGY, DuplicateRequest, UserFacingError
+from core.errors import APOLOGY_ID, DuplicateRequest, UserFacingError
 from core.outcomes import Button, Preview, ProgressDefaults, Refusal, RoundInfo, RoundResult, Stage
 
 log = logging.getLogger(__name__)
@@ -35,7 +35,7 @@ class EaselButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=r"eas
     """A result button. The custom id carries the core's action (e.g. `reroll:42`), so presses work after a
     restart: discord.py matches the template, the database resolves the round."""
 
-    def __init__(self, action: str, label: str = "Reroll") -> None:
+    def __init__(self, action: str, label: str | None) -> None:
         super().__init__(discord.ui.Button(label=label, style=discord.ButtonStyle.secondary,
                                            custom_id=CUSTOM_ID_PREFIX + action))
         self.action = action
@@ -44,7 +44,7 @@ class EaselButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=r"eas
     async def from_custom_id(
         cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: re.Match[str], /
     ) -> EaselButton:
-        label = item.label if isinstance(item, discord.ui.Button) and item.label else "Reroll"
+        label = item.label if isinstance(item, discord.ui.Button) else None
         return cls(match["action"], label)
 
     async def callback(self, interaction: discord.Interaction) -> None:
@@ -137,13 +137,19 @@ class InteractionRoundView(ProgressDefaults):
     edit the original response; a late result (token about to expire) goes to the channel instead."""
 
     def __init__(self, interaction: discord.Interaction, *, deferred_ephemeral: bool = False,
-                 edit_interval: float = EDIT_INTERVAL, token_safe_age: timedelta = TOKEN_SAFE_AGE) -> None:
+                 edit_interval: float = EDIT_INTERVAL, token_safe_age: timedelta = TOKEN_SAFE_AGE,
+                 lang: str = texts.DEFAULT_LANGUAGE) -> None:
         self.interaction = interaction
         self.deferred_ephemeral = deferred_ephemeral  # how the "thinking" message was made
         self.finished = False  # deliver or refuse happened
         self.pace = Progress(edit_interval, QUEUE_INTERVAL)
+        self.pace.lang = lang  # the asker's until the core names the round's (`begin`)
         self._token_safe_age = token_safe_age
         self._progress_id: str | None = None
+
+    def language(self) -> str:
+        """The round's language once the core named it, else the asker's."""
+        return self.pace.lang
 
     def token_fresh(self) -> bool:
         return discord.utils.utcnow() - self.interaction.created_at < self._token_safe_age
@@ -267,11 +273,17 @@ class MessageRoundView(ProgressDefaults):
     """A round asked for by a chat message: answers are replies to it (no ping). Progress goes into one
     status message that the result then replaces."""
 
-    def __init__(self, message: discord.Message, *, edit_interval: float = EDIT_INTERVAL) -> None:
+    def __init__(self, message: discord.Message, *, edit_interval: float = EDIT_INTERVAL,
+                 lang: str = texts.DEFAULT_LANGUAGE) -> None:
         self.message = message
         self.finished = False
         self.status: discord.Message | None = None
         self.pace = Progress(edit_interval, QUEUE_INTERVAL)
+        self.pace.lang = lang  # a message carries no locale: the operator's default until `begin`
+
+    def language(self) -> str:
+        """The round's language once the core named it, else the default."""
+        return self.pace.lang
 
     def progress_message(self) -> str | None:
         return str(self.status.id) if self.status is not None else None
@@ -364,8 +376,8 @@ async def guarded(view: InteractionRoundView | MessageRoundView, work: Awaitable
         pass
     except UserFacingError as exc:
         if not view.finished:
-            await view.refuse(Refusal(exc.message, exc.reason, exc.ephemeral))
+            await view.refuse(Refusal(exc.text(view.language()), exc.reason, exc.ephemeral))
     except Exception:
         log.exception("%s failed", what)
         if not view.finished:
-            await view.refuse(Refusal(GENERIC_APOLOGY, "error", ephemeral=True))
+            await view.refuse(Refusal(texts.say(view.language(), APOLOGY_ID), "error", ephemeral=True))

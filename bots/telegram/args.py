@@ -15,25 +15,42 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from core.errors import BadRequest
 from core.events import UserRef
+from core.texts import say
 
 VERBS = ("show", "set", "grant", "default", "ban", "unban")
 NEEDS_NUMBER = ("set", "grant", "default")
 NEEDS_TARGET = ("set", "grant", "ban", "unban")
 
-USAGE = (
-    "Usage: /quota (your credits) · /quota <user> · /quota set <n> <user> · /quota grant <n> <user> · "
-    "/quota default <n> · /quota ban <user> · /quota unban <user>. Instead of <user> you can reply to one of "
-    "their messages; <user> is a numeric id or an @username."
-)
-NEED_TARGET = "Who do you mean? Reply to one of their messages with the command, or add their @username or id."
+USAGE = "tg.usage.quota"  # catalog ids (core/texts/locale/*/telegram.po)
+NEED_TARGET = "tg.quota.need_target"
 
 _USERNAME = re.compile(r"@[A-Za-z0-9_]{3,32}")
 _NUMBER = re.compile(r"[+-]?\d{1,9}")
 
 
-class UsageError(ValueError):
-    """The arguments don't fit `/quota`; the message is the usage text (safe to show)."""
+class UsageError(BadRequest):
+    """The arguments don't fit `/quota`: a catalog id (the usage text, safe to show), rendered in the asker's
+    language by `text(lang)`."""
+
+    reason = "usage"
+
+    def __init__(self, msg_id: str, /, *, usage: str | None = None, **params: object) -> None:
+        super().__init__(msg_id)
+        self.params.update(params)
+        self.usage = usage  # a usage id said after the message
+
+    def text(self, lang: str) -> str:
+        said = super().text(lang)
+        if self.usage is None:
+            return said
+        return said + ("" if said.endswith(("。", "！", "？")) else " ") + say(lang, self.usage)
+
+
+def verb_usage(verb: str) -> str:
+    """The usage id of one verb (`tg.usage.quota_set`), or of the whole command."""
+    return f"tg.usage.quota_{verb}" if verb in NEEDS_NUMBER + NEEDS_TARGET else USAGE
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,12 +60,12 @@ class QuotaCommand:
     user: UserRef | None = None  # named in the arguments; the adapter falls back to the replied-to author
 
 
-def parse_user(token: str) -> UserRef:
+def parse_user(token: str, verb: str = "show") -> UserRef:
     if _USERNAME.fullmatch(token):
         return UserRef(username=token[1:])
     if token.isdigit() or (token.startswith("-") and token[1:].isdigit()):
         return UserRef(user_id=token)
-    raise UsageError(f"“{token[:40]}” is not a user: use a numeric id or an @username. {USAGE}")
+    raise UsageError("tg.quota.not_a_user", token=token[:40], usage=verb_usage(verb))
 
 
 def parse_quota(args: list[str]) -> QuotaCommand:
@@ -64,8 +81,8 @@ def parse_quota(args: list[str]) -> QuotaCommand:
     amount = None
     if verb in NEEDS_NUMBER:
         if not rest or not _NUMBER.fullmatch(rest[0]):
-            raise UsageError(f"/quota {verb} needs a number. {USAGE}")
+            raise UsageError("tg.quota.needs_number", verb=verb)
         amount, rest = int(rest[0]), rest[1:]
     if len(rest) > 1 or (verb == "default" and rest):
-        raise UsageError(USAGE)
-    return QuotaCommand(verb, amount, parse_user(rest[0]) if rest else None)
+        raise UsageError(verb_usage(verb))
+    return QuotaCommand(verb, amount, parse_user(rest[0], verb) if rest else None)

@@ -174,7 +174,8 @@ class TelegramBot:
         thread = int(item.key.thread) if item.key.thread.isdigit() else None
         anchor = item.progress_message or ""
         reply = int(anchor) if anchor.isdigit() else None
-        return TelegramRoundView(self.application.bot, Where(chat, thread, reply, chat < 0), self.pacer)
+        return TelegramRoundView(self.application.bot, Where(chat, thread, reply, chat < 0), self.pacer,
+                                 lang=self.settings.language)  # until the core names the round's language
 
     async def _connect(self, app: AnyApplication) -> None:
         handlers = TelegramHandlers(

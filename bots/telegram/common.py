@@ -135,8 +135,7 @@ def input_image(bot: Bot, message: Message, hard_cap: int | None) -> InputImage 
             file = await bot.get_file(file_id)
         except BadRequest as error:
             if "too big" in str(error).lower():
-                raise BadInputImage("That file is too large for me to download from Telegram. Send a smaller "
-                                    "one.") from None
+                raise BadInputImage("tg.file.too_big") from None
             raise
         if file.file_size is not None and file.file_size > limit:
             raise_too_large(file.file_size, limit)

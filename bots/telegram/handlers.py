@@ -60,7 +60,7 @@ from bots.telegram.common import (
 from bots.telegram.mods import ModeratorCheck
 from bots.telegram.send import retrying, send_text
 from bots.telegram.view import CALLBACK_PREFIX, EditPacer, TelegramRoundView, Where, shown_round
-from core.errors import GENERIC_APOLOGY, DuplicateRequest, NotModerator, UserFacingError
+from core.errors import APOLOGY_ID, DuplicateRequest, NotModerator, UserFacingError
 from core.events import Actor, ChannelKey, DeskCommand, InputImage, RoundRequest, UserRef, Verb
 from core.flags import parse_flags
 from core.outcomes import Refusal
@@ -262,7 +262,7 @@ class TelegramHandlers:
         try:
             flags = parse_flags(prompt)
         except UserFacingError as error:  # an unknown flag or value: refused before anything is spent
-            await self._reply(message, error.text(_lang(actor)))
+            await self._reply(message, error.text(self._lang(actor.locale)))
             return
         parent: Parent = None
         image = input_image(self.bot, source, self.download_cap) if source is not None else None
@@ -323,7 +323,7 @@ class TelegramHandlers:
         actor = user_actor(query.from_user)
         await self.services.desk.seen(actor, key.community)
         where = Where(message.chat.id, thread, message.message_id, is_group(message.chat))
-        view = TelegramRoundView(self.bot, where, self.pacer)
+        view = TelegramRoundView(self.bot, where, self.pacer, lang=self._lang(actor.locale))
         action = query.data.removeprefix(CALLBACK_PREFIX)
         await self._run(update, self.services.rounds.press(action, key, actor, f"tg:cb:{query.id}", view), view)
 
@@ -343,7 +343,8 @@ class TelegramHandlers:
 
     def _view(self, message: Message) -> TelegramRoundView:
         where = Where(message.chat.id, thread_of(message), message.message_id, is_group(message.chat))
-        return TelegramRoundView(self.bot, where, self.pacer)
+        user = message.from_user
+        return TelegramRoundView(self.bot, where, self.pacer, lang=self._lang(user.language_code if user else None))
 
     async def _run(self, update: Update, round_: Awaitable[None], view: TelegramRoundView) -> None:
         """The core answers through the view and never raises user-facing errors; anything else is a bug:
@@ -354,7 +355,7 @@ class TelegramHandlers:
             log.exception("Telegram round failed outside the core")
             await self.report(update, error)
             try:
-                await view.refuse(Refusal(GENERIC_APOLOGY, "error", ephemeral=False))
+                await view.refuse(Refusal(say(view.language(), APOLOGY_ID), "error", ephemeral=False))
             except TelegramError:
                 log.warning("could not send the apology either")
         finally:
@@ -373,16 +374,18 @@ class TelegramHandlers:
 
     async def _answer(self, update: Update, message: Message, work: Awaitable[str]) -> None:
         """Run a command and reply with its text: user-facing errors say what happened, others apologise."""
+        user = message.from_user
+        lang = self._lang(user.language_code if user else None)  # the asker's: the core's answers come rendered
         try:
             text = await work
         except DuplicateRequest:
             return
-        except (UserFacingError, UsageError) as error:
-            text = error.message if isinstance(error, UserFacingError) else str(error)
+        except UserFacingError as error:
+            text = error.text(lang)
         except Exception as error:
             log.exception("Telegram command failed")
             await self.report(update, error)
-            text = GENERIC_APOLOGY
+            text = say(lang, APOLOGY_ID)
         if text:
             await self._reply(message, text)
 
@@ -398,14 +401,14 @@ class TelegramHandlers:
         key = message_key(message)
         target = replied(message)
         if target is None:
-            return say(_lang(actor), "round.cancel_which")
+            return say(self._lang(actor.locale), "round.cancel_which")
         return (await self.services.rounds.cancel(key, actor, str(target.message_id))).text
 
     async def _language(self, update: Update, message: Message, args: list[str]) -> str:
         """`/language` shows the community's language; `/language auto|en|zh` sets it (moderators)."""
         choice = args[0].lower() if args else None
         if len(args) > 1 or (choice is not None and choice not in LANGUAGES):
-            return say(_lang(actor_for(message)), "tg.usage.language")
+            return say(self._lang(actor_for(message).locale), "tg.usage.language")
         actor = actor_for(message, await self.mods.is_moderator(message) if choice else False)
         key = message_key(message)
         await self.services.desk.seen(actor, key.community)
@@ -453,7 +456,7 @@ class TelegramHandlers:
         user = message.from_user
         if user is None or is_anonymous_admin(message):
             return notice.text  # an anonymous admin has no private chat
-        lang = pick_language(actor.locale, None, self.settings.language)
+        lang = self._lang(actor.locale)
         try:
             await send_text(self.bot, self.pacer.gate, user.id, notice.detail)
         except (Forbidden, BadRequest) as error:  # they never started the bot (403), or the chat is gone
@@ -464,16 +467,17 @@ class TelegramHandlers:
         return f"{notice.text}\n\n{hint}"
 
     async def _help(self, message: Message) -> str:
-        await self.services.desk.seen(actor_for(message), str(message.chat.id))
-        return self.services.desk.help_text(TELEGRAM, "en")
+        actor = actor_for(message)
+        await self.services.desk.seen(actor, str(message.chat.id))
+        return self.services.desk.help_text(TELEGRAM, self._lang(actor.locale))
+
+    def _lang(self, locale: str | None) -> str:
+        """The asker's client language when Easel speaks it, else the operator's default: for words the
+        adapter says itself (the core renders its own answers in the community's language too)."""
+        return pick_language(locale, None, self.settings.language)
 
 
 LANGUAGES = ("auto", "en", "zh")
-
-
-def _lang(actor: Actor) -> str:
-    """The asker's client language, for words the adapter says before the core is asked."""
-    return "zh" if (actor.locale or "").lower().startswith("zh") else "en"
 
 
 def _has_command(message: Message) -> bool:

@@ -61,13 +61,16 @@ TICKER_LIFETIME = 3600.0  # a ticker whose round never ended on this view (a shu
 CALLBACK_PREFIX = "e:"
 CALLBACK_DATA_LIMIT = 64  # bytes
 REROLL_PREFIX = CALLBACK_PREFIX + "reroll:"
-PREVIEW_CAPTION = "Drawing… (preview)"
-WORKING = "Working on it…"
 
 Fit = Callable[..., tuple[bytes, str, str]]
 
 
-queued_text = texts.queued  # wording lives in the core
+def queued_text(lang: str, position: int) -> str:
+    """The waiting message for a 1-based place in the provider queue, in `lang`."""
+    ahead = position - 1
+    if ahead <= 0:
+        return texts.say(lang, "progress.next")
+    return texts.say(lang, "tg.progress.ahead", count=ahead)
 
 
 def keyboard(buttons: tuple[Button, ...]) -> InlineKeyboardMarkup | None:
@@ -152,8 +155,12 @@ class Where:
 
 
 class TelegramRoundView(ProgressDefaults):
-    def __init__(self, bot: Bot, where: Where, pacer: EditPacer, fit: Fit = pictures.fit_for_upload) -> None:
+    def __init__(
+        self, bot: Bot, where: Where, pacer: EditPacer, fit: Fit = pictures.fit_for_upload,
+        lang: str = texts.DEFAULT_LANGUAGE,
+    ) -> None:
         self.bot = bot
+        self.lang = lang  # the asker's language until the core names the round's (RoundInfo.lang)
         self.where = where
         self.pacer = pacer
         self.gate = pacer.gate
@@ -208,8 +215,8 @@ class TelegramRoundView(ProgressDefaults):
             return  # once the ticker shows the round, it shows the position too
         if self._placeholder is None:
             self._placeholder = await send_text(
-                self.bot, self.gate, self.where.chat_id, queued_text(position), reply_to_id=self.where.reply_to_id,
-                thread_id=self.where.thread_id, reply_markup=self._cancel_markup(),
+                self.bot, self.gate, self.where.chat_id, queued_text(self.language(), position),
+                reply_to_id=self.where.reply_to_id, thread_id=self.where.thread_id, reply_markup=self._cancel_markup(),
             )
             self._shown_position, self._edited_at = position, self.pacer.clock()
             return
@@ -219,7 +226,7 @@ class TelegramRoundView(ProgressDefaults):
         if self.pacer.clock() - self._edited_at < QUEUE_EDIT_INTERVAL:
             return
         self._shown_position, self._edited_at = position, self.pacer.clock()
-        await self._edit_text(queued_text(position))
+        await self._edit_text(queued_text(self.language(), position))
 
     async def started(self) -> None:
         """The image is being made: the chat action starts now; a waiting message says so (one edit)."""
@@ -230,7 +237,7 @@ class TelegramRoundView(ProgressDefaults):
                 return  # the ticker already shows the round: "Thinking…" at its next allowed edit
             if self._placeholder is not None and self._placeholder.text and self._shown_position is not None:
                 self._shown_position, self._edited_at = None, self.pacer.clock()
-                await self._edit_text(WORKING)
+                await self._edit_text(texts.say(self.language(), "progress.working"))
 
     async def partial(self, preview: Preview) -> None:
         async with self._lock:
@@ -241,11 +248,12 @@ class TelegramRoundView(ProgressDefaults):
             return
         where = self.where
         try:
+            caption = texts.say(self.language(), "progress.preview")
             if self._placeholder is None:
                 self._placeholder = await self.bot.send_photo(
                     where.chat_id,
                     preview.image,
-                    caption=PREVIEW_CAPTION,
+                    caption=caption,
                     reply_markup=self._cancel_markup(),
                     reply_parameters=reply_to(where.reply_to_id),
                     message_thread_id=where.thread_id,
@@ -253,7 +261,7 @@ class TelegramRoundView(ProgressDefaults):
                 )
             else:
                 edited = await self.bot.edit_message_media(
-                    InputMediaPhoto(preview.image, caption=PREVIEW_CAPTION, filename="preview.png"),
+                    InputMediaPhoto(preview.image, caption=caption, filename="preview.png"),
                     chat_id=where.chat_id,
                     message_id=self._placeholder.message_id,
                     reply_markup=self._cancel_markup(),
@@ -405,7 +413,7 @@ class TelegramRoundView(ProgressDefaults):
             return True
 
     def _tick_text(self, elapsed: float) -> str:
-        lang, clock = self._lang(), elapsed_text(elapsed)
+        lang, clock = self.language(), elapsed_text(elapsed)
         if self._position is not None:
             ahead = self._position - 1
             if ahead <= 0:
@@ -503,7 +511,7 @@ class TelegramRoundView(ProgressDefaults):
                 self.where.chat_id,
                 lambda: self.bot.send_document(
                     self.where.chat_id, result.image,
-                    caption=clip(texts.say(self._lang(), "tg.file.caption", number=result.number), CAPTION_LIMIT),
+                    caption=clip(texts.say(self.language(), "tg.file.caption", number=result.number), CAPTION_LIMIT),
                     reply_parameters=reply_to(message.message_id), message_thread_id=self.where.thread_id,
                     filename=f"easel-{result.number}.{pictures.extension_for(result.mime)}",
                     disable_content_type_detection=True,
@@ -511,8 +519,9 @@ class TelegramRoundView(ProgressDefaults):
                 "sendDocument",
             )
 
-    def _lang(self) -> str:
-        return self.info.lang if self.info is not None else "en"
+    def language(self) -> str:
+        """The language this round is shown in: the round's once the core names it, else the asker's."""
+        return self.info.lang if self.info is not None else self.lang
 
     async def _send_photo_fitted(self, result: RoundResult) -> Message:
         data, mime, ext = result.image, result.mime, pictures.extension_for(result.mime)

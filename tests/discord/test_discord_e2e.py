@@ -17,9 +17,9 @@ from PIL import Image
 from bots.discord.bot import DiscordBot
 from bots.process.app import Core, open_core
 from bots.process.config import Settings
-from core.errors import GENERIC_APOLOGY, FatalPlatformError, SafetyRefusal
+from core.errors import APOLOGY_ID, FatalPlatformError, SafetyRefusal
 from core.ports import Services
-from core.texts import NOT_MODERATOR
+from core.texts import say
 from tests.discord.discord_support import (
     ErrorLog,
     World,
@@ -205,7 +205,7 @@ async def test_quota_verbs_by_a_member_are_refused_and_change_nothing(env: Env, 
     for sub, options in verbs:
         interaction = await fake.slash_command(world.guild.channel, world.alice, "quota", options, subcommand=sub)
         shown = await answer(fake, interaction)
-        assert shown["content"] == NOT_MODERATOR and fake.is_ephemeral(shown)
+        assert shown["content"] == say("en", "desk.not_moderator") and fake.is_ephemeral(shown)
     assert "You have 3 credits left today" in await env.quota(world.bob, "show")
     assert (await env.delivered(await env.imagine(world.bob, "still allowed")))["attachments"]
 
@@ -277,7 +277,7 @@ async def test_a_rejected_upload_is_refunded_and_apologised_for(
     await fake.wait_for("413 edit_message")  # the progress message could not become the result
     await env.settle()
     apology = fake.calls_to("edit_message")[-1]
-    assert apology.params["content"] == GENERIC_APOLOGY
+    assert apology.params["content"] == say("en", APOLOGY_ID)
     assert "You have 2 credits left today" in await env.quota(world.alice, "show")  # only #1 was charged
     assert any("round 2 failed" in line for line in error_log.take())
 

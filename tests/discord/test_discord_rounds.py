@@ -10,9 +10,10 @@ import os
 from PIL import Image
 
 from bots.discord.bot import DiscordBot
-from core.errors import GENERIC_APOLOGY
+from core.errors import APOLOGY_ID
 from core.events import ChannelKey, Platform, Quality, Size, SpecOptions
 from core.outcomes import Refusal
+from core.texts import say
 from tests.discord.discord_support import (
     ErrorLog,
     StartBot,
@@ -139,7 +140,7 @@ async def test_unexpected_error_answers_the_generic_apology_only(
     services.error = RuntimeError("secret internals: /var/lib/easel token=abc")
     await fake.slash_command(world.guild.channel, world.alice, "imagine", {"prompt": "a fox"})
     followup = await fake.wait_for("followup")
-    assert followup.params["content"] == GENERIC_APOLOGY
+    assert followup.params["content"] == say("en", APOLOGY_ID)
     assert all("secret internals" not in str(payload_of(c)) for c in fake.sends())
     assert any("failed" in line for line in error_log.take())
 

@@ -20,12 +20,13 @@ import sqlite3
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from core.errors import GENERIC_APOLOGY, DuplicateRequest, NotModerator, UserFacingError
+from core.errors import APOLOGY_ID, DuplicateRequest, NotModerator, UserFacingError
 from core.events import Actor, ChannelKey, DeskCommand, Platform, RoundRequest, Verb
 from core.outcomes import Button, Notice, Preview, Refusal, RoundInfo, RoundResult, RoundView, Stage
 from core.ports import Services
 from core.records import PendingNotice, Round
 from core.spec import Background
+from core.texts import say
 from tests.fakes.fake_provider import png
 
 MODERATOR_VERBS = frozenset({Verb.SET, Verb.GRANT, Verb.DEFAULT, Verb.BAN, Verb.UNBAN})
@@ -242,14 +243,14 @@ class FakeServices:
                 return
             except Exception as error:  # the core logs it and apologises
                 self.fetched.append(error)
-                await self._refuse(view, Refusal(GENERIC_APOLOGY, "error"))
+                await self._refuse(view, Refusal(say(self.lang, APOLOGY_ID), "error"))
                 return
         if self.refusal is not None and self.refuse_early:
             await self._refuse(view, self.refusal)
             return
         self._rounds += 1
         number = self._rounds
-        info = RoundInfo(number, number, self.lang, Button("Cancel", f"cancel:{number}"))
+        info = RoundInfo(number, number, self.lang, Button(say(self.lang, "button.cancel"), f"cancel:{number}"))
         self.infos.append(info)
         await view.begin(info)
         for position in self.positions:
@@ -276,7 +277,8 @@ class FakeServices:
         result = RoundResult(
             round_id=number, number=number, image=self.result_image, width=width, height=height,
             caption=self.caption.format(n=number, prompt=request.prompt), credits_left=9,
-            buttons=(Button("Reroll", f"reroll:{number}"),), send_file=request.send_file, transparent=transparent,
+            buttons=(Button(say(self.lang, "button.reroll"), f"reroll:{number}"),), send_file=request.send_file,
+            transparent=transparent,
         )
         self.results.append(result)
         try:

@@ -12,9 +12,10 @@ import pytest
 from PIL import Image
 
 from bots.telegram.bot import TelegramBot
-from core.errors import GENERIC_APOLOGY, BadInputImage
+from core.errors import APOLOGY_ID, BadInputImage
 from core.events import ChannelKey, Platform, RoundRequest
 from core.outcomes import Button, Refusal, RoundInfo, RoundView
+from core.texts import say
 from tests.fakes.fake_provider import png
 from tests.fakes.fake_telegram import FakeTelegram
 from tests.telegram.conftest import StartBot
@@ -453,7 +454,7 @@ async def test_unexpected_errors_get_the_generic_apology_never_their_text(
     bot.application.error_handlers.clear()  # type: ignore[union-attr]  # this error is expected, not a test failure
     await tg.send_message(group, tg.user("Ann"), "/imagine anything")
     sent = await tg.wait_for("sendMessage")
-    assert sent.params["text"] == GENERIC_APOLOGY
+    assert sent.params["text"] == say("en", APOLOGY_ID)
     await bot.idle()
     logged = error_log.take()
     assert logged and "hunter2" not in sent.params["text"]
