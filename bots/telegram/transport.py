@@ -37,9 +37,10 @@ also already a dependency (Easel's web server, discord.py), so it adds no HTTP s
 copy of PTB's HTTPXRequest code, kept in step with PTB by hand.
 
 The limiter: `rate_limiter()` is PTB's `AIORateLimiter` (aiolimiter's leaky buckets): about 30 requests a
-second to chats overall and 20 a minute per group or channel (negative chat id), edits and chat actions
-included, before Telegram answers 429 (platform-limits T-b, T-c). Read-only and set-up calls (getChatMember,
-getFile, ...) are not messages and skip it. It costs about 5 µs of CPU per call, measured alone (4.3 µs for a
+second to chats overall and 20 a minute per group or channel (negative chat id), edits included, before
+Telegram answers 429 (platform-limits T-b, T-c). Read-only and set-up calls (getChatMember, getFile, ...) and
+chat actions (a passing "sending a photo…" indicator) are not messages and skip it: counting chat actions
+would halve the images a second a bot may send. It costs about 5 µs of CPU per call, measured alone (4.3 µs for a
 private chat, 5.2 µs for a group, whose calls pass two buckets), against about 410 µs for the call itself.
 `max_retries=0`: a 429 is Easel's to handle, per chat (`bots.telegram.send.FloodGate` holds the chat for
 `retry_after`, then retries), so the limiter neither sleeps on a RetryAfter nor pauses every chat for one
@@ -252,6 +253,7 @@ UNTHROTTLED = frozenset({
     "getMe", "getUpdates", "getFile", "getChat", "getChatMember", "getChatAdministrators", "getChatMemberCount",
     "getMyCommands", "setMyCommands", "deleteMyCommands", "getWebhookInfo", "setWebhook", "deleteWebhook",
     "answerCallbackQuery", "logOut", "close",
+    "sendChatAction",  # an "uploading a photo…" indicator, not a message: it must not halve the messages a second
 })
 
 

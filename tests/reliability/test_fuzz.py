@@ -81,6 +81,7 @@ def _tg_case() -> st.SearchStrategy[dict[str, Any]]:
     })
 
 
+@pytest.mark.usefixtures("unpaced_groups")  # hostile input is the subject, not the 20-a-minute group pacing
 @pytest.mark.parametrize("count", [FAST, pytest.param(SLOW, marks=pytest.mark.slow, id="10000")])
 async def test_fuzzed_telegram_updates(tmp_path: Path, errors: Errors, count: int) -> None:
     cases = collect(_tg_case(), count)
