@@ -21,7 +21,7 @@ from core.ports import GeneratedImage, ImageJob, ProviderEvents, Usage
 from core.provider.classify import Failure, InBand, Progress, stopped
 from core.provider.options import ProviderOptions
 from core.provider.retries import CallContext, with_retries
-from core.provider.uploads import decode, pictures, prepare
+from core.provider.uploads import decode_off_loop, pictures, prepare
 
 PARAMS = ("size", "quality", "background", "output_format")
 
@@ -85,7 +85,7 @@ class ImagesProvider:
             if first is None or not first.b64_json:
                 raise InBand(Failure(ProviderRejected("provider.no_image")))
             progress.output = True
-            return GeneratedImage(image=decode(first.b64_json), usage=images_usage(answer.usage),
+            return GeneratedImage(image=await decode_off_loop(first.b64_json), usage=images_usage(answer.usage),
                                   request_id=progress.request_id)
 
         return await with_retries(self._options.policy(), CallContext(job.round_id, self.route), attempt)
@@ -100,9 +100,9 @@ class ImagesProvider:
             async for event in stream:
                 if isinstance(event, ImageGenPartialImageEvent | ImageEditPartialImageEvent):
                     progress.output = True
-                    await events.partial(decode(event.b64_json), event.partial_image_index)
+                    await events.partial(await decode_off_loop(event.b64_json), event.partial_image_index)
                 elif isinstance(event, ImageGenCompletedEvent | ImageEditCompletedEvent):
                     progress.output = True
-                    return GeneratedImage(image=decode(event.b64_json), usage=images_usage(event.usage),
+                    return GeneratedImage(image=await decode_off_loop(event.b64_json), usage=images_usage(event.usage),
                                           request_id=progress.request_id)
         raise InBand(Failure(stopped()))

@@ -27,7 +27,7 @@ from openai.types.responses.response_output_item import ImageGenerationCall
 from core.errors import ProviderError, ProviderRejected
 from core.ports import GeneratedImage, ProviderEvents, Usage
 from core.provider.classify import Failure, InBand, Progress, classify_code, safety, stopped
-from core.provider.uploads import decode
+from core.provider.uploads import decode, decode_off_loop
 
 THINKING = "thinking"
 DRAWING = "drawing"
@@ -96,7 +96,7 @@ class Reader:
             self.progress.output = True
             if event.partial_image_index > self.shown_partials:
                 self.shown_partials = event.partial_image_index
-                await self.events.partial(decode(event.partial_image_b64), event.partial_image_index)
+                await self.events.partial(await decode_off_loop(event.partial_image_b64), event.partial_image_index)
         elif isinstance(event, ResponseOutputItemDoneEvent):
             if isinstance(event.item, ImageGenerationCall):
                 self.take_call(event.item)

@@ -47,6 +47,16 @@ async def prepare(images: list[tuple[bytes, str]], max_bytes: int) -> list[Uploa
     return prepared
 
 
+OFF_LOOP_CHARS = 256_000  # base64 longer than this (about 190 KB of image) is decoded off the event loop
+
+
+async def decode_off_loop(data: str) -> bytes:
+    """A full-size image's base64 takes milliseconds to decode: a thread does it, the loop stays free."""
+    if len(data) > OFF_LOOP_CHARS:
+        return await asyncio.to_thread(decode, data)
+    return decode(data)
+
+
 def decode(data: str) -> bytes:
     try:
         return base64.b64decode(data, validate=True)
