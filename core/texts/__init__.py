@@ -59,40 +59,15 @@ def normalise(code: str | None) -> str | None:
     return code.replace("_", "-").split("-")[0].lower() or None
 
 
-
-# Transitional: the pre-catalog helpers, until every caller speaks in message ids.
-from core.texts.legacy import (  # noqa: E402
-    EMPTY_PROMPT,
-    INTERRUPTED,
-    MAX_CAPTION_PROMPT,
-    NOT_MODERATOR,
-    REPLY_HINT,
-    SHUTTING_DOWN,
-    STOPPED_MIDWAY,
-    caption,
-    credits_phrase,
-    help_text,
-    queued,
-    snippet,
-)
+# The English wording of the moderator refusal, for a test that compares answers with it (tests/reliability).
+NOT_MODERATOR = say(DEFAULT_LANGUAGE, "desk.not_moderator")
 
 __all__ = [
     "AUTO",
     "DEFAULT_LANGUAGE",
-    "EMPTY_PROMPT",
-    "INTERRUPTED",
-    "MAX_CAPTION_PROMPT",
     "NOT_MODERATOR",
-    "REPLY_HINT",
-    "SHUTTING_DOWN",
-    "STOPPED_MIDWAY",
-    "caption",
-    "credits_phrase",
-    "help_text",
     "languages",
     "normalise",
     "pick_language",
-    "queued",
     "say",
-    "snippet",
 ]
