@@ -43,3 +43,31 @@ def test_importing_core_loads_no_platform_library() -> None:
 def test_no_module_shadows_a_library() -> None:
     names = {p.stem for p in ROOT.glob("*/*.py")} | {p.name for p in ROOT.iterdir() if p.is_dir()}
     assert not names & {"discord", "telegram", "openai"}
+
+
+# What adapters may use of the core: the values that cross the seam, the ports, the error tree, the words, the
+# image options and records they render, their settings, and the Pillow helpers that fit a result to their
+# platform's upload limits. The services themselves (rounds, desk, store, provider routes) are reached only
+# through `core.ports.Services`, built by the composition root (bots/process), which is exempt.
+SEAM = {"core.events", "core.outcomes", "core.ports", "core.errors", "core.texts", "core.texts.commands",
+        "core.flags", "core.spec", "core.records", "core.settings", "core.provider.pictures"}
+
+
+def core_imports(path: Path) -> set[str]:
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names if alias.name.split(".")[0] == "core")
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            if node.module in {"core", "core.provider"}:
+                found.update(f"{node.module}.{alias.name}" for alias in node.names)
+            elif node.module.split(".")[0] == "core":
+                found.add(node.module)
+    return found
+
+
+def test_adapters_import_only_the_cores_public_seam() -> None:
+    adapters = [*(ROOT / "bots" / "telegram").rglob("*.py"), *(ROOT / "bots" / "discord").rglob("*.py"),
+                ROOT / "bots" / "console.py"]
+    offenders = {str(p.relative_to(ROOT)): sorted(core_imports(p) - SEAM) for p in adapters}
+    assert {k: v for k, v in offenders.items() if v} == {}
