@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import re
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
@@ -313,3 +314,52 @@ def _key(world: World) -> Any:
     from core.events import ChannelKey, Platform
 
     return ChannelKey(Platform.DISCORD, str(world.guild.id), str(world.guild.channel.id))
+
+
+async def test_a_chinese_speaking_member_sees_the_whole_round_in_chinese(
+    fake: FakeDiscord, world: World, tmp_path: Path, provider: FakeProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Queued, stage, preview, result caption and buttons for a `zh-CN` client, through discord.py and the real
+    core, while an English-speaking member of the same server is answered in English at the same time."""
+    base = fake._interaction_base
+
+    def with_locale(kind: int, channel: Any, user: Any, **kw: Any) -> FakeInteraction:
+        found = base(kind, channel, user, **kw)
+        if user is world.bob.user:
+            found.payload["locale"] = "zh-CN"
+        return found
+
+    monkeypatch.setattr(fake, "_interaction_base", with_locale)
+    env = Env(fake, world, provider, discord_settings(fake, tmp_path, EASEL_PROVIDER_CONCURRENCY="1"))
+    provider.partials, provider.gate = 1, asyncio.Event()
+    await env.open()
+    try:
+        english = await env.imagine(world.alice, "a red fox")
+        await fake.wait_until(lambda: bool(provider.jobs), what="Alice's round holds the only provider slot")
+        chinese = await env.imagine(world.bob, "雪地里的一只红狐狸")
+        await fake.wait_until(lambda: any(c.params["_path"].get("token") == chinese.token
+                                          for c in fake.calls_to("edit_original")), what="Bob is queued")
+        provider.gate.set()
+        await env.delivered(english)
+        await env.delivered(chinese)
+    finally:
+        await env.close()
+
+    def shown(interaction: FakeInteraction) -> list[str]:
+        words: list[str] = []
+        for call in fake.calls_to("edit_original"):
+            if call.params["_path"].get("token") == interaction.token:
+                words.append(str(call.params.get("content") or ""))
+                words += [str(c.get("label") or "") for row in call.params.get("components") or []
+                          for c in row.get("components", [])]
+        return [w for w in words if w]
+
+    seen = shown(chinese)
+    assert say("zh", "progress.next") in seen  # queued
+    assert any(s.startswith(say("zh", "progress.thinking", elapsed="")) for s in seen)  # running
+    assert say("zh", "progress.preview") in seen
+    assert say("zh", "button.cancel") in seen and say("zh", "button.reroll") in seen
+    assert any("雪地里的一只红狐狸 · " in s for s in seen), seen  # the result's caption
+    latin = [w for s in seen for w in re.findall(r"[A-Za-z]{2,}", re.sub(r"<t:\d+:R>", "", s)) if w != "Easel"]
+    assert latin == [], seen
+    assert "Reroll" in shown(english) and any("a red fox · " in s for s in shown(english))

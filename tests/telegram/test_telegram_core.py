@@ -4,6 +4,7 @@ and back out to the fake Bot API. Credits are read back through `/quota`, as a u
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
@@ -407,3 +408,58 @@ async def test_album_with_the_real_core_and_too_many_photos(rig: Rig) -> None:
     assert refusal.params["text"] == say("en", "round.too_many_images", count=4)
     assert len(rig.provider.jobs) == 1  # refused before anything was spent
     assert await rig.ask(chat, ann, "/quota") == before
+
+
+ENGLISH_WORD = re.compile(r"[A-Za-z]{2,}")
+
+
+def english_words(texts: list[str]) -> list[str]:
+    """Latin words a Chinese-speaking member would read, besides the brand name (numbers are digits)."""
+    return [w for t in texts for w in ENGLISH_WORD.findall(t) if w != "Easel"]
+
+
+async def test_a_chinese_speaking_member_sees_the_whole_round_in_chinese(
+    tg: FakeTelegram, tg_settings: Callable[..., Settings], start_bot: StartBot
+) -> None:
+    """Queued, working, preview, result caption and buttons for `language_code` zh-hans, through PTB and the real
+    core, while an English-speaking member is answered in English at the same time."""
+    gate = asyncio.Event()
+    provider = FakeProvider(partials=1, gate=gate)
+    async with AsyncExitStack() as stack:
+        settings = tg_settings(EASEL_PROVIDER_CONCURRENCY="1", EASEL_SHUTDOWN_GRACE="1")
+        bot = await Rig(tg, provider, settings, start_bot, stack).boot(preview_interval=0)
+        bob, li = tg.user("Bob"), {**tg.user("Li"), "language_code": "zh-hans"}
+        english, chinese = tg.group_chat("Painters"), tg.group_chat("画室")
+        await tg.send_message(english, bob, "/imagine a red fox")
+        await tg.wait_for("sendChatAction")  # Bob's round holds the only provider slot
+        await tg.send_message(chinese, li, "/imagine 雪地里的一只红狐狸")
+        await tg.wait_for("sendMessage")  # Li waits behind it
+        gate.set()
+        await tg.wait_for("editMessageMedia", 2)  # each round: its preview becomes its result
+        await asyncio.wait_for(bot.idle(), 5)
+        await bot.stop()
+
+    def shown_in(chat: dict[str, Any]) -> list[str]:
+        shown: list[str] = []
+        for call in tg.calls:
+            params = call.params
+            if params.get("chat_id") not in (chat["id"], str(chat["id"])):
+                continue
+            shown += [str(params[k]) for k in ("text", "caption") if params.get(k)]
+            media = params.get("media")
+            if isinstance(media, dict) and media.get("caption"):
+                shown.append(str(media["caption"]))
+            markup = params.get("reply_markup")
+            if isinstance(markup, dict):
+                shown += [str(b["text"]) for row in markup.get("inline_keyboard", []) for b in row]
+        return shown
+
+    seen = shown_in(chinese)
+    assert say("zh", "progress.next") in seen  # queued
+    assert say("zh", "progress.working") in seen  # running
+    assert say("zh", "progress.preview") in seen  # the preview
+    assert say("zh", "button.cancel") in seen and say("zh", "button.reroll") in seen
+    assert any("雪地里的一只红狐狸 · " in s for s in seen), seen  # the result's caption
+    assert english_words(seen) == [], seen
+    assert any(s.startswith("#1 · a red fox · 9 credits left today") for s in shown_in(english))
+    assert "Reroll" in shown_in(english)
