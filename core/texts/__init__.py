@@ -59,13 +59,9 @@ def normalise(code: str | None) -> str | None:
     return code.replace("_", "-").split("-")[0].lower() or None
 
 
-# The English wording of the moderator refusal, for a test that compares answers with it (tests/reliability).
-NOT_MODERATOR = say(DEFAULT_LANGUAGE, "desk.not_moderator")
-
 __all__ = [
     "AUTO",
     "DEFAULT_LANGUAGE",
-    "NOT_MODERATOR",
     "languages",
     "normalise",
     "pick_language",

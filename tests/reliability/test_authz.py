@@ -11,13 +11,14 @@ from typing import Any
 
 import pytest
 
-from core.texts import NOT_MODERATOR
+from core.texts import say
 from tests.fakes.fake_discord import MANAGE_GUILD, MEMBER_PERMISSIONS, FakeUser
 from tests.fakes.fake_provider import FakeProvider
 from tests.fakes.fake_telegram import ANONYMOUS_ADMIN_ID
 from tests.reliability.conftest import dump_db, settle, write_summary
 from tests.reliability.stacks import discord_stack, telegram_stack, tg_text
 
+NOT_MODERATOR = say("en", "desk.not_moderator")
 VERBS = ("show", "set", "grant", "default", "ban", "unban")
 ALLOW, DENY, IGNORE = "allow", "deny", "ignore"
 
