@@ -17,10 +17,10 @@ from bots.discord.common import (
 )
 from bots.discord.communities import CommunityGate
 from bots.discord.views import InteractionRoundView, guarded, result_round
-from core.errors import APOLOGY_ID, DuplicateRequest, UserFacingError
 from core.events import Actor, ChannelKey, Platform, RoundRequest, SpecOptions
-from core.outcomes import Notice, RoundView
+from core.outcomes import Notice, Refusal, RoundView
 from core.ports import Services
+from core.safety import answered
 from core.texts import pick_language, say
 
 log = logging.getLogger(__name__)
@@ -122,20 +122,26 @@ class InteractionHandlers:
         lang = self.language(interaction)
         view = InteractionRoundView(interaction, deferred_ephemeral=private, lang=lang)
         key, actor = interaction_key(interaction), interaction_actor(interaction)
-        try:
+        refused = False
+
+        async def work() -> Notice:
             await self.services.desk.seen(actor, key.community)
-            notice = await call(key, actor, interaction_idempotency_key(interaction))
-        except DuplicateRequest:
-            await view.abandon()
-        except UserFacingError as exc:
-            await view.say(exc.text(lang), ephemeral=exc.ephemeral)
-        except Exception:
-            log.exception("interaction %s (/%s) failed", interaction.id, _command_name(interaction))
-            await view.say(say(lang, APOLOGY_ID), ephemeral=True)
-        else:
-            await view.say(notice.text, ephemeral=notice.ephemeral and not public_report)
-            if notice.detail:  # for the asker's eyes only
-                await view.say(notice.detail, ephemeral=True, followup=True)
+            return await call(key, actor, interaction_idempotency_key(interaction))
+
+        async def refuse(refusal: Refusal) -> None:
+            nonlocal refused
+            refused = True
+            await view.say(refusal.text, ephemeral=refusal.ephemeral)
+
+        what = f"interaction {interaction.id} (/{_command_name(interaction)})"
+        notice = await answered(work(), lang=lang, refuse=refuse, what=what)
+        if notice is None:
+            if not refused:  # a redelivery: take back the "thinking…" and say nothing
+                await view.abandon()
+            return
+        await view.say(notice.text, ephemeral=notice.ephemeral and not public_report)
+        if notice.detail:  # for the asker's eyes only
+            await view.say(notice.detail, ephemeral=True, followup=True)
 
     async def help(self, interaction: discord.Interaction) -> None:
         # Pure text: answering directly is the acknowledgement.

@@ -16,8 +16,8 @@ import discord
 
 from bots.discord.common import DEFAULT_UPLOAD_LIMIT, Upload, clip, fitted_image, plain, sniff_extension
 from core import texts
-from core.errors import APOLOGY_ID, DuplicateRequest, UserFacingError
 from core.outcomes import Button, Preview, ProgressDefaults, Refusal, RoundInfo, RoundResult, Stage
+from core.safety import answered
 
 log = logging.getLogger(__name__)
 
@@ -368,16 +368,11 @@ async def result_upload(result: RoundResult, limit: int) -> Upload:
 
 
 async def guarded(view: InteractionRoundView | MessageRoundView, work: Awaitable[None], what: str) -> None:
-    """Await a round's core call. The core answers through the view; this is the safety net for what escapes
-    it: a duplicate says nothing, a user-facing error is shown, anything else is logged and apologised for."""
-    try:
-        await work
-    except DuplicateRequest:
-        pass
-    except UserFacingError as exc:
+    """Await a round's core call. The core answers through the view; the shared safety net catches what
+    escapes it (an answer the view already gave is not replaced)."""
+
+    async def refuse(refusal: Refusal) -> None:
         if not view.finished:
-            await view.refuse(Refusal(exc.text(view.language()), exc.reason, exc.ephemeral))
-    except Exception:
-        log.exception("%s failed", what)
-        if not view.finished:
-            await view.refuse(Refusal(texts.say(view.language(), APOLOGY_ID), "error", ephemeral=True))
+            await view.refuse(refusal)
+
+    await answered(work, lang=view.language(), refuse=refuse, what=what)

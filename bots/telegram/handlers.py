@@ -60,11 +60,12 @@ from bots.telegram.common import (
 from bots.telegram.mods import ModeratorCheck
 from bots.telegram.send import retrying, send_text
 from bots.telegram.view import CALLBACK_PREFIX, EditPacer, TelegramRoundView, Where, shown_round
-from core.errors import APOLOGY_ID, DuplicateRequest, NotModerator, UserFacingError
+from core.errors import NotModerator, UserFacingError
 from core.events import Actor, ChannelKey, DeskCommand, InputImage, RoundRequest, UserRef, Verb
 from core.flags import parse_flags
 from core.outcomes import Refusal
 from core.ports import Services
+from core.safety import answered
 from core.texts import pick_language, say
 
 log = logging.getLogger(__name__)
@@ -347,17 +348,10 @@ class TelegramHandlers:
         return TelegramRoundView(self.bot, where, self.pacer, lang=self._lang(user.language_code if user else None))
 
     async def _run(self, update: Update, round_: Awaitable[None], view: TelegramRoundView) -> None:
-        """The core answers through the view and never raises user-facing errors; anything else is a bug:
-        log it, apologise, and never show the exception."""
+        """The core answers through the view; the safety net catches what escapes it."""
         try:
-            await round_
-        except Exception as error:
-            log.exception("Telegram round failed outside the core")
-            await self.report(update, error)
-            try:
-                await view.refuse(Refusal(say(view.language(), APOLOGY_ID), "error", ephemeral=False))
-            except TelegramError:
-                log.warning("could not send the apology either")
+            await answered(round_, lang=view.language(), refuse=view.refuse, what="Telegram round",
+                           report=lambda error: self.report(update, error))
         finally:
             await view.close()
 
@@ -376,16 +370,12 @@ class TelegramHandlers:
         """Run a command and reply with its text: user-facing errors say what happened, others apologise."""
         user = message.from_user
         lang = self._lang(user.language_code if user else None)  # the asker's: the core's answers come rendered
-        try:
-            text = await work
-        except DuplicateRequest:
-            return
-        except UserFacingError as error:
-            text = error.text(lang)
-        except Exception as error:
-            log.exception("Telegram command failed")
-            await self.report(update, error)
-            text = say(lang, APOLOGY_ID)
+
+        async def refuse(refusal: Refusal) -> None:
+            await self._reply(message, refusal.text)
+
+        text = await answered(work, lang=lang, refuse=refuse, what="Telegram command",
+                              report=lambda error: self.report(update, error))
         if text:
             await self._reply(message, text)
 

@@ -5,6 +5,7 @@ Image bytes never go into SQLite: rounds keep the SHA-256 of their image. Files 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -65,12 +66,19 @@ class ImageCache:
         """The size cap holds on every write, not only at the hourly prune."""
         with self._lock:
             if self._total is None:
-                self._total = sum(p.stat().st_size for p in self.root.glob("*/*") if p.is_file())
+                self._total = self._measure()
             else:
                 self._total += size
             over = self.max_bytes > 0 and self._total > self.max_bytes
         if over:
             self.prune()
+
+    def _measure(self) -> int:
+        total = 0
+        for path in self.root.glob("*/*"):
+            with contextlib.suppress(FileNotFoundError):  # another thread's temp file, renamed meanwhile
+                total += path.stat().st_size
+        return total
 
     def get(self, sha: str, mime: str) -> bytes | None:
         try:

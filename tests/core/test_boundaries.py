@@ -50,7 +50,7 @@ def test_no_module_shadows_a_library() -> None:
 # platform's upload limits. The services themselves (rounds, desk, store, provider routes) are reached only
 # through `core.ports.Services`, built by the composition root (bots/process), which is exempt.
 SEAM = {"core.events", "core.outcomes", "core.ports", "core.errors", "core.texts", "core.texts.commands",
-        "core.flags", "core.spec", "core.records", "core.settings", "core.provider.pictures"}
+        "core.flags", "core.spec", "core.records", "core.settings", "core.safety", "core.provider.pictures"}
 
 
 def core_imports(path: Path) -> set[str]:
