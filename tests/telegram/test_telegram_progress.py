@@ -31,8 +31,9 @@ ELAPSED = re.compile(r"(\d+):(\d\d)")
 class FakeClock:
     """The pacer's clock: `now` moves only when the test says so."""
 
-    def __init__(self) -> None:
+    def __init__(self, tg: FakeTelegram) -> None:
         self.now = T0
+        self.tg = tg
 
     def __call__(self) -> float:
         return self.now
@@ -46,14 +47,24 @@ class FakeClock:
             await asyncio.sleep(0.001)
 
     async def run_to(self, t: float, step: float = 1.0) -> None:
-        """Move the clock to T0 + t, a second at a time, letting the bot act at each step."""
+        """Move the clock to T0 + t, a second at a time, letting the bot act at each step: the next step
+        comes only once the fake has seen no new request for a few milliseconds (a loaded machine is slow
+        to send, and the fake time must not run ahead of it)."""
         while self.now < T0 + t:
             self.now = min(self.now + step, T0 + t)
-            await asyncio.sleep(0.004)
+            await self.quiet()
+
+    async def quiet(self, checks: int = 3) -> None:
+        seen, stable = -1, 0
+        while stable < checks:
+            await asyncio.sleep(0.003)
+            count = len(self.tg.calls)
+            stable = stable + 1 if count == seen else 0
+            seen = count
 
 
-def install(bot: TelegramBot) -> FakeClock:
-    clock = FakeClock()
+def install(bot: TelegramBot, tg: FakeTelegram) -> FakeClock:
+    clock = FakeClock(tg)
     bot.pacer.clock = clock
     bot.pacer.sleep = clock.sleep
     bot.pacer.gate.clock = clock
@@ -97,7 +108,7 @@ def cancel_shown(call_params: dict[str, object]) -> bool:
 async def test_a_long_round_shows_its_stage_and_elapsed_time_every_10_s(
     tg: FakeTelegram, bot: TelegramBot, fake: FakeServices
 ) -> None:
-    clock = install(bot)
+    clock = install(bot, tg)
 
     async def script(view: RoundView) -> None:
         await view.queued(2)
@@ -149,7 +160,7 @@ async def test_a_long_round_shows_its_stage_and_elapsed_time_every_10_s(
 async def test_a_quick_round_gets_no_ticker_edits(
     tg: FakeTelegram, bot: TelegramBot, fake: FakeServices, group: bool, waited: bool
 ) -> None:
-    clock = install(bot)
+    clock = install(bot, tg)
 
     async def script(view: RoundView) -> None:
         if waited:
@@ -181,7 +192,7 @@ async def test_a_quick_round_gets_no_ticker_edits(
 async def test_a_round_that_did_not_wait_gets_a_progress_message_with_cancel_after_15_s(
     tg: FakeTelegram, bot: TelegramBot, fake: FakeServices
 ) -> None:
-    clock = install(bot)
+    clock = install(bot, tg)
 
     async def script(view: RoundView) -> None:
         await view.started()
@@ -214,7 +225,7 @@ async def test_a_round_that_did_not_wait_gets_a_progress_message_with_cancel_aft
 
 
 async def test_rounds_in_one_group_share_its_pace(tg: FakeTelegram, bot: TelegramBot, fake: FakeServices) -> None:
-    clock = install(bot)
+    clock = install(bot, tg)
     release = asyncio.Event()
 
     async def script(view: RoundView) -> None:
@@ -243,7 +254,7 @@ async def test_rounds_in_one_group_share_its_pace(tg: FakeTelegram, bot: Telegra
 
 
 async def test_a_flood_hold_skips_ticks(tg: FakeTelegram, bot: TelegramBot, fake: FakeServices) -> None:
-    clock = install(bot)
+    clock = install(bot, tg)
 
     async def script(view: RoundView) -> None:
         await view.queued(2)
@@ -269,7 +280,7 @@ async def test_a_flood_hold_skips_ticks(tg: FakeTelegram, bot: TelegramBot, fake
 
 
 async def test_a_preview_stops_the_ticker(tg: FakeTelegram, bot: TelegramBot, fake: FakeServices) -> None:
-    clock = install(bot)
+    clock = install(bot, tg)
 
     async def script(view: RoundView) -> None:
         await view.queued(2)
@@ -295,7 +306,7 @@ async def test_a_preview_stops_the_ticker(tg: FakeTelegram, bot: TelegramBot, fa
 async def test_the_ticker_speaks_the_rounds_language_and_stops_at_a_refusal(
     tg: FakeTelegram, bot: TelegramBot, fake: FakeServices
 ) -> None:
-    clock = install(bot)
+    clock = install(bot, tg)
 
     async def script(view: RoundView) -> None:
         await view.queued(3)
