@@ -125,6 +125,21 @@ class EditPacer:
         self.sleep: Callable[[float], Awaitable[None]] = asyncio.sleep  # the ticker's; tests pair it with `clock`
         self.gate = gate if gate is not None else FloodGate(clock)
         self._next: dict[object, float] = {}
+        self._unshown: dict[int, set[int]] = {}  # chat -> rounds waiting for their first progress message
+
+    def first_waiting(self, chat_id: int, view_id: int, waiting: bool) -> None:
+        """Note (or clear) that a round waits to show its progress message for the first time."""
+        views = self._unshown.setdefault(chat_id, set())
+        if waiting:
+            views.add(view_id)
+        else:
+            views.discard(view_id)
+            if not views:
+                del self._unshown[chat_id]
+
+    def others_unshown(self, chat_id: int, view_id: int) -> bool:
+        """Another round in the chat still waits to be shown at all: re-ticks make way for it (fairness)."""
+        return bool(self._unshown.get(chat_id, set()) - {view_id})
 
     def ready(self, chat_id: int, view_id: int, group: bool, chat_interval: float | None = None) -> bool:
         """May a progress edit go out now? Reserves the message's slot for `interval` and, in a group, the
@@ -391,8 +406,7 @@ class TelegramRoundView(ProgressDefaults):
             if text == self._said:  # nothing new to say ("Sending…"): not an edit
                 self._ticked, self._edited_at = showing, now
                 return True
-            chat_pace = GROUP_TICK_SPACING if where.group else None
-            if not self.pacer.ready(where.chat_id, id(self), where.group, chat_interval=chat_pace):
+            if not self._may_tick():
                 return False
             self._ticked, self._said, self._edited_at = showing, text, now
             self._tick_busy = True
@@ -412,6 +426,22 @@ class TelegramRoundView(ProgressDefaults):
                 self._tick_busy = False
             return True
 
+    def _may_tick(self) -> bool:
+        """The chat's pace allows a tick now. In a group, a round not shown yet goes before re-ticks of rounds
+        already shown, so nobody in the group is left without a progress message."""
+        where, pacer = self.where, self.pacer
+        first = self._placeholder is None
+        if where.group:
+            pacer.first_waiting(where.chat_id, id(self), first)
+            if not first and pacer.others_unshown(where.chat_id, id(self)):
+                return False
+        chat_pace = GROUP_TICK_SPACING if where.group else None
+        if not pacer.ready(where.chat_id, id(self), where.group, chat_interval=chat_pace):
+            return False
+        if where.group and first:
+            pacer.first_waiting(where.chat_id, id(self), False)
+        return True
+
     def _tick_text(self, elapsed: float) -> str:
         lang, clock = self.language(), elapsed_text(elapsed)
         if self._position is not None:
@@ -429,6 +459,8 @@ class TelegramRoundView(ProgressDefaults):
         """Stop the ticker (the round has ended). A tick on the wire is let finish, briefly, so that its
         message is known and nothing edits the progress message after the result."""
         task, self._ticker = self._ticker, None
+        if self.where.group:
+            self.pacer.first_waiting(self.where.chat_id, id(self), False)  # ended: no longer waits to be shown
         if task is None or task.done() or task is asyncio.current_task():
             return
         if self._tick_busy:
