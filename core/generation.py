@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from core import words
@@ -48,6 +49,12 @@ class Live:
     cancelled_by: Actor | None = None
     detach: bool = False  # shutdown: leave a background round to the next start
     started: float = field(default_factory=time.monotonic)
+    on_shown: Callable[[], None] | None = None  # the image is in the chat: the user's cap counts it no more
+
+    def shown(self) -> None:
+        self.phase = RoundState.DELIVERED
+        if self.on_shown is not None:
+            self.on_shown()
 
     @property
     def detachable(self) -> bool:
@@ -187,7 +194,7 @@ async def deliver(
     except BaseException:
         stored.cancel()
         raise
-    live.phase = RoundState.DELIVERED
+    live.shown()
     await asyncio.shield(_commit(deps, item, message_ids, stored, facts))
 
 

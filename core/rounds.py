@@ -176,10 +176,18 @@ class RoundService:
                 await self.runner.finish(plan.round, RoundState.REFUSED, busy.reason)
                 await self.runner.refuse(view, actor, busy, lang)
                 return
+            left = False
+
+            def leave() -> None:  # once: when the image is in the chat, or when the round ends otherwise
+                nonlocal left
+                if not left:
+                    left = True
+                    guards.leave(user)
+
             try:
-                await self.runner.run(request, plan, view, lang)
+                await self.runner.run(request, plan, view, lang, on_shown=leave)
             finally:
-                guards.leave(user)
+                leave()
         finally:
             if source is not None:
                 guards.end_reroll(user, source)

@@ -11,7 +11,7 @@ import contextlib
 import hashlib
 import hmac
 import logging
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -76,9 +76,11 @@ class RoundRunner:
 
     # -- a new round ------------------------------------------------------------------------------------
 
-    async def run(self, request: RoundRequest, plan: Plan, view: RoundView, lang: str) -> None:
+    async def run(
+        self, request: RoundRequest, plan: Plan, view: RoundView, lang: str, on_shown: Callable[[], None] | None = None
+    ) -> None:
         deps, item = self.deps, plan.round
-        live = Live(round=item, view=view, lang=lang, outer=asyncio.current_task())
+        live = Live(round=item, view=view, lang=lang, outer=asyncio.current_task(), on_shown=on_shown)
         self.s.live[item.id] = live
         pump = ProgressPump(view, item.id)
         reserved = False

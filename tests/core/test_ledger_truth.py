@@ -4,13 +4,15 @@ an upload that fails is refunded; a chat that cannot show its queue position nev
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 
 from bots.process.app import Core, open_core
 from bots.process.config import Settings
 from core.events import Actor, ChannelKey, Platform, RoundRequest
-from core.records import RoundState, day_of
+from core.records import Facts, RoundState, day_of
+from core.store.sqlite import SqliteStore
 from tests.fakes.fake_provider import FakeProvider
 from tests.fakes.recording_view import RecordingView
 
@@ -108,3 +110,34 @@ async def test_a_flood_held_chat_does_not_stall_the_queue(make_settings: MakeSet
         await asyncio.wait_for(asyncio.gather(running, waiting), WAIT)
         assert first.result is not None and stuck.result is not None
         assert len(provider.jobs) == 2
+
+
+class SlowCommit(SqliteStore):
+    """The real store, whose "delivered" commit waits for the test (a busy disk, a saturated writer)."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.gate = asyncio.Event()
+
+    async def deliver(
+        self, round_id: int, key: ChannelKey, message_ids: Sequence[str], facts: Facts, now: datetime
+    ) -> None:
+        await self.gate.wait()
+        await super().deliver(round_id, key, message_ids, facts, now)
+
+
+async def test_the_per_user_cap_counts_a_round_only_until_its_image_is_shown(make_settings: MakeSettings) -> None:
+    settings = make_settings(EASEL_USER_CONCURRENCY=1)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    store = SlowCommit(settings.db_path)
+    async with store, open_core(settings, provider=FakeProvider(), store=store) as core:
+        first, second = RecordingView(), RecordingView()
+        running = asyncio.create_task(core.rounds.submit(RoundRequest(KEY, ALICE, "first", "k1"), first))
+        await asyncio.wait_for(first.finished.wait(), WAIT)  # shown in the chat; its commit still waits
+        assert first.result is not None and not running.done()
+        also = asyncio.create_task(core.rounds.submit(RoundRequest(KEY, ALICE, "second", "k2"), second))
+        await asyncio.wait_for(second.finished.wait(), WAIT)
+        assert second.refusal is None, second.refusal  # not "you already have 1 image in progress"
+        assert second.result is not None
+        store.gate.set()
+        await asyncio.wait_for(asyncio.gather(running, also), WAIT)
