@@ -239,6 +239,12 @@ class ImageProvider(Protocol):
         """Ask the provider to stop a background response (best effort)."""
         ...
 
+    async def delete(self, response_id: str) -> bool:
+        """Delete a response the provider stores (`easel forget`: it holds the prompt and the image). True when
+        it was deleted; False when the provider holds no such response (expired, deleted before, or a route
+        that stores none). Raises `core.errors.ProviderError` when the provider could not be asked or refused."""
+        ...
+
     async def aclose(self) -> None: ...
 
 

@@ -221,6 +221,9 @@ class PendingNotice:
 class Forgotten:
     rounds: int
     images: list[tuple[str, str]]  # (sha, mime) no longer referenced by anyone else's round
+    # the provider's stored responses of the user's rounds and of rounds derived from theirs (they hold the
+    # prompt): read before the ids were scrubbed, so the caller can delete them at the provider
+    response_ids: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,7 +16,7 @@ from bots.process import backoff
 from bots.process.config import Settings, check_tokens, load_settings
 from core.errors import ConfigError, StoreError
 from core.events import Platform, UserRef
-from core.records import CommunityUsage
+from core.records import CommunityUsage, Forgotten
 
 EX_CONFIG = 78
 DISTRIBUTION = "easel-bot"  # the name in pyproject.toml
@@ -176,7 +176,7 @@ def _forget(settings: Settings, args: argparse.Namespace) -> int:
     require_database(settings)
     cache = ImageCache(settings.image_dir, max_age_days=settings.image_cache_days, max_bytes=0)
 
-    async def erase() -> tuple[str, int]:
+    async def erase() -> tuple[str, Forgotten]:
         async with open_store(settings.database_url, settings.data_dir) as store:
             user_id = ref.user_id
             if user_id is None:
@@ -188,12 +188,54 @@ def _forget(settings: Settings, args: argparse.Namespace) -> int:
             await store.checkpoint()  # the erased text leaves the write-ahead log too
         for sha, mime in forgotten.images:
             cache.delete(sha, mime)
-        return user_id, forgotten.rounds
+        return user_id, forgotten
 
-    user_id, count = asyncio.run(erase())
+    user_id, forgotten = asyncio.run(erase())
     who = f"{platform.value}:{user_id}" + (f" ({args.user})" if ref.username else "")
-    print(f"erased the prompts and images of {count} rounds by {who}; ledger totals kept")
+    print(f"erased the prompts and images of {forgotten.rounds} rounds by {who}; ledger totals kept")
+    if forgotten.response_ids:
+        print(_delete_at_provider(settings, forgotten.response_ids))
     return 0
+
+
+def _delete_at_provider(settings: Settings, response_ids: Sequence[str]) -> str:
+    """Delete the forgotten rounds' stored responses at the provider (they hold the prompt and the image). Best
+    effort: the local data is already erased; what could not be deleted is named so the operator can retry."""
+    total = len(response_ids)
+    if not settings.openai_api_key:
+        return (f"the provider still stores {total} of their responses (until they expire): OPENAI_API_KEY is not "
+                f"set, so they were not deleted: {' '.join(response_ids)}")
+    from core.errors import ProviderError
+    from core.provider.factory import build_provider
+
+    async def delete() -> tuple[int, int, list[str], list[str]]:
+        provider = build_provider(settings)
+        deleted = gone = 0
+        failed: list[str] = []
+        reasons: list[str] = []
+        try:
+            for response_id in response_ids:
+                try:
+                    if await provider.delete(response_id):
+                        deleted += 1
+                    else:
+                        gone += 1
+                except ProviderError as error:
+                    failed.append(response_id)
+                    if error.reason not in reasons:
+                        reasons.append(error.reason)
+        finally:
+            await provider.aclose()
+        return deleted, gone, failed, reasons
+
+    deleted, gone, failed, reasons = asyncio.run(delete())
+    line = f"deleted {deleted} of {total} stored responses at the provider"
+    if gone:
+        line += f"; {gone} it no longer held"
+    if failed:
+        line += (f"; {len(failed)} could not be deleted ({', '.join(reasons)}; see the log), delete them at the "
+                 f"provider or they expire there: {' '.join(failed)}")
+    return line
 
 
 if __name__ == "__main__":

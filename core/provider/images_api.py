@@ -1,6 +1,6 @@
 """The Images route: `images.generate`, or `images.edit` with the parent image and the reference images
 uploaded each time (parent first). It has no background mode: `resume` finds nothing to follow and
-`cancel` does nothing (the service abandons the call)."""
+`cancel` does nothing (the service abandons the call). It stores no responses, so `delete` has nothing to do."""
 
 from __future__ import annotations
 
@@ -59,6 +59,9 @@ class ImagesProvider:
 
     async def cancel(self, response_id: str) -> None:
         return None
+
+    async def delete(self, response_id: str) -> bool:
+        return False  # the Images API stores nothing to delete
 
     async def create(self, job: ImageJob, events: ProviderEvents) -> GeneratedImage:
         parent = job.parent

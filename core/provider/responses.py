@@ -6,7 +6,9 @@ the parent image when the provider no longer knows it. Reference images go as fu
 In background mode (the default) the response runs at the provider independently of our connection: its id
 is reported as soon as it exists (`ProviderEvents.accepted`), a dropped stream is resumed or polled, a round
 picked up after a restart is followed with `resume`, and `cancel` stops it. Without background mode the
-call streams (or not) exactly as a plain request, bounded by the whole-call timeout."""
+call streams (or not) exactly as a plain request, bounded by the whole-call timeout.
+
+The provider keeps every response (background or not) until it expires; `delete` removes one (`easel forget`)."""
 
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ from openai import AsyncOpenAI, omit
 from core.errors import PreviousResponseGone, ResponseGone, UnknownRound
 from core.ports import GeneratedImage, ImageJob, ProviderEvents
 from core.provider.background import Follower
-from core.provider.classify import Failure, InBand, Progress, stopped
+from core.provider.classify import Failure, InBand, Progress, classify, stopped
 from core.provider.options import ProviderOptions
 from core.provider.retries import CallContext, log_failure, with_retries
 from core.provider.stream import Reader
@@ -29,6 +31,7 @@ logger = logging.getLogger(__name__)
 
 # Stream failures after which a background response is still running at the provider and can be followed.
 DROPPED = (openai.APIConnectionError, openai.APIResponseValidationError)
+DELETE_TIMEOUT = 30.0  # seconds for one delete when no per-call timeout is configured
 
 
 class ResponsesProvider:
@@ -164,3 +167,17 @@ class ResponsesProvider:
             # Best effort: the response may have finished or expired already.
             logger.info("cancelling %s failed: %s %s", response_id, type(exc).__name__,
                         getattr(exc, "status_code", ""))
+
+    async def delete(self, response_id: str) -> bool:
+        """`DELETE /v1/responses/{id}`: the API stores every response (background or not) until it expires, and
+        an edit round continues from it; `easel forget` deletes those of the forgotten user's rounds."""
+        try:
+            await self._client.responses.delete(response_id, timeout=self._options.call_timeout or DELETE_TIMEOUT)
+        except openai.NotFoundError:
+            return False
+        except openai.APIError as exc:
+            logger.warning("deleting response %s failed: %s %s (request_id %s)", response_id, type(exc).__name__,
+                           getattr(exc, "status_code", ""), getattr(exc, "request_id", None))
+            failure = classify(exc, Progress(), max_retry_after=self._options.max_retry_after)
+            raise failure.error from None
+        return True

@@ -799,14 +799,17 @@ class PostgresStore(_Fleet):
         p = platform.value
         async with self._pool.connection() as conn, conn.transaction():
             cursor = await conn.execute(
-                "SELECT id, community, prompt, image_sha, input_shas, mime FROM rounds "
+                "SELECT id, community, prompt, image_sha, input_shas, mime, response_id FROM rounds "
                 "WHERE platform = %s AND user_id = %s FOR UPDATE",
                 (p, user_id),
             )
             own = await cursor.fetchall()
-            derived = {
-                d.id for row in own for d in await _derived(conn, int(row["id"])) if d.user_id != user_id
+            others = {
+                d.id: d for row in own for d in await _derived(conn, int(row["id"])) if d.user_id != user_id
             }
+            derived = set(others)
+            response_ids = sorted({str(r["response_id"]) for r in own if r["response_id"]}
+                                  | {d.response_id for d in others.values() if d.response_id})
             snippets = {(str(row["community"]), prompt_snippet(str(row["prompt"]))) for row in own}
             await conn.execute(
                 "UPDATE rounds SET prompt = %s, revised_prompt = NULL, user_name = '', response_id = NULL,"
@@ -844,7 +847,7 @@ class PostgresStore(_Fleet):
                 "UPDATE rounds SET image_sha = NULL, input_shas = '[]'::jsonb WHERE platform = %s AND user_id = %s",
                 (p, user_id),
             )
-            return Forgotten(rounds=len(own), images=orphaned)
+            return Forgotten(rounds=len(own), images=orphaned, response_ids=response_ids)
 
 
 # -- statements shared by several methods, on a connection inside the caller's transaction -----------------

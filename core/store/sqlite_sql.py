@@ -659,10 +659,14 @@ def forget_user(conn: sqlite3.Connection, platform: str, user_id: str) -> Forgot
     and the platform user id), so balances and reports stay exact. `secure_delete` is on; the caller
     checkpoints afterwards so the text does not linger in the WAL."""
     own = conn.execute(
-        "SELECT id, community, prompt, image_sha, input_shas, mime FROM rounds WHERE platform = ? AND user_id = ?",
+        "SELECT id, community, prompt, image_sha, input_shas, mime, response_id FROM rounds"
+        " WHERE platform = ? AND user_id = ?",
         (platform, user_id),
     ).fetchall()
-    derived = {d.id for row in own for d in derived_rounds(conn, int(row["id"])) if d.user_id != user_id}
+    others = {d.id: d for row in own for d in derived_rounds(conn, int(row["id"])) if d.user_id != user_id}
+    derived = set(others)
+    response_ids = sorted({str(r["response_id"]) for r in own if r["response_id"]}
+                          | {d.response_id for d in others.values() if d.response_id})
     snippets = {(str(row["community"]), prompt_snippet(str(row["prompt"]))) for row in own}
     conn.execute(
         "UPDATE rounds SET prompt = ?, revised_prompt = NULL, user_name = '', response_id = NULL,"
@@ -696,4 +700,4 @@ def forget_user(conn: sqlite3.Connection, platform: str, user_id: str) -> Forgot
     conn.execute(
         "UPDATE rounds SET image_sha = NULL, input_shas = '[]' WHERE platform = ? AND user_id = ?", (platform, user_id)
     )
-    return Forgotten(rounds=len(own), images=orphaned)
+    return Forgotten(rounds=len(own), images=orphaned, response_ids=response_ids)

@@ -310,6 +310,9 @@ class BenchProvider:
     async def cancel(self, response_id: str) -> None:
         return None
 
+    async def delete(self, response_id: str) -> bool:
+        return False
+
     async def create(self, job: ImageJob, events: ProviderEvents) -> GeneratedImage:
         tag = tag_of(job.prompt)
         self.timeline.mark(tag, "call")

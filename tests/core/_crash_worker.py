@@ -76,6 +76,9 @@ class Provider:
     async def cancel(self, response_id: str) -> None:
         return None
 
+    async def delete(self, response_id: str) -> bool:
+        return False
+
     async def create(self, job: ImageJob, events: ProviderEvents) -> GeneratedImage:
         self.calls += 1
         if self.instant > 0 or "quick" in job.prompt:

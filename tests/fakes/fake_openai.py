@@ -2,7 +2,8 @@
 
 Routes: POST /v1/responses (JSON or SSE; `background: true` runs it in the background, see
 `tests.fakes.fake_openai_runs`), GET /v1/responses/{id} (also `?stream=true&starting_after=N`), POST
-/v1/responses/{id}/cancel, POST /v1/images/generations (JSON or SSE), POST /v1/images/edits (multipart,
+/v1/responses/{id}/cancel, DELETE /v1/responses/{id} (the id is then unknown: 404 on GET, listed in
+`deleted`), POST /v1/images/generations (JSON or SSE), POST /v1/images/edits (multipart,
 `image` or `image[]`). Every request is recorded as a `Call` whose
 `method` is "POST /v1/responses" etc., with lower-cased headers, the parsed JSON or form fields in `params`
 (uploads described in `params["_uploads"]`) and uploaded bytes in `files`.
@@ -13,7 +14,7 @@ generation it got; with `background: transparent` it is RGBA whose alpha runs fr
 `background` parameter. `billed` counts generations that produced an image.
 
 Faults: `fail_next(kind, count=1, **opts)` applies to the next `count` requests (optionally only to one
-`endpoint`: "responses", "generations", "edits", "retrieve" (GET, streamed or not) or "cancel").
+`endpoint`: "responses", "generations", "edits", "retrieve" (GET, streamed or not), "cancel" or "delete").
 Kinds answered before any output:
   moderation (stage="input"|"output"), rate_limit (retry_after=1, retry_after_ms=None),
   insufficient_quota, server_error (status=500), bad_request (message, code, param), unauthorized,
@@ -130,6 +131,7 @@ class FakeOpenAI(FakeServer):
         self.image_side = image_side
         self.report_usage = report_usage
         self.responses: dict[str, dict[str, Any]] = {}
+        self.deleted: list[str] = []  # response ids deleted with DELETE /v1/responses/{id}
         self.images: list[bytes] = []  # final images, in generation order
         self.generations = 0
         self.billed = 0
@@ -197,6 +199,7 @@ class FakeOpenAI(FakeServer):
         app.router.add_post("/v1/responses", self._responses)
         app.router.add_get("/v1/responses/{response_id}", self._get_response)
         app.router.add_post("/v1/responses/{response_id}/cancel", self._cancel_response)
+        app.router.add_delete("/v1/responses/{response_id}", self._delete_response)
         app.router.add_post("/v1/images/generations", self._generations)
         app.router.add_post("/v1/images/edits", self._edits)
 
@@ -620,6 +623,20 @@ class FakeOpenAI(FakeServer):
             return self._json(run.body, request_id)
 
         return await self._handle(request, "cancel", body)
+
+    async def _delete_response(self, request: web.Request) -> web.StreamResponse:
+        response_id = request.match_info["response_id"]
+        self.record(Call(f"DELETE /v1/responses/{response_id}", headers=_headers(request)))
+
+        async def body(request_id: str, fault: Fault | None) -> web.StreamResponse:
+            if self.runs.get(response_id) is None and response_id not in self.responses:
+                raise _not_found(response_id)
+            self.runs.forget(response_id)  # a running background response stops too
+            self.responses.pop(response_id, None)
+            self.deleted.append(response_id)
+            return self._json({"id": response_id, "object": "response", "deleted": True}, request_id)
+
+        return await self._handle(request, "delete", body)
 
     # ---- Images API ------------------------------------------------------------------------------------------
 

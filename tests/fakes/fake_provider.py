@@ -50,7 +50,8 @@ class FakeProvider:
     Script failures with `fail_next(error)`; make calls wait with `gate` (an Event the test sets);
     `partials` previews are sent before the final image. With `background=True` each job is accepted as
     `resp_N` first; `resume` then finishes a response the fake still holds (`held`) and raises
-    `ResponseGone` for one it does not; `cancel` records the id and makes a waiting job fail."""
+    `ResponseGone` for one it does not; `cancel` records the id and makes a waiting job fail; `delete` records
+    the id and answers True for an id it made and had not deleted yet."""
 
     partials: int = 0
     delay: float = 0.0
@@ -66,6 +67,7 @@ class FakeProvider:
     held: dict[str, ImageJob] = field(default_factory=dict)  # background responses not yet finished
     resumed: list[tuple[str, int | None]] = field(default_factory=list)
     cancelled: list[str] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
     _stops: dict[str, asyncio.Event] = field(default_factory=dict)
 
     def fail_next(self, *errors: ProviderError | BaseException) -> None:
@@ -102,6 +104,13 @@ class FakeProvider:
         self.cancelled.append(response_id)
         if self.held.pop(response_id, None) is not None:
             self._stops.setdefault(response_id, asyncio.Event()).set()
+
+    async def delete(self, response_id: str) -> bool:
+        made = response_id in {f"resp_{number}" for number in range(1, len(self.jobs) + 1)}
+        fresh = made and response_id not in self.deleted
+        self.deleted.append(response_id)
+        self.held.pop(response_id, None)
+        return fresh
 
     async def aclose(self) -> None:
         self.closed = True

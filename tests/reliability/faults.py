@@ -79,5 +79,8 @@ class CountingProvider:
     async def cancel(self, response_id: str) -> None:
         await self.inner.cancel(response_id)
 
+    async def delete(self, response_id: str) -> bool:
+        return await self.inner.delete(response_id)
+
     async def aclose(self) -> None:
         await self.inner.aclose()

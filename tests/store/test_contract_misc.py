@@ -123,6 +123,7 @@ async def test_forget_user(store: Store) -> None:
 
     assert forgotten.rounds == 2
     assert sorted(forgotten.images) == [("img1", "image/webp"), ("in1", "image/png")]  # in2 is cat's too
+    assert forgotten.response_ids == ["resp_a", "resp_b"]  # bob's reroll holds ann's prompt at the provider
     for round_id in (own.id, second.id):
         got = await store.get_round(round_id)
         assert got is not None
