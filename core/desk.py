@@ -17,6 +17,7 @@ from core.people import People
 from core.ports import Clock, Store
 from core.records import COMMUNITY_DEFAULT, ModChange, ModVerb, day_of, next_reset
 from core.settings import Settings
+from core.spec import ImageSpec
 from core.texts import say
 
 HARD_LIMIT = 100_000  # no allowance or grant beyond this, even for operators
@@ -153,6 +154,10 @@ class Desk:
         if bal.banned:
             lines.append(say(lang, "desk.report_banned"))
         lines.append(say(lang, "desk.report_reset", time=f"{next_reset(now):%H:%M}"))
+        costs = self.settings.cost_table
+        low, high = ImageSpec().cost(costs), max(costs.values())
+        if high > 1:  # say what an image costs when some cost more than one credit
+            lines.append(say(lang, "desk.report_costs", low=low, high=high))
         return " ".join(lines)
 
     async def _usage(self, c: DeskCommand, lang: str) -> Notice:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Literal
+from collections.abc import Iterable
 
 import discord
 from discord import app_commands
@@ -25,10 +25,17 @@ DESCRIPTIONS = frozenset({
     app_commands.TranslationContextLocation.parameter_description,
 })
 
-SizeChoice = Literal["square", "portrait", "landscape", "wide", "tall"]
-QualityChoice = Literal["low", "medium", "high"]
-BackgroundChoice = Literal["auto", "opaque", "transparent"]
-LanguageChoice = Literal["auto", "en", "zh"]
+# Choices are listed explicitly, not as `Literal[...]` annotations: typing caches Literals by their set of
+# values, so another library's `Literal["transparent", "opaque", "auto"]` (the openai SDK has one) would
+# reorder ours at random, depending on import order.
+def _choices(values: Iterable[str]) -> list[app_commands.Choice[str]]:
+    return [app_commands.Choice(name=value, value=value) for value in values]
+
+
+SIZES = _choices(shape.value for shape in Shape)
+QUALITIES = _choices(quality.value for quality in Quality)
+BACKGROUNDS = _choices(background.value for background in Background)
+LANGUAGES = _choices(("auto", "en", "zh"))
 Image = discord.Attachment | None
 Target = discord.Member | discord.User  # a "user" option; a User in DMs
 
@@ -74,8 +81,9 @@ def build_tree(client: discord.Client, handlers: InteractionHandlers) -> app_com
     @tree.command(name="imagine", description=d("imagine"))
     @app_commands.describe(**described("imagine", "prompt", "size", "quality", "background", "image1", "image2",
                                        "image3", "image4"))
-    async def imagine(interaction: discord.Interaction, prompt: str, size: SizeChoice | None = None,
-                      quality: QualityChoice | None = None, background: BackgroundChoice | None = None,
+    @app_commands.choices(size=SIZES, quality=QUALITIES, background=BACKGROUNDS)
+    async def imagine(interaction: discord.Interaction, prompt: str, size: str | None = None,
+                      quality: str | None = None, background: str | None = None,
                       image1: Image = None, image2: Image = None, image3: Image = None,
                       image4: Image = None) -> None:
         options = SpecOptions(shape=Shape(size) if size else None, quality=Quality(quality) if quality else None,
@@ -96,7 +104,8 @@ def build_tree(client: discord.Client, handlers: InteractionHandlers) -> app_com
 
     @tree.command(name="language", description=d("language"))
     @app_commands.describe(**described("language", "language"))
-    async def language(interaction: discord.Interaction, language: LanguageChoice | None = None) -> None:
+    @app_commands.choices(language=LANGUAGES)
+    async def language(interaction: discord.Interaction, language: str | None = None) -> None:
         async def call(key: ChannelKey, actor: Actor, idem: str) -> Notice:
             return await desk.run(DeskCommand(Verb.LANGUAGE, key, actor, idem, language=language))
 
