@@ -53,7 +53,9 @@ class ResponsesProvider:
 
     async def create(self, job: ImageJob, events: ProviderEvents) -> GeneratedImage:
         parent = job.parent
-        if parent is not None and parent.response_id:
+        # Without background mode nothing is stored at the provider (`store: false`, zero data retention), so
+        # an edit sends its parent image instead of continuing from the parent's response.
+        if parent is not None and parent.response_id and self.background:
             try:
                 return await self._run(job, events, previous=parent.response_id, parent_image=None)
             except PreviousResponseGone:
@@ -81,6 +83,7 @@ class ResponsesProvider:
             "tool_choice": {"type": "image_generation"},
             "previous_response_id": previous if previous else omit,
             "safety_identifier": job.safety_id or omit,
+            "store": omit if self.background else False,
         }
 
     async def _run(

@@ -65,7 +65,9 @@ async def _generate(provider: ResponsesProvider, prompt: str) -> str:
 async def _seed(tmp_path: Path, fake: FakeOpenAI) -> Seeded:
     """Four real responses at the fake provider, and the rounds that recorded them in a real database."""
     client = make_client(f"{fake.origin}/v1")
-    provider = ResponsesProvider(client, host_model="gpt-5.5", partial_images=0, retries=0, timeout=5.0)
+    # Background mode, as by default: responses are stored at the provider (without it Easel asks `store: false`).
+    provider = ResponsesProvider(client, host_model="gpt-5.5", partial_images=0, retries=0, background=True,
+                                 call_timeout=5.0, poll_interval=0.01, max_poll_interval=0.05)
     try:
         ids = Seeded(*[await _generate(provider, p) for p in (PROMPT, PROMPT, "a second one", "cat's own")])
     finally:

@@ -99,9 +99,9 @@ async def test_partials_arrive_in_order_each_awaited_before_the_next(
 
 
 async def test_edit_round_continues_from_the_parent_response(
-    fake: FakeOpenAI, make_responses: MakeProvider
+    fake: FakeOpenAI, make_background: MakeProvider
 ) -> None:
-    provider = make_responses()
+    provider = make_background()
     first = await provider.create(job(), ignore_partials)
     parent = ParentImage(image=first.image, response_id=first.response_id, image_call_id=first.image_call_id)
 
@@ -117,9 +117,9 @@ async def test_edit_round_continues_from_the_parent_response(
 
 
 async def test_forgotten_parent_falls_back_to_sending_the_parent_image(
-    fake: FakeOpenAI, make_responses: MakeProvider
+    fake: FakeOpenAI, make_background: MakeProvider
 ) -> None:
-    provider = make_responses()
+    provider = make_background()
     first = await provider.create(job(), ignore_partials)
     fake.forget_responses()
     parent = ParentImage(image=first.image, response_id=first.response_id)
@@ -139,12 +139,12 @@ async def test_forgotten_parent_falls_back_to_sending_the_parent_image(
 
 
 async def test_forgotten_parent_without_cached_image_says_it_expired(
-    fake: FakeOpenAI, make_responses: MakeProvider
+    fake: FakeOpenAI, make_background: MakeProvider
 ) -> None:
     parent = ParentImage(image=None, response_id="resp_gone")
 
     with pytest.raises(UnknownRound) as caught:
-        await make_responses().create(job("make it night", parent=parent), ignore_partials)
+        await make_background().create(job("make it night", parent=parent), ignore_partials)
 
     assert "expired" in caught.value.message
     assert_clean(caught.value.message)
@@ -203,3 +203,19 @@ async def test_large_inputs_are_shrunk_before_upload(fake: FakeOpenAI, make_resp
     assert url.startswith("data:image/jpeg;base64,")
     (sent,) = fake.input_images(call)
     assert len(sent) <= 60_000
+
+
+async def test_without_background_mode_nothing_is_stored_and_an_edit_sends_its_parent(
+    fake: FakeOpenAI, make_responses: MakeProvider
+) -> None:
+    """Background mode off is for zero data retention: every request says `store: false`, so an edit cannot
+    continue from a stored response and sends its parent image instead."""
+    provider = make_responses()
+    first = await provider.create(job(), ignore_partials)
+    parent = ParentImage(image=first.image, response_id=first.response_id)
+    await provider.create(job("make it night", parent=parent), ignore_partials)
+    calls = fake.calls_to("POST /v1/responses")
+    assert [c.params.get("store") for c in calls] == [False, False]
+    assert "previous_response_id" not in calls[1].params
+    parts = calls[1].params["input"][0]["content"]
+    assert [part["type"] for part in parts] == ["input_text", "input_image"]
