@@ -106,7 +106,7 @@ def _state(db: Path) -> tuple[int, int]:
 # A SIGKILL can cut an image upload to the fake OpenAI mid-body; aiohttp then drops the half-read multipart
 # spool without closing it. That ResourceWarning is the crash we cause, not a leak in Easel.
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
-@pytest.mark.parametrize("cycles", [2, pytest.param(20, marks=pytest.mark.slow, id="20")])
+@pytest.mark.parametrize("cycles", [2, pytest.param(20, marks=[pytest.mark.slow, pytest.mark.timeout(600)], id="20")])
 async def test_sigkill_with_rounds_in_flight_then_restart(tmp_path: Path, cycles: int) -> None:
     await _cycles(tmp_path, cycles, just_fetched=False)
 

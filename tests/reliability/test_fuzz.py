@@ -22,6 +22,7 @@ from tests.fakes.fake_provider import FakeProvider
 from tests.reliability.conftest import settle, write_summary
 from tests.reliability.stacks import discord_stack, telegram_stack
 
+LONG = [pytest.mark.slow, pytest.mark.timeout(600)]  # about a minute on 2 cores
 SEED = int(os.environ.get("EASEL_RELIABILITY_SEED", "7"))
 FAST, SLOW = 300, 10_000
 WORDS = st.sampled_from(["/imagine", "/imagine@easel_bot", "/quota", "/usage", "/help", "/start", "set", "grant",
@@ -82,7 +83,7 @@ def _tg_case() -> st.SearchStrategy[dict[str, Any]]:
 
 
 @pytest.mark.usefixtures("unpaced_groups")  # hostile input is the subject, not the 20-a-minute group pacing
-@pytest.mark.parametrize("count", [FAST, pytest.param(SLOW, marks=pytest.mark.slow, id="10000")])
+@pytest.mark.parametrize("count", [FAST, pytest.param(SLOW, marks=LONG, id="10000")])
 async def test_fuzzed_telegram_updates(tmp_path: Path, errors: Errors, count: int) -> None:
     cases = collect(_tg_case(), count)
     async with telegram_stack(tmp_path / "data", provider=FakeProvider(), EASEL_USER_CONCURRENCY=100,
@@ -162,7 +163,7 @@ def _dc_case() -> st.SearchStrategy[dict[str, Any]]:
     })
 
 
-@pytest.mark.parametrize("count", [FAST, pytest.param(SLOW, marks=pytest.mark.slow, id="10000")])
+@pytest.mark.parametrize("count", [FAST, pytest.param(SLOW, marks=LONG, id="10000")])
 async def test_fuzzed_discord_payloads(tmp_path: Path, errors: Errors, count: int) -> None:
     from tests.fakes.fake_discord import MANAGE_GUILD, MEMBER_PERMISSIONS
 
