@@ -18,7 +18,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import zlib
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -26,14 +25,13 @@ from types import TracebackType
 from typing import Any
 
 import psycopg
-from psycopg import AsyncConnection, sql
+from psycopg import sql
 from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from core.errors import Banned, BudgetExhausted, DuplicateRequest, OverQuota, StoreError
 from core.events import ChannelKey, Platform, UserRef
 from core.records import (
-    COMMUNITY_DEFAULT,
     OPEN_STATES,
     Balance,
     CommunityUsage,
@@ -41,7 +39,6 @@ from core.records import (
     Forgotten,
     InboxItem,
     ModChange,
-    ModVerb,
     NewRound,
     PendingNotice,
     Reservation,
@@ -53,11 +50,25 @@ from core.records import (
     next_reset,
 )
 from core.store import pg_migrations
+from core.store.pg_fleet import PgFleet
+from core.store.pg_sql import (
+    DELETED_PROMPT,
+    INBOX_RETENTION,
+    OPEN,
+    Conn,
+    actor_of,
+    apply_change,
+    attach_messages_to,
+    balance_of,
+    derived_rounds_of,
+    fetch_one,
+    lock_round,
+    spend_on,
+    update_round,
+    write_facts,
+)
 from core.store.rows import (
     FINAL_STATES,
-    OPEN_STATE_NAMES,
-    SPENDING_STATE_NAMES,
-    fact_columns,
     notice_from_row,
     prompt_snippet,
     round_from_row,
@@ -67,227 +78,9 @@ from core.store.rows import (
 
 log = logging.getLogger(__name__)
 
-Conn = AsyncConnection[DictRow]
-SLOT_LOCK = 0x45A5E2  # pg_advisory_xact_lock key: one slot grant at a time, fleet-wide
-INBOX_CLAIM_LOCK = 0x45A5E3  # one inbox claim at a time (the per-user affinity check must not race)
-LEADER_LOCKS = 0x45A5_0000_0000  # + crc32(name): session-level leader locks
-CHANNELS = {"slots": "easel_slots", "inbox": "easel_inbox"}
-INBOX_RETENTION = timedelta(hours=24)
-DELETED_PROMPT = "[deleted]"
-OPEN = list(OPEN_STATE_NAMES)
-SPENDING = list(SPENDING_STATE_NAMES)
 
 
-# -- several workers (`core.ports.FleetStore`) --------------------------------------------------------------
-# Kept apart from the `Store` methods; `PostgresStore` below inherits them.
-
-
-def _actor_of(payload: str) -> str | None:
-    """Who sent a platform update, when its JSON says so in the usual shape (`{"message": {"from": {"id":
-    ...}}}`, likewise callback queries): for per-user affinity of inbox claims. None when unknown."""
-    try:
-        update = json.loads(payload)
-    except ValueError:
-        return None
-    if not isinstance(update, dict):
-        return None
-    for value in update.values():
-        if isinstance(value, dict) and isinstance(value.get("from"), dict) and "id" in value["from"]:
-            return str(value["from"]["id"])
-    return None
-
-
-class _Fleet:
-    """Slot tickets, inbox claims, leader locks and LISTEN/NOTIFY wake-ups, mixed into `PostgresStore`."""
-
-    url: str
-    _pool: AsyncConnectionPool[Conn]
-    _leaders: dict[str, Conn]
-    _signals: dict[str, asyncio.Event]
-    _listener: asyncio.Task[None] | None
-    _listening: asyncio.Event
-
-    # -- shared provider slots --------------------------------------------------------------------------
-
-    async def slot_reset(self, owner: str) -> None:
-        async with self._pool.connection() as conn:
-            await conn.execute("DELETE FROM slot_tickets WHERE owner = %s", (owner,))
-            await conn.execute("SELECT pg_notify('easel_slots', '')")
-
-    async def slot_enqueue(
-        self, owner: str, capacity: int, queue_limit: int, now: datetime, stale_after: float
-    ) -> tuple[int, int] | None:
-        async with self._pool.connection() as conn, conn.transaction():
-            await self._grant(conn, capacity, now, stale_after)
-            cursor = await conn.execute("SELECT count(*) AS n FROM slot_tickets WHERE granted_at IS NULL")
-            row = await cursor.fetchone()
-            if row is not None and int(row["n"]) >= queue_limit:
-                return None
-            cursor = await conn.execute(
-                "INSERT INTO slot_tickets (owner, enqueued_at) VALUES (%s, %s) RETURNING id", (owner, now)
-            )
-            inserted = await cursor.fetchone()
-            assert inserted is not None
-            ticket = int(inserted["id"])
-            await self._grant(conn, capacity, now, None)
-            return ticket, await self._place(conn, ticket)
-
-    async def slot_poll(self, owner: str, ticket: int, capacity: int, now: datetime, stale_after: float) -> int:
-        async with self._pool.connection() as conn, conn.transaction():
-            await self._grant(conn, capacity, now, stale_after)
-            return await self._place(conn, ticket)
-
-    async def slot_release(self, ticket: int) -> None:
-        async with self._pool.connection() as conn, conn.transaction():
-            await conn.execute("DELETE FROM slot_tickets WHERE id = %s", (ticket,))
-            await conn.execute("SELECT pg_notify('easel_slots', '')")
-
-    async def slot_counts(self) -> tuple[int, int]:
-        async with self._pool.connection() as conn:
-            cursor = await conn.execute(
-                "SELECT count(granted_at) AS granted, count(*) - count(granted_at) AS waiting FROM slot_tickets"
-            )
-            row = await cursor.fetchone()
-        assert row is not None
-        return int(row["granted"]), int(row["waiting"])
-
-    @staticmethod
-    async def _grant(conn: Conn, capacity: int, now: datetime, stale_after: float | None) -> None:
-        """Under the fleet-wide slot lock: void the tickets of gone workers (when `stale_after` is given), then
-        grant the oldest waiting tickets while fewer than `capacity` are granted; wake the others if any were."""
-        await conn.execute("SELECT pg_advisory_xact_lock(%s)", (SLOT_LOCK,))
-        if stale_after is not None:
-            await conn.execute(
-                "DELETE FROM slot_tickets t WHERE NOT EXISTS "
-                "(SELECT 1 FROM workers w WHERE w.owner = t.owner AND w.heartbeat_at >= %s)",
-                (now - timedelta(seconds=stale_after),),
-            )
-        cursor = await conn.execute(
-            "UPDATE slot_tickets SET granted_at = %s WHERE id IN (SELECT id FROM slot_tickets "
-            "WHERE granted_at IS NULL ORDER BY id "
-            "LIMIT greatest(0, %s - (SELECT count(*) FROM slot_tickets WHERE granted_at IS NOT NULL)))",
-            (now, capacity),
-        )
-        if cursor.rowcount > 0:
-            await conn.execute("SELECT pg_notify('easel_slots', '')")
-
-    @staticmethod
-    async def _place(conn: Conn, ticket: int) -> int:
-        cursor = await conn.execute(
-            "SELECT CASE WHEN t.granted_at IS NOT NULL THEN 0 ELSE (SELECT count(*) FROM slot_tickets w "
-            "WHERE w.granted_at IS NULL AND w.id <= t.id) END AS place FROM slot_tickets t WHERE t.id = %s",
-            (ticket,),
-        )
-        row = await cursor.fetchone()
-        return -1 if row is None else int(row["place"])
-
-    # -- inbox claims -----------------------------------------------------------------------------------
-
-    async def inbox_claim(
-        self, platform: Platform, owner: str, limit: int, now: datetime, stale_after: float = 30.0
-    ) -> list[InboxItem]:
-        if limit <= 0:
-            return []
-        cutoff = now - timedelta(seconds=stale_after)
-        async with self._pool.connection() as conn, conn.transaction():
-            await conn.execute("SELECT pg_advisory_xact_lock(%s)", (INBOX_CLAIM_LOCK,))
-            cursor = await conn.execute(
-                "WITH live AS (SELECT owner FROM workers WHERE heartbeat_at >= %(cutoff)s), "
-                "busy AS (SELECT DISTINCT actor FROM inbox WHERE platform = %(p)s AND actor IS NOT NULL "
-                "  AND claimed_by <> %(owner)s AND claimed_by IN (SELECT owner FROM live)) "
-                "UPDATE inbox SET claimed_by = %(owner)s WHERE (platform, idem_key) IN ("
-                "  SELECT platform, idem_key FROM inbox i WHERE i.platform = %(p)s AND i.received_at >= %(kept)s"
-                "  AND (i.claimed_by IS NULL OR i.claimed_by NOT IN (SELECT owner FROM live))"
-                "  AND (i.actor IS NULL OR i.actor NOT IN (SELECT actor FROM busy))"
-                "  ORDER BY i.received_at, i.seq LIMIT %(limit)s FOR UPDATE SKIP LOCKED) "
-                "RETURNING idem_key, payload, received_at, seq",
-                {"cutoff": cutoff, "p": platform.value, "owner": owner, "kept": now - INBOX_RETENTION,
-                 "limit": limit},
-            )
-            rows = sorted(await cursor.fetchall(), key=lambda r: (r["received_at"], r["seq"]))
-        return [InboxItem(idem_key=str(r["idem_key"]), payload=str(r["payload"])) for r in rows]
-
-    # -- wake-ups between workers -----------------------------------------------------------------------
-
-    async def signal(self, channel: str) -> asyncio.Event:
-        if channel not in CHANNELS:
-            raise ValueError(f"unknown channel {channel!r}")
-        if self._listener is None or self._listener.done():
-            self._listening = asyncio.Event()
-            self._listener = asyncio.create_task(self._listen(), name="easel-pg-listen")
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(self._listening.wait()), 5.0)
-        return self._signals.setdefault(channel, asyncio.Event())
-
-    def _wake(self, channel: str) -> None:
-        event = self._signals.pop(channel, None)
-        if event is not None:
-            event.set()
-
-    async def _listen(self) -> None:
-        """One connection per process LISTENs on every channel; each notification sets that channel's event
-        (and replaces it). When the connection fails everyone is woken (they re-check) and it reconnects."""
-        pause = 0.5
-        while True:
-            try:
-                conn = await psycopg.AsyncConnection.connect(self.url, autocommit=True)
-                async with conn:
-                    for name in CHANNELS.values():
-                        await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(name)))
-                    self._listening.set()
-                    pause = 0.5
-                    names = {v: k for k, v in CHANNELS.items()}
-                    async for note in conn.notifies():
-                        self._wake(names.get(note.channel, ""))
-            except asyncio.CancelledError:
-                raise
-            except Exception as error:
-                log.warning("listening for other workers failed (%s); retrying in %.1f s", type(error).__name__,
-                            pause)
-            for channel in list(self._signals):
-                self._wake(channel)
-            await asyncio.sleep(pause)
-            pause = min(pause * 2, 10.0)
-
-    # -- leader locks -----------------------------------------------------------------------------------
-
-    async def try_lead(self, name: str) -> bool:
-        conn = self._leaders.get(name)
-        if conn is not None:
-            try:
-                await conn.execute("SELECT 1")
-                return True
-            except psycopg.Error:
-                await self.resign(name)
-                return False
-        try:
-            conn = await psycopg.AsyncConnection.connect(
-                self.url, autocommit=True, row_factory=dict_row,
-                keepalives=1, keepalives_idle=5, keepalives_interval=2, keepalives_count=3,  # a lost peer is noticed
-            )
-        except psycopg.Error:
-            return False
-        key = LEADER_LOCKS + zlib.crc32(name.encode())
-        try:
-            cursor = await conn.execute("SELECT pg_try_advisory_lock(%s) AS held", (key,))
-            row = await cursor.fetchone()
-        except psycopg.Error:
-            await conn.close()
-            return False
-        if row is None or not row["held"]:
-            await conn.close()
-            return False
-        self._leaders[name] = conn
-        return True
-
-    async def resign(self, name: str) -> None:
-        conn = self._leaders.pop(name, None)
-        if conn is not None:
-            with contextlib.suppress(psycopg.Error):
-                await conn.close()  # the session ends: its advisory lock is released
-
-
-class PostgresStore(_Fleet):
+class PostgresStore(PgFleet):
     """Open with `async with PostgresStore("postgresql://...") as store:`; migrations run on open."""
 
     def __init__(self, url: str, *, min_size: int = 1, max_size: int = 10) -> None:
@@ -471,16 +264,16 @@ class PostgresStore(_Fleet):
 
     async def derived_rounds(self, round_id: int) -> list[Round]:
         async with self._pool.connection() as conn:
-            return await _derived(conn, round_id)
+            return await derived_rounds_of(conn, round_id)
 
     async def reserve(self, reservation: Reservation) -> Balance:
         req = reservation
         async with self._pool.connection() as conn, conn.transaction():
-            item = await _lock_round(conn, req.round_id)
+            item = await lock_round(conn, req.round_id)
             if item is None:
                 raise StoreError(f"no round {req.round_id}")
             if item.state is not RoundState.REQUESTED:
-                if await _fetch(conn, "SELECT 1 FROM ledger WHERE round_id = %s AND kind = 'reserve'", (item.id,)):
+                if await fetch_one(conn, "SELECT 1 FROM ledger WHERE round_id = %s AND kind = 'reserve'", (item.id,)):
                     raise DuplicateRequest(f"round {item.id} is already reserved")
                 raise StoreError(f"round {item.id} is {item.state}, not requested")
             key, day = item.key, day_of(req.now)
@@ -488,7 +281,7 @@ class PostgresStore(_Fleet):
                 "SELECT pg_advisory_xact_lock(hashtextextended(%s, 2))",
                 (f"{key.platform.value}\x1f{key.community}\x1f{item.user_id}",),
             )
-            bal = await _balance(conn, key.platform.value, key.community, item.user_id, day, req.default_daily)
+            bal = await balance_of(conn, key.platform.value, key.community, item.user_id, day, req.default_daily)
             resets_at = next_reset(req.now)
             if bal.banned:
                 raise Banned("quota.banned")
@@ -496,14 +289,14 @@ class PostgresStore(_Fleet):
                 raise OverQuota("quota.over", cost=req.cost, left=bal.left, resets_at=resets_at)
             if req.budget_usd is not None:
                 await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 3))", (day,))
-                if await _spend_on(conn, day) + req.est_usd > req.budget_usd:
+                if await spend_on(conn, day) + req.est_usd > req.budget_usd:
                     raise BudgetExhausted("budget.exhausted", resets_at=resets_at)
             await conn.execute(
                 "INSERT INTO ledger (round_id, platform, community, user_id, kind, amount, day, created_at) "
                 "VALUES (%s, %s, %s, %s, 'reserve', %s, %s, %s)",
                 (item.id, key.platform.value, key.community, item.user_id, req.cost, day, req.now),
             )
-            await _update_round(
+            await update_round(
                 conn, item.id, req.now, {"status": RoundState.QUEUED.value, "cost": req.cost, "est_usd": req.est_usd}
             )
             return Balance(daily=bal.daily, granted=bal.granted, used=bal.used + req.cost, banned=False)
@@ -514,33 +307,33 @@ class PostgresStore(_Fleet):
         if state not in OPEN_STATES:
             raise ValueError(f"transition() moves between open states; use finish() or deliver() for {state}")
         async with self._pool.connection() as conn, conn.transaction():
-            item = await _lock_round(conn, round_id)
+            item = await lock_round(conn, round_id)
             if item is None or not item.state.is_open:
                 return False
-            await _write_facts(conn, item, facts, now, {"status": state.value})
+            await write_facts(conn, item, facts, now, {"status": state.value})
             return True
 
     async def record_facts(self, round_id: int, facts: Facts, now: datetime) -> None:
         async with self._pool.connection() as conn, conn.transaction():
-            item = await _lock_round(conn, round_id)
+            item = await lock_round(conn, round_id)
             if item is None:
                 raise StoreError(f"no round {round_id}")
-            await _write_facts(conn, item, facts, now, {})
+            await write_facts(conn, item, facts, now, {})
 
     async def attach_messages(self, round_id: int, key: ChannelKey, message_ids: Sequence[str]) -> None:
         async with self._pool.connection() as conn, conn.transaction():
-            await _attach(conn, round_id, key, message_ids, "result")
+            await attach_messages_to(conn, round_id, key, message_ids, "result")
 
     async def deliver(
         self, round_id: int, key: ChannelKey, message_ids: Sequence[str], facts: Facts, now: datetime
     ) -> None:
         async with self._pool.connection() as conn, conn.transaction():
-            item = await _lock_round(conn, round_id)
+            item = await lock_round(conn, round_id)
             if item is None:
                 raise StoreError(f"no round {round_id}")
-            await _attach(conn, round_id, key, message_ids, "result")
+            await attach_messages_to(conn, round_id, key, message_ids, "result")
             if item.state.is_open or item.state is RoundState.DELIVERED:
-                await _write_facts(conn, item, facts, now, {"status": RoundState.DELIVERED.value})
+                await write_facts(conn, item, facts, now, {"status": RoundState.DELIVERED.value})
 
     async def finish(
         self, round_id: int, state: RoundState, reason: str, now: datetime, facts: Facts | None = None
@@ -548,13 +341,13 @@ class PostgresStore(_Fleet):
         if state not in FINAL_STATES:
             raise ValueError(f"finish() ends a round as failed, cancelled or refused, not {state}")
         async with self._pool.connection() as conn, conn.transaction():
-            item = await _lock_round(conn, round_id)
+            item = await lock_round(conn, round_id)
             if item is None or not item.state.is_open:
                 return 0
             columns: dict[str, Any] = {"status": state.value, "reason": reason}
             if not item.state.may_be_billed:
                 columns["est_usd"] = 0.0
-            await _write_facts(conn, item, facts, now, columns)
+            await write_facts(conn, item, facts, now, columns)
             cursor = await conn.execute(
                 "INSERT INTO ledger (round_id, platform, community, user_id, kind, amount, day, created_at) "
                 "SELECT round_id, platform, community, user_id, 'refund', amount, day, %s FROM ledger "
@@ -608,7 +401,7 @@ class PostgresStore(_Fleet):
         self, platform: Platform, community: str, user_id: str, day: str, default_daily: int
     ) -> Balance:
         async with self._pool.connection() as conn, conn.transaction():
-            return await _balance(conn, platform.value, community, user_id, day, default_daily)
+            return await balance_of(conn, platform.value, community, user_id, day, default_daily)
 
     async def moderate(self, change: ModChange) -> None:
         async with self._pool.connection() as conn, conn.transaction():
@@ -630,7 +423,7 @@ class PostgresStore(_Fleet):
             )
             if await cursor.fetchone() is None:
                 raise DuplicateRequest(change.idem_key)
-            await _apply_change(conn, change)
+            await apply_change(conn, change)
 
     async def granted_by(self, platform: Platform, community: str, actor_id: str, day: str) -> int:
         row = await self._one(
@@ -642,7 +435,7 @@ class PostgresStore(_Fleet):
 
     async def spend_on(self, day: str) -> float:
         async with self._pool.connection() as conn:
-            return await _spend_on(conn, day)
+            return await spend_on(conn, day)
 
     async def community_language(self, platform: Platform, community: str) -> str | None:
         row = await self._one(
@@ -775,7 +568,7 @@ class PostgresStore(_Fleet):
             await cursor.executemany(
                 "INSERT INTO inbox (platform, idem_key, payload, received_at, actor) VALUES (%s, %s, %s, %s, %s) "
                 "ON CONFLICT (platform, idem_key) DO NOTHING",
-                [(platform.value, key, payload, now, _actor_of(payload)) for key, payload in items],
+                [(platform.value, key, payload, now, actor_of(payload)) for key, payload in items],
             )
             await cursor.execute("SELECT pg_notify('easel_inbox', %s)", (platform.value,))
 
@@ -805,7 +598,7 @@ class PostgresStore(_Fleet):
             )
             own = await cursor.fetchall()
             others = {
-                d.id: d for row in own for d in await _derived(conn, int(row["id"])) if d.user_id != user_id
+                d.id: d for row in own for d in await derived_rounds_of(conn, int(row["id"])) if d.user_id != user_id
             }
             derived = set(others)
             response_ids = sorted({str(r["response_id"]) for r in own if r["response_id"]}
@@ -835,7 +628,7 @@ class PostgresStore(_Fleet):
             candidates |= {(sha, "image/png") for r in own for sha in shas_from_column(r["input_shas"])}
             orphaned = []
             for sha, mime in sorted(candidates):
-                shared = await _fetch(
+                shared = await fetch_one(
                     conn,
                     "SELECT 1 FROM rounds WHERE NOT (platform = %s AND user_id = %s) "
                     "AND (image_sha = %s OR input_shas @> %s::jsonb) LIMIT 1",
@@ -853,144 +646,3 @@ class PostgresStore(_Fleet):
 # -- statements shared by several methods, on a connection inside the caller's transaction -----------------
 
 
-async def _fetch(conn: Conn, query: Any, params: Sequence[Any]) -> DictRow | None:
-    cursor = await conn.execute(query, params)
-    return await cursor.fetchone()
-
-
-async def _lock_round(conn: Conn, round_id: int) -> Round | None:
-    row = await _fetch(conn, "SELECT * FROM rounds WHERE id = %s FOR UPDATE", (round_id,))
-    return round_from_row(row) if row else None
-
-
-async def _update_round(conn: Conn, round_id: int, now: datetime, columns: dict[str, Any]) -> None:
-    assignments: list[sql.Composable] = [sql.SQL("{} = %s").format(sql.Identifier(name)) for name in columns]
-    assignments.append(sql.SQL("updated_at = %s"))
-    query = sql.SQL("UPDATE rounds SET {} WHERE id = %s").format(sql.SQL(", ").join(assignments))
-    await conn.execute(query, (*columns.values(), now, round_id))
-
-
-async def _write_facts(conn: Conn, item: Round, facts: Facts | None, now: datetime, columns: dict[str, Any]) -> None:
-    await _update_round(conn, item.id, now, {**fact_columns(facts), **columns})
-    if facts is not None and facts.progress_message is not None:
-        await _attach(conn, item.id, item.key, [facts.progress_message], "progress")
-
-
-async def _attach(conn: Conn, round_id: int, key: ChannelKey, message_ids: Sequence[str], role: str) -> None:
-    for message_id in message_ids:
-        await conn.execute(
-            "INSERT INTO round_messages (platform, channel, message_id, round_id, role) VALUES (%s, %s, %s, %s, %s) "
-            "ON CONFLICT (platform, channel, message_id) DO UPDATE SET round_id = excluded.round_id, "
-            "role = excluded.role",
-            (key.platform.value, key.channel, message_id, round_id, role),
-        )
-
-
-async def _derived(conn: Conn, round_id: int) -> list[Round]:
-    cursor = await conn.execute(
-        "SELECT d.* FROM rounds s JOIN rounds d ON d.platform = s.platform AND d.community = s.community "
-        " AND d.parent_id IS NOT DISTINCT FROM s.parent_id AND d.prompt = s.prompt AND d.id > s.id "
-        " AND d.kind = 'reroll' WHERE s.id = %s ORDER BY d.id",
-        (round_id,),
-    )
-    return [round_from_row(row) for row in await cursor.fetchall()]
-
-
-async def _balance(conn: Conn, platform: str, community: str, user_id: str, day: str, default_daily: int) -> Balance:
-    used = await _fetch(
-        conn,
-        "SELECT COALESCE(SUM(CASE kind WHEN 'reserve' THEN amount WHEN 'refund' THEN -amount END), 0) AS used,"
-        " COALESCE(SUM(amount) FILTER (WHERE kind = 'grant'), 0) AS granted "
-        "FROM ledger WHERE platform = %s AND community = %s AND user_id = %s AND day = %s",
-        (platform, community, user_id, day),
-    )
-    cursor = await conn.execute(
-        "SELECT user_id, daily, banned FROM policies WHERE platform = %s AND community = %s AND user_id IN (%s, %s)",
-        (platform, community, user_id, COMMUNITY_DEFAULT),
-    )
-    rows = {row["user_id"]: row for row in await cursor.fetchall()}
-    own, default = rows.get(user_id), rows.get(COMMUNITY_DEFAULT)
-    daily = default_daily
-    if default is not None and default["daily"] is not None:
-        daily = int(default["daily"])
-    if own is not None and own["daily"] is not None:
-        daily = int(own["daily"])
-    assert used is not None
-    return Balance(
-        daily=daily,
-        granted=int(used["granted"]),
-        used=int(used["used"]),
-        banned=bool(own is not None and own["banned"]),
-    )
-
-
-async def _spend_on(conn: Conn, day: str) -> float:
-    row = await _fetch(
-        conn,
-        "SELECT COALESCE(SUM(est_usd), 0) AS usd FROM rounds WHERE day = %s AND status = ANY(%s)",
-        (day, SPENDING),
-    )
-    return float(row["usd"]) if row else 0.0
-
-
-async def _apply_change(conn: Conn, change: ModChange) -> None:
-    verb = change.verb
-    if verb is ModVerb.LANGUAGE:
-        await conn.execute(
-            "INSERT INTO communities (platform, community, language) VALUES (%s, %s, %s) "
-            "ON CONFLICT (platform, community) DO UPDATE SET language = excluded.language",
-            (change.platform, change.community, change.text_value),
-        )
-        return
-    if verb is ModVerb.SET_DEFAULT:
-        await _set_policy(conn, change, COMMUNITY_DEFAULT, daily=_value(change), banned=None)
-        return
-    target = change.target
-    if target is None:
-        raise ValueError(f"{verb} needs a target user")
-    if verb is ModVerb.GRANT:
-        await conn.execute(
-            "INSERT INTO ledger (platform, community, user_id, kind, amount, day, actor_id, idem_key, created_at) "
-            "VALUES (%s, %s, %s, 'grant', %s, %s, %s, %s, %s)",
-            (
-                change.platform,
-                change.community,
-                target,
-                _value(change),
-                day_of(change.now),
-                change.actor_id,
-                change.idem_key,
-                change.now,
-            ),
-        )
-    elif verb is ModVerb.SET_DAILY:
-        await _set_policy(conn, change, target, daily=_value(change), banned=None)
-    else:
-        await _set_policy(conn, change, target, daily=None, banned=verb is ModVerb.BAN)
-
-
-def _value(change: ModChange) -> int:
-    if change.value is None or change.value < 0:
-        raise ValueError(f"{change.verb} needs a non-negative value")
-    return change.value
-
-
-async def _set_policy(conn: Conn, change: ModChange, user_id: str, *, daily: int | None, banned: bool | None) -> None:
-    await conn.execute(
-        "INSERT INTO policies (platform, community, user_id, daily, banned, updated_at, updated_by) "
-        "VALUES (%s, %s, %s, %s, %s, %s, %s) "
-        "ON CONFLICT (platform, community, user_id) DO UPDATE SET "
-        " daily = COALESCE(excluded.daily, policies.daily),"
-        " banned = CASE WHEN %s::integer IS NULL THEN policies.banned ELSE excluded.banned END,"
-        " updated_at = excluded.updated_at, updated_by = excluded.updated_by",
-        (
-            change.platform,
-            change.community,
-            user_id,
-            daily,
-            int(bool(banned)),
-            change.now,
-            change.actor_id,
-            None if banned is None else int(banned),
-        ),
-    )

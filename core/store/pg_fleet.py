@@ -1,0 +1,226 @@
+"""What several workers share through PostgreSQL (`core.ports.FleetStore`): provider slot tickets, inbox
+claims with per-user affinity, wake-ups (LISTEN/NOTIFY) and leader locks. `PostgresStore` inherits it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import zlib
+from datetime import datetime, timedelta
+
+import psycopg
+from psycopg import sql
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool
+
+from core.events import Platform
+from core.records import (
+    InboxItem,
+)
+from core.store.pg_sql import (
+    CHANNELS,
+    INBOX_CLAIM_LOCK,
+    INBOX_RETENTION,
+    LEADER_LOCKS,
+    SLOT_LOCK,
+    Conn,
+)
+
+log = logging.getLogger(__name__)
+
+
+# -- several workers (`core.ports.FleetStore`) --------------------------------------------------------------
+# Kept apart from the `Store` methods; `PostgresStore` below inherits them.
+
+
+class PgFleet:
+    """Slot tickets, inbox claims, leader locks and LISTEN/NOTIFY wake-ups, mixed into `PostgresStore`."""
+
+    url: str
+    _pool: AsyncConnectionPool[Conn]
+    _leaders: dict[str, Conn]
+    _signals: dict[str, asyncio.Event]
+    _listener: asyncio.Task[None] | None
+    _listening: asyncio.Event
+
+    # -- shared provider slots --------------------------------------------------------------------------
+
+    async def slot_reset(self, owner: str) -> None:
+        async with self._pool.connection() as conn:
+            await conn.execute("DELETE FROM slot_tickets WHERE owner = %s", (owner,))
+            await conn.execute("SELECT pg_notify('easel_slots', '')")
+
+    async def slot_enqueue(
+        self, owner: str, capacity: int, queue_limit: int, now: datetime, stale_after: float
+    ) -> tuple[int, int] | None:
+        async with self._pool.connection() as conn, conn.transaction():
+            await self._grant(conn, capacity, now, stale_after)
+            cursor = await conn.execute("SELECT count(*) AS n FROM slot_tickets WHERE granted_at IS NULL")
+            row = await cursor.fetchone()
+            if row is not None and int(row["n"]) >= queue_limit:
+                return None
+            cursor = await conn.execute(
+                "INSERT INTO slot_tickets (owner, enqueued_at) VALUES (%s, %s) RETURNING id", (owner, now)
+            )
+            inserted = await cursor.fetchone()
+            assert inserted is not None
+            ticket = int(inserted["id"])
+            await self._grant(conn, capacity, now, None)
+            return ticket, await self._place(conn, ticket)
+
+    async def slot_poll(self, owner: str, ticket: int, capacity: int, now: datetime, stale_after: float) -> int:
+        async with self._pool.connection() as conn, conn.transaction():
+            await self._grant(conn, capacity, now, stale_after)
+            return await self._place(conn, ticket)
+
+    async def slot_release(self, ticket: int) -> None:
+        async with self._pool.connection() as conn, conn.transaction():
+            await conn.execute("DELETE FROM slot_tickets WHERE id = %s", (ticket,))
+            await conn.execute("SELECT pg_notify('easel_slots', '')")
+
+    async def slot_counts(self) -> tuple[int, int]:
+        async with self._pool.connection() as conn:
+            cursor = await conn.execute(
+                "SELECT count(granted_at) AS granted, count(*) - count(granted_at) AS waiting FROM slot_tickets"
+            )
+            row = await cursor.fetchone()
+        assert row is not None
+        return int(row["granted"]), int(row["waiting"])
+
+    @staticmethod
+    async def _grant(conn: Conn, capacity: int, now: datetime, stale_after: float | None) -> None:
+        """Under the fleet-wide slot lock: void the tickets of gone workers (when `stale_after` is given), then
+        grant the oldest waiting tickets while fewer than `capacity` are granted; wake the others if any were."""
+        await conn.execute("SELECT pg_advisory_xact_lock(%s)", (SLOT_LOCK,))
+        if stale_after is not None:
+            await conn.execute(
+                "DELETE FROM slot_tickets t WHERE NOT EXISTS "
+                "(SELECT 1 FROM workers w WHERE w.owner = t.owner AND w.heartbeat_at >= %s)",
+                (now - timedelta(seconds=stale_after),),
+            )
+        cursor = await conn.execute(
+            "UPDATE slot_tickets SET granted_at = %s WHERE id IN (SELECT id FROM slot_tickets "
+            "WHERE granted_at IS NULL ORDER BY id "
+            "LIMIT greatest(0, %s - (SELECT count(*) FROM slot_tickets WHERE granted_at IS NOT NULL)))",
+            (now, capacity),
+        )
+        if cursor.rowcount > 0:
+            await conn.execute("SELECT pg_notify('easel_slots', '')")
+
+    @staticmethod
+    async def _place(conn: Conn, ticket: int) -> int:
+        cursor = await conn.execute(
+            "SELECT CASE WHEN t.granted_at IS NOT NULL THEN 0 ELSE (SELECT count(*) FROM slot_tickets w "
+            "WHERE w.granted_at IS NULL AND w.id <= t.id) END AS place FROM slot_tickets t WHERE t.id = %s",
+            (ticket,),
+        )
+        row = await cursor.fetchone()
+        return -1 if row is None else int(row["place"])
+
+    # -- inbox claims -----------------------------------------------------------------------------------
+
+    async def inbox_claim(
+        self, platform: Platform, owner: str, limit: int, now: datetime, stale_after: float = 30.0
+    ) -> list[InboxItem]:
+        if limit <= 0:
+            return []
+        cutoff = now - timedelta(seconds=stale_after)
+        async with self._pool.connection() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock(%s)", (INBOX_CLAIM_LOCK,))
+            cursor = await conn.execute(
+                "WITH live AS (SELECT owner FROM workers WHERE heartbeat_at >= %(cutoff)s), "
+                "busy AS (SELECT DISTINCT actor FROM inbox WHERE platform = %(p)s AND actor IS NOT NULL "
+                "  AND claimed_by <> %(owner)s AND claimed_by IN (SELECT owner FROM live)) "
+                "UPDATE inbox SET claimed_by = %(owner)s WHERE (platform, idem_key) IN ("
+                "  SELECT platform, idem_key FROM inbox i WHERE i.platform = %(p)s AND i.received_at >= %(kept)s"
+                "  AND (i.claimed_by IS NULL OR i.claimed_by NOT IN (SELECT owner FROM live))"
+                "  AND (i.actor IS NULL OR i.actor NOT IN (SELECT actor FROM busy))"
+                "  ORDER BY i.received_at, i.seq LIMIT %(limit)s FOR UPDATE SKIP LOCKED) "
+                "RETURNING idem_key, payload, received_at, seq",
+                {"cutoff": cutoff, "p": platform.value, "owner": owner, "kept": now - INBOX_RETENTION,
+                 "limit": limit},
+            )
+            rows = sorted(await cursor.fetchall(), key=lambda r: (r["received_at"], r["seq"]))
+        return [InboxItem(idem_key=str(r["idem_key"]), payload=str(r["payload"])) for r in rows]
+
+    # -- wake-ups between workers -----------------------------------------------------------------------
+
+    async def signal(self, channel: str) -> asyncio.Event:
+        if channel not in CHANNELS:
+            raise ValueError(f"unknown channel {channel!r}")
+        if self._listener is None or self._listener.done():
+            self._listening = asyncio.Event()
+            self._listener = asyncio.create_task(self._listen(), name="easel-pg-listen")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(self._listening.wait()), 5.0)
+        return self._signals.setdefault(channel, asyncio.Event())
+
+    def _wake(self, channel: str) -> None:
+        event = self._signals.pop(channel, None)
+        if event is not None:
+            event.set()
+
+    async def _listen(self) -> None:
+        """One connection per process LISTENs on every channel; each notification sets that channel's event
+        (and replaces it). When the connection fails everyone is woken (they re-check) and it reconnects."""
+        pause = 0.5
+        while True:
+            try:
+                conn = await psycopg.AsyncConnection.connect(self.url, autocommit=True)
+                async with conn:
+                    for name in CHANNELS.values():
+                        await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(name)))
+                    self._listening.set()
+                    pause = 0.5
+                    names = {v: k for k, v in CHANNELS.items()}
+                    async for note in conn.notifies():
+                        self._wake(names.get(note.channel, ""))
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                log.warning("listening for other workers failed (%s); retrying in %.1f s", type(error).__name__,
+                            pause)
+            for channel in list(self._signals):
+                self._wake(channel)
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 10.0)
+
+    # -- leader locks -----------------------------------------------------------------------------------
+
+    async def try_lead(self, name: str) -> bool:
+        conn = self._leaders.get(name)
+        if conn is not None:
+            try:
+                await conn.execute("SELECT 1")
+                return True
+            except psycopg.Error:
+                await self.resign(name)
+                return False
+        try:
+            conn = await psycopg.AsyncConnection.connect(
+                self.url, autocommit=True, row_factory=dict_row,
+                keepalives=1, keepalives_idle=5, keepalives_interval=2, keepalives_count=3,  # a lost peer is noticed
+            )
+        except psycopg.Error:
+            return False
+        key = LEADER_LOCKS + zlib.crc32(name.encode())
+        try:
+            cursor = await conn.execute("SELECT pg_try_advisory_lock(%s) AS held", (key,))
+            row = await cursor.fetchone()
+        except psycopg.Error:
+            await conn.close()
+            return False
+        if row is None or not row["held"]:
+            await conn.close()
+            return False
+        self._leaders[name] = conn
+        return True
+
+    async def resign(self, name: str) -> None:
+        conn = self._leaders.pop(name, None)
+        if conn is not None:
+            with contextlib.suppress(psycopg.Error):
+                await conn.close()  # the session ends: its advisory lock is released
+
+
