@@ -2,7 +2,9 @@
 
 Each method is one transaction on the engine (`core.store.sqlite_engine`): writes on the single writer
 thread inside `BEGIN IMMEDIATE` (a refusal raised inside rolls the method's savepoint back: nothing is
-written), reads on the reader thread in one snapshot. The SQL itself lives in `core.store.sqlite_sql`."""
+written), reads on the reader thread in one snapshot. The SQL itself lives in `core.store.sqlite_sql` (rounds),
+`core.store.sqlite_ledger` (credits, moderation) and `core.store.sqlite_records` (reports, notices, inbox,
+privacy)."""
 
 from __future__ import annotations
 
@@ -29,6 +31,8 @@ from core.records import (
     TopUser,
     UsageTotals,
 )
+from core.store import sqlite_ledger as ledger
+from core.store import sqlite_records as records
 from core.store import sqlite_sql as sql
 from core.store.backup import backup_connection
 from core.store.sqlite_engine import Engine
@@ -98,7 +102,7 @@ class SqliteStore:
         return await self._db.read(lambda c: sql.derived_rounds(c, round_id))
 
     async def reserve(self, reservation: Reservation) -> Balance:
-        return await self._db.write(lambda c: sql.reserve(c, reservation))
+        return await self._db.write(lambda c: ledger.reserve(c, reservation))
 
     async def transition(
         self, round_id: int, state: RoundState, now: datetime, facts: Facts | None = None
@@ -138,62 +142,62 @@ class SqliteStore:
     async def balance(
         self, platform: Platform, community: str, user_id: str, day: str, default_daily: int
     ) -> Balance:
-        return await self._db.read(lambda c: sql.balance(c, platform, community, user_id, day, default_daily))
+        return await self._db.read(lambda c: ledger.balance(c, platform, community, user_id, day, default_daily))
 
     async def moderate(self, change: ModChange) -> None:
-        await self._db.write(lambda c: sql.moderate(c, change))
+        await self._db.write(lambda c: ledger.moderate(c, change))
 
     async def granted_by(self, platform: Platform, community: str, actor_id: str, day: str) -> int:
-        return await self._db.read(lambda c: sql.granted_by(c, platform, community, actor_id, day))
+        return await self._db.read(lambda c: ledger.granted_by(c, platform, community, actor_id, day))
 
     async def spend_on(self, day: str) -> float:
-        return await self._db.read(lambda c: sql.spend_on(c, day))
+        return await self._db.read(lambda c: ledger.spend_on(c, day))
 
     async def community_language(self, platform: Platform, community: str) -> str | None:
-        return await self._db.read(lambda c: sql.community_language(c, platform, community))
+        return await self._db.read(lambda c: ledger.community_language(c, platform, community))
 
     async def migrate_community(self, platform: Platform, old: str, new: str) -> None:
-        await self._db.write(lambda c: sql.migrate_community(c, platform, old, new))
+        await self._db.write(lambda c: ledger.migrate_community(c, platform, old, new))
 
     # -- reports ----------------------------------------------------------------------------------------
 
     async def usage_totals(
         self, platform: Platform, community: str, since: str, user_id: str | None = None
     ) -> UsageTotals:
-        return await self._db.read(lambda c: sql.usage_totals(c, platform, community, since, user_id))
+        return await self._db.read(lambda c: records.usage_totals(c, platform, community, since, user_id))
 
     async def top_users(self, platform: Platform, community: str, since: str, limit: int) -> list[TopUser]:
-        return await self._db.read(lambda c: sql.top_users(c, platform, community, since, limit))
+        return await self._db.read(lambda c: records.top_users(c, platform, community, since, limit))
 
     async def community_usage(self, now: datetime, community: str | None = None) -> list[CommunityUsage]:
-        return await self._db.read(lambda c: sql.community_usage(c, now, community))
+        return await self._db.read(lambda c: records.community_usage(c, now, community))
 
     # -- notices ----------------------------------------------------------------------------------------
 
     async def add_notice(
         self, key: ChannelKey, reply_to: str | None, text: str, now: datetime, user_id: str | None = None
     ) -> None:
-        await self._db.write(lambda c: sql.add_notice(c, key, reply_to, text, now, user_id))
+        await self._db.write(lambda c: records.add_notice(c, key, reply_to, text, now, user_id))
 
     async def pending_notices(self, platform: Platform) -> list[PendingNotice]:
-        return await self._db.read(lambda c: sql.pending_notices(c, platform))
+        return await self._db.read(lambda c: records.pending_notices(c, platform))
 
     async def notice_sent(self, notice_id: int, now: datetime) -> None:
-        await self._db.write(lambda c: sql.notice_sent(c, notice_id, now))
+        await self._db.write(lambda c: records.notice_sent(c, notice_id, now))
 
     # -- inbox ------------------------------------------------------------------------------------------
 
     async def inbox_put(self, platform: Platform, items: Sequence[tuple[str, str]], now: datetime) -> None:
         if items:
-            await self._db.write(lambda c: sql.inbox_put(c, platform, items, now))
+            await self._db.write(lambda c: records.inbox_put(c, platform, items, now))
 
     async def inbox_done(self, platform: Platform, idem_key: str) -> None:
-        await self._db.write(lambda c: sql.inbox_done(c, platform, idem_key))
+        await self._db.write(lambda c: records.inbox_done(c, platform, idem_key))
 
     async def inbox_pending(self, platform: Platform, now: datetime) -> list[InboxItem]:
-        return await self._db.write(lambda c: sql.inbox_pending(c, platform, now))
+        return await self._db.write(lambda c: records.inbox_pending(c, platform, now))
 
     # -- privacy ----------------------------------------------------------------------------------------
 
     async def forget_user(self, platform: Platform, user_id: str) -> Forgotten:
-        return await self._db.write(lambda c: sql.forget_user(c, platform, user_id))
+        return await self._db.write(lambda c: records.forget_user(c, platform, user_id))
