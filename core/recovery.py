@@ -29,6 +29,7 @@ class Recovery:
     def __init__(self, shared: Shared, runner: RoundRunner) -> None:
         self.s = shared
         self.runner = runner
+        self._views: dict[Platform, ViewFactory] = {}  # platforms whose adapter is connected
 
     async def start(self, stale_after: float) -> int:
         """Load the safety salt, announce this worker, and take over orphaned rounds (this worker id's own
@@ -52,6 +53,8 @@ class Recovery:
                 await self._interrupted_while_away(item)
         if adopted:
             log.warning("took over %d rounds left open by a stopped worker", len(adopted))
+        for platform, view_for in self._views.items():  # taken over while running: follow them now
+            self.resume(platform, view_for)
         return len(adopted)
 
     async def _interrupted_while_away(self, item: Round) -> None:
@@ -62,7 +65,9 @@ class Recovery:
         await deps.store.add_notice(item.key, None, text, now, item.user_id)
 
     def resume(self, platform: Platform, view_for: ViewFactory) -> int:
-        """An adapter is connected: follow its platform's background rounds to their end."""
+        """An adapter is connected: follow its platform's background rounds to their end (now, and those taken
+        over from a dead worker later)."""
+        self._views[platform] = view_for
         items = self.s.resumable.pop(platform, [])
         for item in items:
             self.s.spawn(self.runner.resume(item, view_for(item)), f"easel-resume-{item.id}")
