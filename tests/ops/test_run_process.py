@@ -212,3 +212,64 @@ async def test_bad_discord_token_exits_non_zero(tmp_path: Path) -> None:
             assert "DISCORD_TOKEN" in easel.log
         logins = [c for c in dc.calls if "users/@me" in c.method or c.method == "get_me"]
         assert len(logins) <= 1
+
+
+async def _open_rounds(db: Path) -> list[tuple[str, int]]:
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+        rows = conn.execute("SELECT status, COUNT(*) FROM rounds GROUP BY status").fetchall()
+        return [(str(status), int(count)) for status, count in rows]
+
+
+async def _accepted_in_background(db: Path) -> bool:
+    """The round's response id is stored: the provider holds it in background mode (what a restart resumes)."""
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+        row = conn.execute("SELECT COUNT(*) FROM rounds WHERE response_id IS NOT NULL AND bg_mode = 1").fetchone()
+        return int(row[0]) == 1
+
+
+async def _charged(db: Path) -> int:
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+        row = conn.execute(
+            "SELECT COALESCE(SUM(CASE kind WHEN 'reserve' THEN amount WHEN 'refund' THEN -amount END), 0) FROM ledger"
+        ).fetchone()
+        return int(row[0])
+
+
+async def test_sigkill_during_a_background_round_then_restart_delivers_it_once(tmp_path: Path) -> None:
+    """DESIGN section 3: a round the provider runs in the background is picked up again after a crash
+    (SIGKILL): delivered once, charged once, never made twice, and nobody is told it was interrupted."""
+    async with FakeTelegram() as tg, FakeOpenAI() as oai:
+        thinking = oai.hold("thinking")  # the provider works on it (in the background) until the test says
+        env = telegram_env(tg, oai) | {"EASEL_PARTIAL_IMAGES": "0"}
+        user = tg.user("Ann", username="ann")
+        chat = tg.private_chat(user)
+        async with easel_run(tmp_path, **env) as easel:
+            await easel.expect("Easel is running")
+            await tg.send_message(chat, user, "/imagine a patient fox")
+            await oai.wait_for("POST /v1/responses", timeout=20)
+            db = tmp_path / "data" / "easel.db"
+            deadline = time.monotonic() + 20
+            while not await _accepted_in_background(db):
+                assert time.monotonic() < deadline, await _open_rounds(db)
+                await asyncio.sleep(0.05)
+            easel.proc.send_signal(signal.SIGKILL)
+            assert await easel.proc.wait() == -signal.SIGKILL
+        tg.app_errors.clear()  # the killed client's half-open requests
+        oai.app_errors.clear()
+        thinking.set()  # the provider finishes the image while Easel is down
+        async with easel_run(tmp_path, **env) as easel:
+            await easel.expect("Easel is running")
+            await tg.wait_for("sendPhoto", timeout=30)
+            deadline = time.monotonic() + 20
+            while ("delivered", 1) not in await _open_rounds(tmp_path / "data" / "easel.db"):
+                assert time.monotonic() < deadline, await _open_rounds(tmp_path / "data" / "easel.db")
+                await asyncio.sleep(0.05)
+            easel.proc.send_signal(signal.SIGTERM)
+            assert await easel.finish() == 0
+        photos = [c for c in tg.calls_to("sendPhoto") if str(c.params.get("caption", "")).startswith("#1")]
+        edited = [c for c in tg.calls_to("editMessageMedia")]
+        assert len(photos) + len(edited) == 1  # one image in the chat
+        assert len(oai.calls_to("POST /v1/responses")) == 1  # never made twice
+        assert await _charged(tmp_path / "data" / "easel.db") == 1  # charged once
+        texts = [str(c.params.get("text", "")) for c in tg.calls_to("sendMessage")]
+        assert not any("interrupted" in t or "restart" in t for t in texts), texts
