@@ -8,7 +8,8 @@ is reported as soon as it exists (`ProviderEvents.accepted`), a dropped stream i
 picked up after a restart is followed with `resume`, and `cancel` stops it. Without background mode the
 call streams (or not) exactly as a plain request, bounded by the whole-call timeout.
 
-The provider keeps every response (background or not) until it expires; `delete` removes one (`easel forget`)."""
+In background mode the provider keeps each response until it expires; without it Easel asks `store: false`.
+`delete` removes a stored one (`easel forget`)."""
 
 from __future__ import annotations
 
@@ -172,8 +173,9 @@ class ResponsesProvider:
                         getattr(exc, "status_code", ""))
 
     async def delete(self, response_id: str) -> bool:
-        """`DELETE /v1/responses/{id}`: the API stores every response (background or not) until it expires, and
-        an edit round continues from it; `easel forget` deletes those of the forgotten user's rounds."""
+        """Delete a stored response at the provider (an HTTP delete of /v1/responses/{id}). In background mode the
+        API keeps each response until it expires, and an edit round continues from it; `easel forget` deletes
+        those of the forgotten user's rounds. True if deleted, False if the provider no longer held it."""
         try:
             await self._client.responses.delete(response_id, timeout=self._options.call_timeout or DELETE_TIMEOUT)
         except openai.NotFoundError:
