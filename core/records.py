@@ -12,6 +12,7 @@ from core.events import ChannelKey
 from core.spec import ImageSpec
 
 COMMUNITY_DEFAULT = "*"  # the user id of a community's default policy
+FORGOTTEN_PROMPT = "[deleted]"  # the prompt of a round whose author asked to be forgotten (`easel forget`)
 
 
 class RoundState(StrEnum):

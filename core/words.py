@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from core.records import Round
+from core.records import FORGOTTEN_PROMPT, Round
 from core.spec import Shape
 from core.texts import say
 
 MAX_CAPTION_PROMPT = 180
-FORGOTTEN = "[deleted]"  # the prompt of a round whose author asked to be forgotten
+FORGOTTEN = FORGOTTEN_PROMPT  # a reroll of such a round is refused, not sent as this text
 
 
 def snippet(text: str, limit: int = MAX_CAPTION_PROMPT) -> str:

@@ -13,6 +13,7 @@ from psycopg.rows import DictRow
 from core.events import ChannelKey
 from core.records import (
     COMMUNITY_DEFAULT,
+    FORGOTTEN_PROMPT,
     Balance,
     Facts,
     ModChange,
@@ -33,7 +34,7 @@ INBOX_CLAIM_LOCK = 0x45A5E3  # one inbox claim at a time (the per-user affinity 
 LEADER_LOCKS = 0x45A5_0000_0000  # + crc32(name): session-level leader locks
 CHANNELS = {"slots": "easel_slots", "inbox": "easel_inbox"}
 INBOX_RETENTION = timedelta(hours=24)
-DELETED_PROMPT = "[deleted]"
+DELETED_PROMPT = FORGOTTEN_PROMPT
 OPEN = list(OPEN_STATE_NAMES)
 SPENDING = list(SPENDING_STATE_NAMES)
 

@@ -14,6 +14,7 @@ from typing import Any
 from core.errors import DuplicateRequest, StoreError
 from core.events import ChannelKey, Platform, UserRef
 from core.records import (
+    FORGOTTEN_PROMPT,
     OPEN_STATES,
     Facts,
     NewRound,
@@ -32,7 +33,7 @@ from core.store.rows import (
 )
 
 INBOX_RETENTION = timedelta(hours=24)
-DELETED_PROMPT = "[deleted]"
+DELETED_PROMPT = FORGOTTEN_PROMPT
 
 OPEN = ", ".join(f"'{name}'" for name in OPEN_STATE_NAMES)
 SPENDING = ", ".join(f"'{name}'" for name in SPENDING_STATE_NAMES)
