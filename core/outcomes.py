@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
 from enum import StrEnum
 from typing import Protocol
 
@@ -77,19 +76,6 @@ class Notice:
     text: str
     ephemeral: bool = False
     detail: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class CreditReport:
-    user_id: str
-    display_name: str
-    left_today: int
-    daily: int
-    granted_today: int
-    used_today: int
-    resets_at: datetime
-    banned: bool
-    text: str
 
 
 class RoundView(Protocol):
