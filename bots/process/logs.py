@@ -152,10 +152,6 @@ def log_context(**fields: object) -> Iterator[None]:
         _context.reset(token)
 
 
-def current_log_context() -> dict[str, object]:
-    return dict(_context.get())
-
-
 def _context_names(record: logging.LogRecord) -> list[str]:
     names: Iterable[str] = getattr(record, "_easel_context", None) or [
         n for n in CONTEXT_FIELDS if hasattr(record, n)

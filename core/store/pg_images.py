@@ -58,16 +58,6 @@ class PgImageStore:
         with self._pool.connection() as conn:
             conn.execute("DELETE FROM images WHERE sha = %s AND mime = %s", (sha, mime))
 
-    def put_copied(self, sha: str, mime: str, data: bytes, used_at: datetime) -> bool:
-        """Store bytes under a known key, keeping their last use (the SQLite migration). False if present."""
-        with self._pool.connection() as conn:
-            cursor = conn.execute(
-                "INSERT INTO images (sha, mime, data, used_at) VALUES (%s, %s, %s, %s) "
-                "ON CONFLICT (sha, mime) DO NOTHING",
-                (sha, mime, data, used_at),
-            )
-            return cursor.rowcount == 1
-
     def stats(self) -> tuple[int, int]:
         """(images, total bytes)."""
         with self._pool.connection() as conn:
