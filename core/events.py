@@ -15,8 +15,7 @@ class Platform(StrEnum):
     CONSOLE = "console"
 
 
-# The image options live with the image spec; re-exported here because adapters parse them from events.
-Size = Shape
+# The image options live with the image spec; re-exported here because adapters parse them into requests.
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,7 +135,6 @@ __all__ = [
     "Quality",
     "RoundRequest",
     "Shape",
-    "Size",
     "SpecOptions",
     "UserRef",
     "Verb",

@@ -33,9 +33,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import parse_qsl, urlsplit
 
 from core.errors import ConfigError
-from core.events import Platform, Size
-from core.events import Quality as EventQuality
-from core.spec import DEFAULT_COSTS, FLEXIBLE_SIZES, CostTable, Quality, Shape
+from core.events import Platform
+from core.spec import DEFAULT_COSTS, CostTable, Quality, Shape
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
@@ -258,8 +257,6 @@ def url_secrets(url: str | None) -> list[str]:
 
 # -- the core's section -------------------------------------------------------------------------------
 
-# Compatibility with callers that still pass `core.events.Size` (three shapes); `core.spec` has all five.
-SIZES: dict[Size, str] = {size: FLEXIBLE_SIZES[Shape(size.value)] for size in Size}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -458,10 +455,6 @@ class CoreSettings:
     def serves(self, platform: Platform, community: str) -> bool:
         """False in a community outside EASEL_COMMUNITIES (when set)."""
         return self.communities is None or (platform, community) in self.communities
-
-    def cost(self, size: Size, quality: EventQuality) -> int:
-        """Compatibility for callers that still speak `core.events` sizes; new code uses `cost_table`."""
-        return self.cost_table[(Shape(size.value), Quality(quality.value))]
 
 
 # -- loading ------------------------------------------------------------------------------------------

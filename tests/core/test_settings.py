@@ -12,7 +12,7 @@ import pytest
 from bots.discord.config import Shards
 from bots.process.config import SECTIONS, Settings, all_declarations, check_tokens, load_settings
 from core.errors import ConfigError
-from core.events import Platform, Quality, Size
+from core.events import Platform, Quality
 from core.settings import LANGUAGES, CoreSettings, declarations, declared_fields
 from core.spec import DEFAULT_COSTS, Shape
 from core.spec import Quality as SpecQuality
@@ -80,7 +80,7 @@ def test_defaults_match_the_contract() -> None:
     assert s.transparent_model is None and s.user_rate >= 1 and s.provider_call_timeout < s.round_deadline
     assert s.shutdown_grace + 3 <= 10, "the whole SIGTERM stop must fit in Docker's 10 s"
     assert s.worker_id and s.worker_id.endswith(f"-{__import__('os').getpid()}")
-    assert s.cost(Size.SQUARE, Quality.MEDIUM) == 1
+    assert s.cost_table[(Shape.SQUARE, Quality.MEDIUM)] == 1
     assert s.cost_table == DEFAULT_COSTS and len(s.cost_table) == len(Shape) * len(SpecQuality)
     assert s.serves(Platform.TELEGRAM, "-1")
 
@@ -113,7 +113,7 @@ def test_values_are_parsed() -> None:
     assert not s.is_operator(Platform.DISCORD, "123")
     assert s.communities == frozenset({(Platform.TELEGRAM, "-100123"), (Platform.DISCORD, "456")})
     assert s.serves(Platform.DISCORD, "456") and not s.serves(Platform.DISCORD, "457")
-    assert s.http_port == 8080 and s.cost(Size.LANDSCAPE, Quality.HIGH) == 9
+    assert s.http_port == 8080 and s.cost_table[(Shape.LANDSCAPE, Quality.HIGH)] == 9
     assert s.cost_table[(Shape.WIDE, SpecQuality.LOW)] == 3
     assert s.telegram_api_url == "http://127.0.0.1:81" and s.image_api == "images"
     assert s.discord_shards == Shards((0, 1), 4) and str(s.discord_shards) == "0,1/4"

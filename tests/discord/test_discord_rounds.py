@@ -11,7 +11,7 @@ from PIL import Image
 
 from bots.discord.bot import DiscordBot
 from core.errors import APOLOGY_ID
-from core.events import ChannelKey, Platform, Quality, Size, SpecOptions
+from core.events import ChannelKey, Platform, Quality, Shape, SpecOptions
 from core.outcomes import Refusal
 from core.texts import say
 from tests.discord.discord_support import (
@@ -43,7 +43,7 @@ async def test_imagine_defers_first_then_edits_in_the_image_with_caption_and_rer
     assert request.actor.user_id == str(world.alice.id) and request.actor.username == "alice"
     assert not request.actor.is_moderator
     assert (request.prompt, request.options.shape, request.options.quality) == (
-        "a red fox", Size.LANDSCAPE, Quality.HIGH)
+        "a red fox", Shape.LANDSCAPE, Quality.HIGH)
     assert request.idempotency_key == f"dc:i:{interaction.id}"
     assert request.reply_to is None and request.input_image is None
     assert final.params["content"] == "#1 · 9 credits left today"
