@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from core.settings import option, root_url, text, ws_url
+from core.config import option, root_url, text, ws_url
 
 # base64(user id) . timestamp . HMAC, each part base64url.
 TOKEN_SHAPE = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")

@@ -12,8 +12,9 @@ from bots.discord.config import DiscordSettings
 from bots.discord.config import token_problem as discord_token_problem
 from bots.telegram.config import TelegramSettings
 from bots.telegram.config import token_problem as telegram_token_problem
+from core.config import Declaration, choice, declarations, load, nonblank, number, option, whole
 from core.errors import ConfigError
-from core.settings import CoreSettings, Declaration, choice, declarations, load, nonblank, number, option, whole
+from core.settings import CoreSettings
 
 
 @dataclass(frozen=True, kw_only=True)

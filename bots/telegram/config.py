@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from core.config import http_url, option, root_url, text
 from core.errors import ConfigError
-from core.settings import http_url, option, root_url, text
 
 # `<bot id>:<secret>`, as @BotFather gives it. The secret's length is not checked: a token that is merely
 # truncated is refused by Telegram itself, with a message saying so.

@@ -46,11 +46,13 @@ def test_no_module_shadows_a_library() -> None:
 
 
 # What adapters may use of the core: the values that cross the seam, the ports, the error tree, the words, the
-# image options and records they render, their settings, and the Pillow helpers that fit a result to their
-# platform's upload limits. The services themselves (rounds, desk, store, provider routes) are reached only
-# through `core.ports.Services`, built by the composition root (bots/process), which is exempt.
+# image options and records they render, their settings (and how a setting is declared), the safety net, and
+# the Pillow helpers that fit a result to their platform's upload limits. The services themselves (rounds,
+# desk, store, provider routes) are reached only through `core.ports.Services`, built by the composition root
+# (bots/process), which is exempt.
 SEAM = {"core.events", "core.outcomes", "core.ports", "core.errors", "core.texts", "core.texts.commands",
-        "core.flags", "core.spec", "core.records", "core.settings", "core.safety", "core.provider.pictures"}
+        "core.flags", "core.spec", "core.records", "core.settings", "core.config", "core.safety",
+        "core.provider.pictures"}
 
 
 def core_imports(path: Path) -> set[str]:

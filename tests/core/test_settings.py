@@ -11,9 +11,10 @@ import pytest
 
 from bots.discord.config import Shards
 from bots.process.config import SECTIONS, Settings, all_declarations, check_tokens, load_settings
+from core.config import LANGUAGES, declarations, declared_fields
 from core.errors import ConfigError
 from core.events import Platform, Quality
-from core.settings import LANGUAGES, CoreSettings, declarations, declared_fields
+from core.settings import CoreSettings
 from core.spec import DEFAULT_COSTS, Shape
 from core.spec import Quality as SpecQuality
 from core.texts.catalog import languages

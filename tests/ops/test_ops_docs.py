@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from bots.process.config import all_declarations, load_settings
+from core.config import Declaration, read_dotenv
 from core.metrics import Metrics
-from core.settings import Declaration, read_dotenv
 from core.spec import DEFAULT_COSTS, FLEXIBLE_SIZES, Quality, Shape
 
 REPO = Path(__file__).resolve().parents[2]
