@@ -35,10 +35,11 @@ from bots.telegram.common import PUBLIC_GETFILE_CAP, TELEGRAM
 from bots.telegram.handlers import TelegramHandlers
 from bots.telegram.inbox import Entry, InboxFeed
 from bots.telegram.mods import ModeratorCheck
+from bots.telegram.pacing import PREVIEW_INTERVAL, EditPacer
 from bots.telegram.poll import Fatal, Poller
 from bots.telegram.send import FloodGate, retrying, send_text
 from bots.telegram.transport import api_request, rate_limiter, updates_request
-from bots.telegram.view import PREVIEW_INTERVAL, EditPacer, TelegramRoundView, Where
+from bots.telegram.view import TelegramRoundView, Where
 from core.errors import ConfigError, FatalPlatformError
 from core.ports import Services
 from core.records import Round

@@ -58,8 +58,9 @@ from bots.telegram.common import (
     user_actor,
 )
 from bots.telegram.mods import ModeratorCheck
+from bots.telegram.pacing import EditPacer
 from bots.telegram.send import retrying, send_text
-from bots.telegram.view import CALLBACK_PREFIX, EditPacer, TelegramRoundView, Where, shown_round
+from bots.telegram.view import CALLBACK_PREFIX, TelegramRoundView, Where, shown_round
 from core.errors import NotModerator, UserFacingError
 from core.events import Actor, ChannelKey, DeskCommand, InputImage, RoundRequest, UserRef, Verb
 from core.flags import parse_flags

@@ -31,15 +31,15 @@ import asyncio
 import contextlib
 import logging
 import math
-import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, InputMediaPhoto, Message
 from telegram.constants import ChatAction
 from telegram.error import NetworkError, RetryAfter, TelegramError
 
-from bots.telegram.send import CAPTION_LIMIT, FloodGate, clip, reply_to, retry_after_seconds, send_text
+from bots.telegram.pacing import EditPacer
+from bots.telegram.send import CAPTION_LIMIT, clip, reply_to, retry_after_seconds, send_text
 from core import texts
 from core.outcomes import Button, Preview, ProgressDefaults, Refusal, RoundInfo, RoundResult, Stage
 from core.provider import pictures
@@ -50,7 +50,6 @@ PHOTO_MAX_BYTES = 10 * 1024 * 1024
 PHOTO_MAX_SIDE_SUM = 10_000
 ACTION_REFRESH = 4.0  # a chat action shows for at most 5 s
 ACTION_CLOSE_GRACE = 2.0  # how long close() lets a chat action being sent finish (cut, it is a broken request)
-PREVIEW_INTERVAL = 3.0
 QUEUE_EDIT_INTERVAL = 10.0  # a waiting message is edited at most this often (issue 16: few calls per round)
 TICKER_AFTER = 15.0  # the elapsed-time ticker starts once a round has gone this long (since the request) unseen
 TICK_MIN = QUEUE_EDIT_INTERVAL  # a progress message is never edited more often than this
@@ -109,54 +108,6 @@ def shown_round(message: Message) -> int | None:
             if isinstance(data, str) and data.startswith(REROLL_PREFIX) and data[len(REROLL_PREFIX):].isdigit():
                 return int(data[len(REROLL_PREFIX):])
     return None
-
-
-class EditPacer:
-    """Paces progress edits: at most one per `interval` per message, and in groups one per `interval` per
-    chat, whichever round it belongs to (previews are coalesced, never queued). A 429 holds the chat, for
-    every send (`gate`, one per adapter)."""
-
-    def __init__(
-        self, interval: float = PREVIEW_INTERVAL, clock: Callable[[], float] = time.monotonic,
-        gate: FloodGate | None = None,
-    ) -> None:
-        self.interval = interval
-        self.clock = clock
-        self.sleep: Callable[[float], Awaitable[None]] = asyncio.sleep  # the ticker's; tests pair it with `clock`
-        self.gate = gate if gate is not None else FloodGate(clock)
-        self._next: dict[object, float] = {}
-        self._unshown: dict[int, set[int]] = {}  # chat -> rounds waiting for their first progress message
-
-    def first_waiting(self, chat_id: int, view_id: int, waiting: bool) -> None:
-        """Note (or clear) that a round waits to show its progress message for the first time."""
-        views = self._unshown.setdefault(chat_id, set())
-        if waiting:
-            views.add(view_id)
-        else:
-            views.discard(view_id)
-            if not views:
-                del self._unshown[chat_id]
-
-    def others_unshown(self, chat_id: int, view_id: int) -> bool:
-        """Another round in the chat still waits to be shown at all: re-ticks make way for it (fairness)."""
-        return bool(self._unshown.get(chat_id, set()) - {view_id})
-
-    def ready(self, chat_id: int, view_id: int, group: bool, chat_interval: float | None = None) -> bool:
-        """May a progress edit go out now? Reserves the message's slot for `interval` and, in a group, the
-        chat's slot for `chat_interval` (default `interval`)."""
-        now = self.clock()
-        keys: tuple[object, ...] = ((chat_id, view_id), chat_id) if group else ((chat_id, view_id),)
-        if self.gate.remaining(chat_id) > 0 or any(self._next.get(key, -math.inf) > now for key in keys):
-            return False
-        for key in keys:
-            spacing = chat_interval if key == chat_id and chat_interval is not None else self.interval
-            self._next[key] = now + max(spacing, self.interval)
-        if len(self._next) > 10_000:  # forget finished rounds and quiet chats
-            self._next = {k: t for k, t in self._next.items() if t > now}
-        return True
-
-    def hold(self, chat_id: int, seconds: float) -> None:
-        self.gate.hold(chat_id, seconds)
 
 
 @dataclass(frozen=True, slots=True)
