@@ -21,7 +21,17 @@ from core.errors import Busy
 from core.events import Actor
 from core.metrics import Metrics
 from core.outcomes import Button, Preview, RoundResult, RoundView, Stage
-from core.ports import Clock, GeneratedImage, ImageJob, ImageProvider, ImageStore, ProviderEvents, Slots, Store
+from core.ports import (
+    Clock,
+    GeneratedImage,
+    ImageJob,
+    ImageProvider,
+    ImageStore,
+    ProviderEvents,
+    Slots,
+    Store,
+    UserCap,
+)
 from core.pricing import estimate_usd, estimated_usage
 from core.progress import ProgressPump
 from core.provider import pictures
@@ -70,6 +80,7 @@ class Deps:
     metrics: Metrics
     clock: Clock
     slots: Slots
+    caps: UserCap
 
 
 class Events(ProviderEvents):
@@ -147,7 +158,12 @@ async def follow(deps: Deps, live: Live, pump: ProgressPump) -> GeneratedImage:
 
 
 async def deliver(
-    deps: Deps, live: Live, generated: GeneratedImage, pump: ProgressPump, left: int, parent_number: int | None,
+    deps: Deps,
+    live: Live,
+    generated: GeneratedImage,
+    pump: ProgressPump,
+    left: int,
+    parent_number: int | None,
     send_file: bool,
 ) -> None:
     """Show the image, then commit. If the upload fails the image never reached the chat: refunded by the
@@ -198,9 +214,7 @@ async def deliver(
     await asyncio.shield(_commit(deps, item, message_ids, stored, facts))
 
 
-async def _commit(
-    deps: Deps, item: Round, message_ids: list[str], stored: asyncio.Task[str], facts: Facts
-) -> None:
+async def _commit(deps: Deps, item: Round, message_ids: list[str], stored: asyncio.Task[str], facts: Facts) -> None:
     """After the chat shows the image: record it as delivered, retrying; never refund."""
     sha: str | None = None
     try:
@@ -218,8 +232,9 @@ async def _commit(
     cost = item.cost
     deps.metrics.rounds.labels(item.key.platform.value, "delivered").inc()
     deps.metrics.credits_spent.labels(item.key.platform.value).inc(cost)
-    log.info("round %d delivered (%d credits, provider request %s)", item.id, cost, facts.request_id,
-             extra=context(item))
+    log.info(
+        "round %d delivered (%d credits, provider request %s)", item.id, cost, facts.request_id, extra=context(item)
+    )
 
 
 async def cancel_at_provider(provider: ImageProvider, response_id: str | None) -> None:

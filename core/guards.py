@@ -1,5 +1,6 @@
-"""In-memory guards in front of the provider: per-user caps and rate, reroll de-duplication, and the probe
-that lets one request at a time find out whether an unavailable provider is back.
+"""In-memory guards in front of the provider: the per-user rate, the per-user cap of one process, reroll
+de-duplication, and the probe that lets one request at a time find out whether an unavailable provider is
+back.
 
 They protect the operator's bill: refused and failed rounds are free, so without a rate limit one credit
 would buy unlimited provider calls."""
@@ -14,11 +15,9 @@ from core.errors import ProviderUnavailable
 
 
 class UserGuards:
-    def __init__(self, concurrency: int, per_minute: int, clock: Callable[[], float] = time.monotonic) -> None:
-        self.concurrency = concurrency
+    def __init__(self, per_minute: int, clock: Callable[[], float] = time.monotonic) -> None:
         self.per_minute = per_minute
         self.clock = clock
-        self._active: Counter[tuple[str, str]] = Counter()
         self._recent: dict[tuple[str, str], deque[float]] = {}
         self._rerolls: set[tuple[str, str, int]] = set()
         self._told: dict[tuple[str, str, str], float] = {}
@@ -47,20 +46,6 @@ class UserGuards:
             self._told = {k: t for k, t in self._told.items() if now - t < window}
         return True
 
-    def active(self, user: tuple[str, str]) -> int:
-        return self._active[user]
-
-    def enter(self, user: tuple[str, str]) -> bool:
-        if self._active[user] >= self.concurrency:
-            return False
-        self._active[user] += 1
-        return True
-
-    def leave(self, user: tuple[str, str]) -> None:
-        self._active[user] -= 1
-        if self._active[user] <= 0:
-            del self._active[user]
-
     def start_reroll(self, user: tuple[str, str], source: int) -> bool:
         """One reroll of a round per user at a time: a double press starts one round."""
         key = (*user, source)
@@ -71,6 +56,29 @@ class UserGuards:
 
     def end_reroll(self, user: tuple[str, str], source: int) -> None:
         self._rerolls.discard((*user, source))
+
+
+class LocalCap:
+    """The per-user cap of one process (`core.ports.UserCap`): with SQLite one process serves everyone, so
+    counting here is exact. Several workers share `core.shared_caps.SharedCap` instead."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._active: Counter[tuple[str, str]] = Counter()
+
+    def active(self, user: tuple[str, str]) -> int:
+        return self._active[user]
+
+    async def enter(self, user: tuple[str, str]) -> bool:
+        if self._active[user] >= self.limit:
+            return False
+        self._active[user] += 1
+        return True
+
+    def leave(self, user: tuple[str, str]) -> None:
+        self._active[user] -= 1
+        if self._active[user] <= 0:
+            del self._active[user]
 
 
 class ProviderProbe:

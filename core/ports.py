@@ -58,48 +58,57 @@ class Store(Protocol):
     async def create_round(self, new: NewRound, now: datetime) -> Round:
         """Record a request with the channel's next number. Raises `DuplicateRequest` for a known idem key."""
         ...
+
     async def get_round(self, round_id: int) -> Round | None: ...
     async def round_by_number(self, key: ChannelKey, number: int) -> Round | None: ...
     async def round_by_message(self, key: ChannelKey, message_id: str) -> Round | None:
         """The round a platform message shows (a result, or a progress message), if any."""
         ...
+
     async def derived_rounds(self, round_id: int) -> list[Round]:
         """Rounds rerolled from this one (they copied its prompt)."""
         ...
+
     async def reserve(self, reservation: Reservation) -> Balance:
         """Atomically: check the ban, the balance and (when set) the day's budget, write the reserve and move
         the round to `queued`. Raises `Banned`, `OverQuota` or `BudgetExhausted` and changes nothing."""
         ...
-    async def transition(
-        self, round_id: int, state: RoundState, now: datetime, facts: Facts | None = None
-    ) -> bool:
+
+    async def transition(self, round_id: int, state: RoundState, now: datetime, facts: Facts | None = None) -> bool:
         """Move an open round to an open state (queued -> running -> delivering), writing `facts` with it.
         Returns False (and writes nothing) if the round is no longer open."""
         ...
+
     async def record_facts(self, round_id: int, facts: Facts, now: datetime) -> None:
         """Write facts without a transition (the stream's sequence number, the progress message)."""
         ...
+
     async def attach_messages(self, round_id: int, key: ChannelKey, message_ids: Sequence[str]) -> None:
         """Record which messages show a round, before they are visible, so a quick reply resolves."""
         ...
+
     async def deliver(
         self, round_id: int, key: ChannelKey, message_ids: Sequence[str], facts: Facts, now: datetime
     ) -> None:
         """The image reached the chat: state `delivered`, its messages recorded, the reserve stands."""
         ...
+
     async def finish(
         self, round_id: int, state: RoundState, reason: str, now: datetime, facts: Facts | None = None
     ) -> int:
         """End an open round as `failed`, `cancelled` or `refused`, refunding its reserve (once). A round
         already delivered is left alone (an image that reached the chat is charged). Returns the refund."""
         ...
+
     async def open_rounds(self, owner: str | None = None) -> list[Round]:
         """Open rounds, of one owner or of all."""
         ...
+
     async def adopt_rounds(self, owner: str, now: datetime, stale_after: float) -> list[Round]:
         """Take over the open rounds whose owner is gone (no heartbeat for `stale_after` seconds, or no
         worker row at all) and return them; a live worker's rounds are never touched."""
         ...
+
     async def heartbeat(self, owner: str, now: datetime) -> None: ...
     async def retire(self, owner: str) -> None:
         """A worker that stops cleanly removes its row (its open rounds become adoptable at once)."""
@@ -113,12 +122,15 @@ class Store(Protocol):
         """The audit row and the policy change (or for a grant, a ledger row) in one transaction. Raises
         `DuplicateRequest` for a known idempotency key."""
         ...
+
     async def granted_by(self, platform: Platform, community: str, actor_id: str, day: str) -> int:
         """Credits a moderator granted in a community on a day (the daily grant ceiling)."""
         ...
+
     async def spend_on(self, day: str) -> float:
         """Estimated USD of rounds reserved or delivered on a day, all communities."""
         ...
+
     async def community_language(self, platform: Platform, community: str) -> str | None: ...
     async def migrate_community(self, platform: Platform, old: str, new: str) -> None: ...
 
@@ -135,6 +147,7 @@ class Store(Protocol):
     ) -> None:
         """`user_id`: whom the notice concerns (it may quote their prompt; forgetting them erases it)."""
         ...
+
     async def pending_notices(self, platform: Platform) -> list[PendingNotice]: ...
     async def notice_sent(self, notice_id: int, now: datetime) -> None: ...
 
@@ -332,6 +345,24 @@ class Slots(Protocol):
     def release(self) -> None: ...
 
 
+class UserCap(Protocol):
+    """How many rounds one user may have queued or running at once (`EASEL_USER_CONCURRENCY`); a round counts
+    from `enter` until its image is in the chat (`leave`). `core.guards.LocalCap` (one process) and
+    `core.shared_caps.SharedCap` (every worker on one PostgreSQL) implement it."""
+
+    async def enter(self, user: tuple[str, str]) -> bool:
+        """Count one more round of `user`; False (nothing counted) when they are at the cap."""
+        ...
+
+    def leave(self, user: tuple[str, str]) -> None:
+        """One round of `user` no longer counts; must not block."""
+        ...
+
+    def active(self, user: tuple[str, str]) -> int:
+        """The user's rounds in progress, as last seen (for the refusal's wording)."""
+        ...
+
+
 @runtime_checkable
 class FleetStore(Protocol):
     """What several workers on one database need besides `Store`: shared provider slots, claims on the durable
@@ -352,9 +383,7 @@ class FleetStore(Protocol):
         otherwise its 1-based place among the waiting tickets of every worker. None when the queue is full."""
         ...
 
-    async def slot_poll(
-        self, owner: str, ticket: int, capacity: int, now: datetime, stale_after: float
-    ) -> int:
+    async def slot_poll(self, owner: str, ticket: int, capacity: int, now: datetime, stale_after: float) -> int:
         """Grant what the cap allows (FIFO) and return the ticket's place: 0 granted, -1 unknown (voided)."""
         ...
 
@@ -364,12 +393,25 @@ class FleetStore(Protocol):
         """(granted, waiting) over every worker."""
         ...
 
+    async def user_hold(
+        self, user: tuple[str, str], owner: str, limit: int, now: datetime, stale_after: float
+    ) -> tuple[int | None, int]:
+        """Count a round of `user` fleet-wide unless they have `limit` already (holds of gone workers do not
+        count). Returns (hold id or None when at the cap, the user's holds now)."""
+        ...
+
+    async def user_release(self, hold: int) -> None: ...
+
+    async def user_reset(self, owner: str) -> None:
+        """Drop every hold of `owner` (a worker restarting under the same name)."""
+        ...
+
     async def inbox_claim(
         self, platform: Platform, owner: str, limit: int, now: datetime, stale_after: float = 30.0
     ) -> list[InboxItem]:
         """Claim up to `limit` unhandled updates (unclaimed, or claimed by a worker that is gone), oldest first.
-        An update from a user whose other updates a live worker is handling is left to that worker, so the
-        per-user cap of each worker holds for the fleet."""
+        An update from a user whose other updates a live worker is handling is left to that worker, so one
+        user's updates are handled in order."""
         ...
 
     async def signal(self, channel: str) -> asyncio.Event:

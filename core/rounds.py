@@ -37,7 +37,7 @@ class RoundService:
             deps=deps,
             people=people,
             worker=worker,
-            guards=UserGuards(settings.user_concurrency, settings.user_rate),
+            guards=UserGuards(settings.user_rate),
             decodes=asyncio.Semaphore(max(2, settings.provider_concurrency // 2)),
         )
         self.runner = RoundRunner(self.shared)
@@ -140,8 +140,9 @@ class RoundService:
         await generation.cancel_at_provider(deps.provider, item.response_id)
         refunded = await deps.store.finish(item.id, RoundState.CANCELLED, "cancelled", deps.clock())
         words_id = "round.cancelled_refunded" if refunded else "round.cancelled"
-        await deps.store.add_notice(item.key, item.progress_message, say(item.lang, words_id, number=item.number),
-                                    deps.clock(), item.user_id)
+        await deps.store.add_notice(
+            item.key, item.progress_message, say(item.lang, words_id, number=item.number), deps.clock(), item.user_id
+        )
         return Notice(say(lang, words_id, number=item.number))
 
     async def round_id(self, key: ChannelKey, number: int) -> int | None:
@@ -154,7 +155,7 @@ class RoundService:
     # -- intake -----------------------------------------------------------------------------------------
 
     async def _submit(self, request: RoundRequest, view: RoundView) -> None:
-        actor, key, guards = request.actor, request.key, self.shared.guards
+        actor, key, guards, caps = request.actor, request.key, self.shared.guards, self.deps.caps
         user = (key.platform.value, actor.user_id)
         lang = await self.people.language(actor, key)
         source: int | None = None
@@ -171,8 +172,8 @@ class RoundService:
             if plan.refusal is not None:
                 await self.runner.refuse(view, actor, plan.refusal, lang)
                 return
-            if not guards.enter(user):
-                busy = Busy("round.user_busy", count=guards.active(user))
+            if not await caps.enter(user):
+                busy = Busy("round.user_busy", count=caps.active(user))
                 await self.runner.finish(plan.round, RoundState.REFUSED, busy.reason)
                 await self.runner.refuse(view, actor, busy, lang)
                 return
@@ -182,7 +183,7 @@ class RoundService:
                 nonlocal left
                 if not left:
                     left = True
-                    guards.leave(user)
+                    caps.leave(user)
 
             try:
                 await self.runner.run(request, plan, view, lang, on_shown=leave)

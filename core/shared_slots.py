@@ -10,9 +10,7 @@ A ticket is a lease on the worker's heartbeat: when a worker dies its tickets ar
 after `stale_after` seconds, so the slots it held come back to the fleet. A worker restarting under the same
 name drops its old tickets first (`start`).
 
-The per-user cap is not here (a slot does not know whose round it serves); it is held per worker by the
-round service and, for Telegram, fleet-wide by inbox claims that keep a user's updates on one worker at a
-time (`FleetStore.inbox_claim`)."""
+The per-user cap is not here (a slot does not know whose round it serves): see `core.shared_caps`."""
 
 from __future__ import annotations
 
@@ -20,6 +18,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 
+from core.leases import Releases
 from core.ports import Clock, FleetStore
 from core.slots import QueueFull
 
@@ -41,7 +40,7 @@ class SharedSlots:
         self.stale_after = stale_after
         self._held: list[int] = []
         self._waiting = 0
-        self._releases: set[asyncio.Task[None]] = set()
+        self._releases = Releases("provider slot")
 
     @property
     def waiting(self) -> int:
@@ -58,8 +57,7 @@ class SharedSlots:
 
     async def close(self) -> None:
         """Wait for releases still being written."""
-        if self._releases:
-            await asyncio.wait(set(self._releases), timeout=5)
+        await self._releases.drain()
 
     async def acquire(self, on_position: Callable[[int], None]) -> None:
         self._waiting += 1
@@ -108,17 +106,4 @@ class SharedSlots:
         self._release_later(self._held.pop())
 
     def _release_later(self, ticket: int) -> None:
-        task = asyncio.get_running_loop().create_task(self._release(ticket), name=f"easel-slot-release-{ticket}")
-        self._releases.add(task)
-        task.add_done_callback(self._releases.discard)
-
-    async def _release(self, ticket: int) -> None:
-        """Delete the ticket, retrying: a ticket left behind holds a slot until this worker stops."""
-        for attempt in range(6):
-            try:
-                await self.store.slot_release(ticket)
-                return
-            except Exception:
-                log.warning("releasing provider slot %d failed (attempt %d)", ticket, attempt + 1, exc_info=True)
-                await asyncio.sleep(0.2 * 2**attempt)
-        log.error("provider slot %d could not be released; it is held until this worker stops", ticket)
+        self._releases.later(ticket, self.store.slot_release)

@@ -19,14 +19,16 @@ from bots.process.leader import SharedInbox, StoreLeadership
 from bots.process.lock import hold_data_dir
 from core.desk import Desk
 from core.generation import Deps
+from core.guards import LocalCap
 from core.inbox import Inbox
 from core.metrics import Metrics
 from core.notices import Notices
 from core.people import People
-from core.ports import Clock, FleetStore, ImageProvider, InboxPort, Services, Slots, Store
+from core.ports import Clock, FleetStore, ImageProvider, InboxPort, Services, Slots, Store, UserCap
 from core.provider.cache import ImageCache
 from core.rounds import RoundService
 from core.settings import Settings
+from core.shared_caps import SharedCap
 from core.shared_slots import SharedSlots
 from core.slots import FairSlots
 
@@ -79,8 +81,8 @@ async def open_core(
         worker = worker_id(settings)
         # On SQLite this process holds the data directory alone: every open round is an orphan at once.
         shared = bool(getattr(settings, "database_url", None))
-        slots, inbox = await _fleet(settings, store, worker, clock, stack, shared)
-        deps = Deps(settings, store, provider, cache, metrics, clock, slots)
+        slots, caps, inbox = await _fleet(settings, store, worker, clock, stack, shared)
+        deps = Deps(settings, store, provider, cache, metrics, clock, slots, caps)
         people = People(settings, store, clock)
         rounds = RoundService(deps, people, worker)
         desk = Desk(settings, store, people, clock)
@@ -94,18 +96,23 @@ async def open_core(
 
 async def _fleet(
     settings: Settings, store: Store, worker: str, clock: Clock, stack: AsyncExitStack, shared: bool
-) -> tuple[Slots, InboxPort]:
-    """One process: the in-process fair gate and the plain inbox. Several workers on PostgreSQL: the provider
-    cap, its queue and places shared by the fleet (`SharedSlots`); the inbox claimed by every worker and
-    polled by one leader (`bots.process.leader`)."""
+) -> tuple[Slots, UserCap, InboxPort]:
+    """One process: the in-process fair gate, per-user cap and plain inbox. Several workers on PostgreSQL: the
+    provider cap, its queue and places shared by the fleet (`SharedSlots`), the per-user cap counted over
+    the fleet (`SharedCap`), the inbox claimed by every worker and polled by one leader
+    (`bots.process.leader`)."""
     if not shared or not isinstance(store, FleetStore):
-        return FairSlots(settings.provider_concurrency, settings.queue_limit), Inbox(store, clock)
-    slots = SharedSlots(store, worker, settings.provider_concurrency, settings.queue_limit, clock, STALE_AFTER)
-    await slots.start()
-    stack.push_async_callback(slots.close)
+        slots = FairSlots(settings.provider_concurrency, settings.queue_limit)
+        return slots, LocalCap(settings.user_concurrency), Inbox(store, clock)
+    shared_slots = SharedSlots(store, worker, settings.provider_concurrency, settings.queue_limit, clock, STALE_AFTER)
+    await shared_slots.start()
+    stack.push_async_callback(shared_slots.close)
+    caps = SharedCap(store, worker, settings.user_concurrency, clock, STALE_AFTER)
+    await caps.start()
+    stack.push_async_callback(caps.close)
     leadership = StoreLeadership(store, "telegram-poll")
     stack.push_async_callback(leadership.close)
-    return slots, SharedInbox(store, store, clock, worker, leadership, STALE_AFTER)
+    return shared_slots, caps, SharedInbox(store, store, clock, worker, leadership, STALE_AFTER)
 
 
 def _image_store(settings: Settings, stack: AsyncExitStack) -> ImageCache:

@@ -1,5 +1,5 @@
-"""What several workers share through PostgreSQL (`core.ports.FleetStore`): provider slot tickets, inbox
-claims with per-user affinity, wake-ups (LISTEN/NOTIFY) and leader locks. `PostgresStore` inherits it."""
+"""What several workers share through PostgreSQL (`core.ports.FleetStore`): provider slot tickets, per-user
+holds, inbox claims with per-user affinity, wake-ups (LISTEN/NOTIFY) and leader locks. `PostgresStore` inherits it."""
 
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ from core.store.pg_sql import (
     INBOX_RETENTION,
     LEADER_LOCKS,
     SLOT_LOCK,
+    USER_HOLD_LOCK,
     Conn,
 )
 
@@ -118,6 +119,45 @@ class PgFleet:
         row = await cursor.fetchone()
         return -1 if row is None else int(row["place"])
 
+    # -- the per-user cap ------------------------------------------------------------------------------
+
+    async def user_hold(
+        self, user: tuple[str, str], owner: str, limit: int, now: datetime, stale_after: float
+    ) -> tuple[int | None, int]:
+        platform, user_id = user
+        cutoff = now - timedelta(seconds=stale_after)
+        async with self._pool.connection() as conn, conn.transaction():
+            # Two workers checking the same user at once must not both see room: serialise per user.
+            key = f"{platform}:{user_id}"
+            await conn.execute("SELECT pg_advisory_xact_lock(%s::int, hashtext(%s))", (USER_HOLD_LOCK, key))
+            await conn.execute(
+                "DELETE FROM user_holds h WHERE platform = %s AND user_id = %s AND NOT EXISTS "
+                "(SELECT 1 FROM workers w WHERE w.owner = h.owner AND w.heartbeat_at >= %s)",
+                (platform, user_id, cutoff),
+            )
+            cursor = await conn.execute(
+                "SELECT count(*) AS n FROM user_holds WHERE platform = %s AND user_id = %s", (platform, user_id)
+            )
+            row = await cursor.fetchone()
+            held = int(row["n"]) if row is not None else 0
+            if held >= limit:
+                return None, held
+            cursor = await conn.execute(
+                "INSERT INTO user_holds (platform, user_id, owner, held_at) VALUES (%s, %s, %s, %s) RETURNING id",
+                (platform, user_id, owner, now),
+            )
+            inserted = await cursor.fetchone()
+            assert inserted is not None
+            return int(inserted["id"]), held + 1
+
+    async def user_release(self, hold: int) -> None:
+        async with self._pool.connection() as conn:
+            await conn.execute("DELETE FROM user_holds WHERE id = %s", (hold,))
+
+    async def user_reset(self, owner: str) -> None:
+        async with self._pool.connection() as conn:
+            await conn.execute("DELETE FROM user_holds WHERE owner = %s", (owner,))
+
     # -- inbox claims -----------------------------------------------------------------------------------
 
     async def inbox_claim(
@@ -138,8 +178,7 @@ class PgFleet:
                 "  AND (i.actor IS NULL OR i.actor NOT IN (SELECT actor FROM busy))"
                 "  ORDER BY i.received_at, i.seq LIMIT %(limit)s FOR UPDATE SKIP LOCKED) "
                 "RETURNING idem_key, payload, received_at, seq",
-                {"cutoff": cutoff, "p": platform.value, "owner": owner, "kept": now - INBOX_RETENTION,
-                 "limit": limit},
+                {"cutoff": cutoff, "p": platform.value, "owner": owner, "kept": now - INBOX_RETENTION, "limit": limit},
             )
             rows = sorted(await cursor.fetchall(), key=lambda r: (r["received_at"], r["seq"]))
         return [InboxItem(idem_key=str(r["idem_key"]), payload=str(r["payload"])) for r in rows]
@@ -179,8 +218,7 @@ class PgFleet:
             except asyncio.CancelledError:
                 raise
             except Exception as error:
-                log.warning("listening for other workers failed (%s); retrying in %.1f s", type(error).__name__,
-                            pause)
+                log.warning("listening for other workers failed (%s); retrying in %.1f s", type(error).__name__, pause)
             for channel in list(self._signals):
                 self._wake(channel)
             await asyncio.sleep(pause)
@@ -199,8 +237,13 @@ class PgFleet:
                 return False
         try:
             conn = await psycopg.AsyncConnection.connect(
-                self.url, autocommit=True, row_factory=dict_row,
-                keepalives=1, keepalives_idle=5, keepalives_interval=2, keepalives_count=3,  # a lost peer is noticed
+                self.url,
+                autocommit=True,
+                row_factory=dict_row,
+                keepalives=1,
+                keepalives_idle=5,
+                keepalives_interval=2,
+                keepalives_count=3,  # a lost peer is noticed
             )
         except psycopg.Error:
             return False
@@ -222,5 +265,3 @@ class PgFleet:
         if conn is not None:
             with contextlib.suppress(psycopg.Error):
                 await conn.close()  # the session ends: its advisory lock is released
-
-

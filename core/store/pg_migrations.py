@@ -233,11 +233,26 @@ UPDATE rounds SET spec = jsonb_build_object('background', background, 'quality',
     'shape', size);
 """
 
+# The per-user cap over the fleet (`core.shared_caps.SharedCap`): one row per round a user has in progress, on
+# any worker; void, like a slot ticket, once its owner's heartbeat is stale.
+_V5 = r"""
+CREATE TABLE user_holds (
+    id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    platform TEXT NOT NULL,
+    user_id TEXT NOT NULL,
+    owner TEXT NOT NULL,
+    held_at TIMESTAMPTZ NOT NULL
+);
+CREATE INDEX user_holds_user ON user_holds (platform, user_id);
+CREATE INDEX user_holds_owner ON user_holds (owner);
+"""
+
 MIGRATIONS: list[tuple[int, str, str]] = [
     (1, "initial", _V1),
     (2, "images", _V2),
     (3, "fleet", _V3),
     (4, "whole spec", _V4),
+    (5, "user holds", _V5),
 ]
 
 

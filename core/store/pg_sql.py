@@ -30,6 +30,7 @@ from core.store.rows import (
 
 Conn = AsyncConnection[DictRow]
 SLOT_LOCK = 0x45A5E2  # pg_advisory_xact_lock key: one slot grant at a time, fleet-wide
+USER_HOLD_LOCK = 0x45A5E4  # with a hash of the user: one cap check at a time per user, fleet-wide
 INBOX_CLAIM_LOCK = 0x45A5E3  # one inbox claim at a time (the per-user affinity check must not race)
 LEADER_LOCKS = 0x45A5_0000_0000  # + crc32(name): session-level leader locks
 CHANNELS = {"slots": "easel_slots", "inbox": "easel_inbox"}
