@@ -286,6 +286,14 @@ class RoundsPort(Protocol):
         ...
 
 
+@dataclass
+class Fleet:
+    """How many workers share the bot now (1 on SQLite), kept current by the composition root, so that an
+    adapter can split a per-bot platform limit between them."""
+
+    workers: int = 1
+
+
 @dataclass(frozen=True, slots=True)
 class Services:
     """What the composition root hands to adapters."""
@@ -294,6 +302,7 @@ class Services:
     desk: DeskPort
     notices: NoticesPort
     inbox: InboxPort
+    fleet: Fleet = field(default_factory=Fleet)
 
 
 class DeskPort(Protocol):
@@ -401,6 +410,10 @@ class FleetStore(Protocol):
         ...
 
     async def user_release(self, hold: int) -> None: ...
+
+    async def live_workers(self, now: datetime, stale_after: float) -> int:
+        """Workers whose heartbeat is younger than `stale_after` seconds."""
+        ...
 
     async def user_reset(self, owner: str) -> None:
         """Drop every hold of `owner` (a worker restarting under the same name)."""

@@ -68,6 +68,13 @@ class CoreSettings:
         "This worker's name in the database (which rounds are whose); unset uses hostname-pid.",
         unset=default_worker_id,
     )
+    takeover_after: int = option(
+        "EASEL_TAKEOVER_AFTER",
+        whole(15, 600),
+        "Seconds a worker may miss heartbeats (sent every third of it) before the others take over its rounds, "
+        "provider slots and updates (PostgreSQL).",
+        "30",
+    )
     daily_credits: int = option(
         "EASEL_DAILY_CREDITS",
         whole(0, 1_000_000),

@@ -24,7 +24,7 @@ from core.inbox import Inbox
 from core.metrics import Metrics
 from core.notices import Notices
 from core.people import People
-from core.ports import Clock, FleetStore, ImageProvider, InboxPort, Services, Slots, Store, UserCap
+from core.ports import Clock, Fleet, FleetStore, ImageProvider, InboxPort, Services, Slots, Store, UserCap
 from core.provider.cache import ImageCache
 from core.rounds import RoundService
 from core.settings import Settings
@@ -34,8 +34,7 @@ from core.slots import FairSlots
 
 log = logging.getLogger(__name__)
 
-HEARTBEAT = 10.0  # seconds between a worker's heartbeats
-STALE_AFTER = 30.0  # a worker silent this long is gone: its rounds are taken over
+PRUNE_EVERY = 3600.0  # seconds between passes of the image cache's retention
 
 
 def utcnow() -> datetime:
@@ -87,9 +86,12 @@ async def open_core(
         rounds = RoundService(deps, people, worker)
         desk = Desk(settings, store, people, clock)
         services = Services(rounds=rounds, desk=desk, notices=Notices(store, clock), inbox=inbox)
-        recovered = await rounds.start(STALE_AFTER if shared else 0.0)
+        recovered = await rounds.start(settings.takeover_after if shared else 0.0)
         await asyncio.to_thread(cache.prune)
-        upkeep = asyncio.create_task(_upkeep(cache, rounds, store, worker, clock), name="easel-upkeep")
+        fleet = services.fleet
+        if shared and isinstance(store, FleetStore):
+            fleet.workers = max(1, await store.live_workers(clock(), settings.takeover_after))
+        upkeep = asyncio.create_task(_upkeep(settings, cache, rounds, store, worker, fleet), name="easel-upkeep")
         stack.push_async_callback(_cancel, upkeep)
         yield Core(settings, store, provider, cache, metrics, services, rounds, desk, recovered)
 
@@ -104,15 +106,16 @@ async def _fleet(
     if not shared or not isinstance(store, FleetStore):
         slots = FairSlots(settings.provider_concurrency, settings.queue_limit)
         return slots, LocalCap(settings.user_concurrency), Inbox(store, clock)
-    shared_slots = SharedSlots(store, worker, settings.provider_concurrency, settings.queue_limit, clock, STALE_AFTER)
+    stale = settings.takeover_after
+    shared_slots = SharedSlots(store, worker, settings.provider_concurrency, settings.queue_limit, clock, stale)
     await shared_slots.start()
     stack.push_async_callback(shared_slots.close)
-    caps = SharedCap(store, worker, settings.user_concurrency, clock, STALE_AFTER)
+    caps = SharedCap(store, worker, settings.user_concurrency, clock, stale)
     await caps.start()
     stack.push_async_callback(caps.close)
     leadership = StoreLeadership(store, "telegram-poll")
     stack.push_async_callback(leadership.close)
-    return shared_slots, caps, SharedInbox(store, store, clock, worker, leadership, STALE_AFTER)
+    return shared_slots, caps, SharedInbox(store, store, clock, worker, leadership, stale)
 
 
 def _image_store(settings: Settings, stack: AsyncExitStack) -> ImageCache:
@@ -141,20 +144,27 @@ async def _open_store(settings: Settings, stack: AsyncExitStack) -> Store:
     return await stack.enter_async_context(SqliteStore(settings.db_path))
 
 
-async def _upkeep(cache: ImageCache, rounds: RoundService, store: Store, worker: str, clock: Clock) -> None:
-    """Heartbeats (so other workers know this one lives), taking over a dead worker's rounds, and the image
-    cache's retention, while Easel runs for months."""
-    beats = 0
+async def _upkeep(
+    settings: Settings, cache: ImageCache, rounds: RoundService, store: Store, worker: str, fleet: Fleet
+) -> None:
+    """Heartbeats (so other workers know this one lives), taking over a dead worker's rounds, counting the
+    live workers (adapters split per-bot limits between them), and the image cache's retention, while Easel
+    runs for months. Three heartbeats fit in the takeover time, so one lost write does not look like death."""
+    clock, stale = rounds.deps.clock, float(settings.takeover_after)
+    beat = stale / 3
+    pruned = asyncio.get_running_loop().time()
     while True:
-        await asyncio.sleep(HEARTBEAT)
-        beats += 1
+        await asyncio.sleep(beat)
         try:
             await store.heartbeat(worker, clock())
-            await rounds.adopt(STALE_AFTER)
-            if beats % 360 == 0:
+            await rounds.adopt(stale)
+            if isinstance(store, FleetStore):
+                fleet.workers = max(1, await store.live_workers(clock(), stale))
+            if asyncio.get_running_loop().time() - pruned >= PRUNE_EVERY:
+                pruned = asyncio.get_running_loop().time()
                 await asyncio.to_thread(cache.prune)
         except Exception:
-            log.exception("upkeep failed; trying again in %g s", HEARTBEAT)
+            log.exception("upkeep failed; trying again in %g s", beat)
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:

@@ -38,7 +38,7 @@ from bots.telegram.mods import ModeratorCheck
 from bots.telegram.pacing import PREVIEW_INTERVAL, EditPacer
 from bots.telegram.poll import Fatal, Poller
 from bots.telegram.send import FloodGate, retrying, send_text
-from bots.telegram.transport import api_request, rate_limiter, updates_request
+from bots.telegram.transport import FleetRateLimiter, api_request, rate_limiter, updates_request
 from bots.telegram.view import TelegramRoundView, Where
 from core.errors import ConfigError, FatalPlatformError
 from core.ports import Services
@@ -136,7 +136,7 @@ class TelegramBot:
             .base_file_url(f"{root}/file/bot")
             .request(api_request(t, media_write_timeout=60.0))  # uploads of large images on slow links
             .get_updates_request(updates_request(t))  # PTB adds the long-poll timeout on top
-            .rate_limiter(rate_limiter())
+            .rate_limiter(FleetRateLimiter(self.services.fleet, rate_limiter))
             .updater(None)  # updates come through Easel's Poller or handle_webhook, and the inbox
         )
         return builder.build()

@@ -61,11 +61,16 @@ from aiohttp.helpers import get_env_proxy_for_url
 from telegram._utils.defaultvalue import DefaultValue
 from telegram._utils.types import JSONDict, ODVInput
 from telegram.error import NetworkError, TimedOut
-from telegram.ext import AIORateLimiter
+from telegram.ext import AIORateLimiter, BaseRateLimiter
 from telegram.request import BaseRequest, RequestData
 from yarl import URL
 
-__all__ = ["AiohttpRequest", "EaselRateLimiter", "api_request", "rate_limiter", "redact", "updates_request"]
+from core.ports import Fleet
+
+__all__ = [
+    "AiohttpRequest", "EaselRateLimiter", "FleetRateLimiter", "api_request", "rate_limiter", "redact",
+    "updates_request",
+]
 
 _TOKEN_PATH = re.compile(r"/(file/)?bot[^/\s'\"]+")
 _FORM = "application/x-www-form-urlencoded"
@@ -300,3 +305,44 @@ def rate_limiter(
         group_max_rate=group_per_period, group_time_period=group_period, max_retries=0,
     )
 
+
+class FleetRateLimiter(BaseRateLimiter[int]):
+    """Telegram's 30 messages a second belong to the bot, not to a process: with several workers each paces
+    itself to its share, 30 / workers (`core.ports.Fleet`, counted from heartbeats). When the fleet grows or
+    shrinks, calls from then on go through a limiter built for the new share. A group's 20 a minute stays per
+    worker: a group's updates are rarely split between workers, and a 429 holds that chat only (FloodGate)."""
+
+    __slots__ = ("_fleet", "_inner", "_make", "_overall", "_share")
+
+    def __init__(
+        self, fleet: Fleet, make: Callable[..., EaselRateLimiter] = rate_limiter, overall_per_second: float = 30
+    ) -> None:
+        self._fleet, self._make, self._overall = fleet, make, overall_per_second
+        self._share = max(1, fleet.workers)
+        self._inner = make(overall_per_second=overall_per_second / self._share)
+
+    @property
+    def overall_per_second(self) -> float:
+        """This worker's share now."""
+        return self._overall / self._share
+
+    async def initialize(self) -> None:
+        await self._inner.initialize()
+
+    async def shutdown(self) -> None:
+        await self._inner.shutdown()
+
+    async def process_request(
+        self,
+        callback: Callable[..., Coroutine[Any, Any, bool | JSONDict | list[JSONDict]]],
+        args: Any,
+        kwargs: dict[str, Any],
+        endpoint: str,
+        data: dict[str, Any],
+        rate_limit_args: int | None,
+    ) -> bool | JSONDict | list[JSONDict]:
+        workers = max(1, self._fleet.workers)
+        if workers != self._share:
+            self._share = workers
+            self._inner = self._make(overall_per_second=self._overall / workers)
+        return await self._inner.process_request(callback, args, kwargs, endpoint, data, rate_limit_args)

@@ -154,6 +154,14 @@ class PgFleet:
         async with self._pool.connection() as conn:
             await conn.execute("DELETE FROM user_holds WHERE id = %s", (hold,))
 
+    async def live_workers(self, now: datetime, stale_after: float) -> int:
+        async with self._pool.connection() as conn:
+            cursor = await conn.execute(
+                "SELECT count(*) AS n FROM workers WHERE heartbeat_at >= %s", (now - timedelta(seconds=stale_after),)
+            )
+            row = await cursor.fetchone()
+        return int(row["n"]) if row is not None else 0
+
     async def user_reset(self, owner: str) -> None:
         async with self._pool.connection() as conn:
             await conn.execute("DELETE FROM user_holds WHERE owner = %s", (owner,))

@@ -344,4 +344,4 @@ def unpaced_groups(monkeypatch: pytest.MonkeyPatch) -> None:
     from bots.telegram import bot as telegram_bot
     from bots.telegram.transport import rate_limiter
 
-    monkeypatch.setattr(telegram_bot, "rate_limiter", lambda: rate_limiter(group_per_period=10_000))
+    monkeypatch.setattr(telegram_bot, "rate_limiter", lambda **kw: rate_limiter(group_per_period=10_000, **kw))

@@ -71,7 +71,7 @@ async def test_bad_token_is_fatal_and_never_shows_the_token(
     tg: FakeTelegram, tg_settings: Callable[..., Settings], fake: FakeServices
 ) -> None:
     token = "999000:WRONG-token-that-must-not-leak"
-    bot = TelegramBot(tg_settings(TELEGRAM_TOKEN=token), fake, request_timeout=5.0)  # type: ignore[arg-type]
+    bot = TelegramBot(tg_settings(TELEGRAM_TOKEN=token), fake.services, request_timeout=5.0)
     with pytest.raises(FatalPlatformError) as caught:
         await bot.start()
     assert "TELEGRAM_TOKEN" in str(caught.value)

@@ -24,7 +24,8 @@ from telegram.request._requestparameter import RequestParameter
 
 from bots.process.config import Settings
 from bots.telegram.bot import TelegramBot
-from bots.telegram.transport import AiohttpRequest, EaselRateLimiter, rate_limiter, redact
+from bots.telegram.transport import AiohttpRequest, EaselRateLimiter, FleetRateLimiter, rate_limiter, redact
+from core.ports import Fleet
 from tests.fakes.fake_provider import png
 from tests.fakes.fake_telegram import FakeTelegram
 from tests.telegram.telegram_support import ErrorLog, FakeServices
@@ -267,7 +268,7 @@ async def test_a_proxy_url_is_used(ptg: PartsTelegram) -> None:
 # -- the rate limiter --------------------------------------------------------------------------------------------
 
 
-def limited_bot(tg: FakeTelegram, limiter: EaselRateLimiter) -> ExtBot[Any]:
+def limited_bot(tg: FakeTelegram, limiter: EaselRateLimiter | FleetRateLimiter) -> ExtBot[Any]:
     return ExtBot(tg.token, base_url=tg.base_url, request=AiohttpRequest(),
                   get_updates_request=AiohttpRequest(connection_pool_size=1), rate_limiter=limiter)
 
@@ -306,6 +307,24 @@ async def test_the_limiter_holds_a_burst_to_the_overall_rate(ptg: PartsTelegram)
     assert len(ptg.calls_to("sendMessage")) == 8
 
 
+async def test_each_worker_of_a_fleet_paces_itself_to_its_share(ptg: PartsTelegram) -> None:
+    """Telegram's overall rate is the bot's: two workers get half each; when one leaves, the whole."""
+    fleet = Fleet(workers=2)
+    limiter = FleetRateLimiter(fleet, overall_per_second=8)
+    assert limiter.overall_per_second == 4
+    chats = [ptg.private_chat(ptg.user())["id"] for _ in range(8)]
+    async with limited_bot(ptg, limiter) as bot:
+        sends = [asyncio.create_task(bot.send_message(chat, "hi")) for chat in chats]
+        await ptg.wait_for("sendMessage", count=4)
+        await asyncio.sleep(0.1)
+        assert len(ptg.calls_to("sendMessage")) in {4, 5}  # half of 8 a second: a burst of 4, then a drip
+        await asyncio.wait_for(asyncio.gather(*sends), 5)
+        fleet.workers = 1  # the other worker is gone: this one may use the whole rate
+        await asyncio.wait_for(asyncio.gather(*(bot.send_message(chat, "again") for chat in chats)), 0.5)
+        assert limiter.overall_per_second == 8
+    assert len(ptg.calls_to("sendMessage")) == 16
+
+
 async def test_a_429_passes_through_the_limiter_at_once_for_floodgate(ptg: PartsTelegram) -> None:
     """max_retries=0: the limiter neither sleeps on RetryAfter nor pauses other chats; no ERROR is logged
     (the error_log fixture would fail the test)."""
@@ -324,11 +343,11 @@ async def test_a_429_passes_through_the_limiter_at_once_for_floodgate(ptg: Parts
 def test_the_bot_is_built_on_this_transport_and_limiter(
     tg_settings: Callable[..., Settings], fake: FakeServices
 ) -> None:
-    app = TelegramBot(tg_settings(), fake, request_timeout=7).build_application()  # type: ignore[arg-type]
+    app = TelegramBot(tg_settings(), fake.services, request_timeout=7).build_application()
     assert isinstance(app.bot.request, AiohttpRequest) and app.bot.request.read_timeout == 7
     updates = app.bot._request[0]
     assert isinstance(updates, AiohttpRequest) and updates.read_timeout == 7
-    assert isinstance(app.bot.rate_limiter, EaselRateLimiter)
+    assert isinstance(app.bot.rate_limiter, FleetRateLimiter) and app.bot.rate_limiter.overall_per_second == 30
 
 
 async def test_request_data_without_files_or_fields(ptg: PartsTelegram) -> None:
