@@ -12,7 +12,6 @@ from datetime import datetime, timedelta
 import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
-from psycopg_pool import AsyncConnectionPool
 
 from core.events import Platform
 from core.records import (
@@ -26,6 +25,7 @@ from core.store.pg_sql import (
     SLOT_LOCK,
     USER_HOLD_LOCK,
     Conn,
+    PgPool,
 )
 
 log = logging.getLogger(__name__)
@@ -35,11 +35,10 @@ log = logging.getLogger(__name__)
 # Kept apart from the `Store` methods; `PostgresStore` below inherits them.
 
 
-class PgFleet:
+class PgFleet(PgPool):
     """Slot tickets, inbox claims, leader locks and LISTEN/NOTIFY wake-ups, mixed into `PostgresStore`."""
 
     url: str
-    _pool: AsyncConnectionPool[Conn]
     _leaders: dict[str, Conn]
     _signals: dict[str, asyncio.Event]
     _listener: asyncio.Task[None] | None

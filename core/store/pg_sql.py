@@ -9,6 +9,7 @@ from typing import Any
 
 from psycopg import AsyncConnection, sql
 from psycopg.rows import DictRow
+from psycopg_pool import AsyncConnectionPool
 
 from core.events import ChannelKey
 from core.records import (
@@ -196,3 +197,19 @@ def actor_of(payload: str) -> str | None:
         if isinstance(value, dict) and isinstance(value.get("from"), dict) and "id" in value["from"]:
             return str(value["from"]["id"])
     return None
+
+
+class PgPool:
+    """The connection pool and two read helpers, shared by `PostgresStore`'s parts."""
+
+    _pool: AsyncConnectionPool[Conn]
+
+    async def _one(self, query: Any, params: Sequence[Any] = ()) -> DictRow | None:
+        async with self._pool.connection() as conn:
+            cursor = await conn.execute(query, params)
+            return await cursor.fetchone()
+
+    async def _all(self, query: Any, params: Sequence[Any] = ()) -> list[DictRow]:
+        async with self._pool.connection() as conn:
+            cursor = await conn.execute(query, params)
+            return await cursor.fetchall()
