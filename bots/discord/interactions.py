@@ -57,8 +57,13 @@ class InteractionHandlers:
         self.fetcher = fetcher
         self.gate = gate
 
-    async def imagine(self, interaction: discord.Interaction, prompt: str, options: SpecOptions,
-                      references: Sequence[discord.Attachment] = ()) -> None:
+    async def imagine(
+        self,
+        interaction: discord.Interaction,
+        prompt: str,
+        options: SpecOptions,
+        references: Sequence[discord.Attachment] = (),
+    ) -> None:
         inputs = tuple(self.fetcher.input_image(a) for a in references)
 
         async def call(key: ChannelKey, actor: Actor, idem: str, view: RoundView) -> None:
@@ -67,16 +72,31 @@ class InteractionHandlers:
 
         await self._round(interaction, call)
 
-    async def edit(self, interaction: discord.Interaction, instruction: str, image: discord.Attachment | None,
-                   references: Sequence[discord.Attachment] = (), *, reply_to: str | None = None,
-                   parent_round: int | None = None) -> None:
+    async def edit(
+        self,
+        interaction: discord.Interaction,
+        instruction: str,
+        image: discord.Attachment | None,
+        references: Sequence[discord.Attachment] = (),
+        *,
+        reply_to: str | None = None,
+        parent_round: int | None = None,
+    ) -> None:
         """An edit of an uploaded image, or (`reply_to`) of one of Easel's results, keeping its lineage."""
         input_image = self.fetcher.input_image(image) if image is not None else None
         inputs = tuple(self.fetcher.input_image(a) for a in references)
 
         async def call(key: ChannelKey, actor: Actor, idem: str, view: RoundView) -> None:
-            request = RoundRequest(key, actor, instruction, idem, reply_to=reply_to, parent_round=parent_round,
-                                   input_image=input_image, references=inputs)
+            request = RoundRequest(
+                key,
+                actor,
+                instruction,
+                idem,
+                reply_to=reply_to,
+                parent_round=parent_round,
+                input_image=input_image,
+                references=inputs,
+            )
             await self.services.rounds.submit(request, view)
 
         await self._round(interaction, call)
@@ -94,7 +114,8 @@ class InteractionHandlers:
             if me is not None and message.author.id == me.id:
                 parent_round = result_round(message)
                 if parent_round is not None or await self.services.rounds.is_round_message(
-                        interaction_key(interaction), str(message.id)):
+                    interaction_key(interaction), str(message.id)
+                ):
                     reply_to, image = str(message.id), None  # one of Easel's rounds: continue its lineage
             await interaction.response.send_modal(EditModal(self, lang, image, reply_to, parent_round))
         except discord.HTTPException:
@@ -103,14 +124,16 @@ class InteractionHandlers:
     async def press(self, interaction: discord.Interaction, action: str) -> None:
         if not await self.gate.admit(interaction):
             return
+
         async def call(key: ChannelKey, actor: Actor, idem: str, view: RoundView) -> None:
             await self.services.rounds.press(action, key, actor, idem, view)
 
         # Cancel answers only the presser (if at all): the round itself says it was cancelled.
         await self._round(interaction, call, private=action.startswith("cancel:"))
 
-    async def notice(self, interaction: discord.Interaction, call: NoticeCall, *, private: bool = False,
-                     report: bool = False) -> None:
+    async def notice(
+        self, interaction: discord.Interaction, call: NoticeCall, *, private: bool = False, report: bool = False
+    ) -> None:
         """Quota verbs and /usage: the core answers with a Notice or a UserFacingError. `private`: the answer
         is expected to be for the asker only, so the "thinking" message is ephemeral from the start. `report`
         (/usage): a moderator's community totals are public in a server, the per-user figures (`detail`) go to
@@ -185,19 +208,29 @@ def _command_name(interaction: discord.Interaction) -> str:
 class EditModal(discord.ui.Modal):
     """Asks what to change in the image of the message `Edit image` was used on."""
 
-    def __init__(self, handlers: InteractionHandlers, lang: str, image: discord.Attachment | None,
-                 reply_to: str | None, parent_round: int | None = None) -> None:
+    def __init__(
+        self,
+        handlers: InteractionHandlers,
+        lang: str,
+        image: discord.Attachment | None,
+        reply_to: str | None,
+        parent_round: int | None = None,
+    ) -> None:
         super().__init__(title=say(lang, "dc.edit.modal_title")[:45], timeout=900)
         self.handlers, self.image, self.reply_to = handlers, image, reply_to
         self.parent_round = parent_round
         self.instruction: discord.ui.TextInput[EditModal] = discord.ui.TextInput(
-            label=say(lang, "dc.edit.field_label")[:45], placeholder=say(lang, "dc.edit.field_placeholder")[:100],
-            style=discord.TextStyle.paragraph, max_length=4000)
+            label=say(lang, "dc.edit.field_label")[:45],
+            placeholder=say(lang, "dc.edit.field_placeholder")[:100],
+            style=discord.TextStyle.paragraph,
+            max_length=4000,
+        )
         self.add_item(self.instruction)
 
     async def on_submit(self, interaction: discord.Interaction) -> None:
-        await self.handlers.edit(interaction, self.instruction.value, self.image, reply_to=self.reply_to,
-                                 parent_round=self.parent_round)
+        await self.handlers.edit(
+            interaction, self.instruction.value, self.image, reply_to=self.reply_to, parent_round=self.parent_round
+        )
 
     async def on_error(self, interaction: discord.Interaction, error: Exception, /) -> None:  # type: ignore[override]
         log.error("the Edit image modal failed", exc_info=error)

@@ -27,8 +27,9 @@ _CHAT_TYPES = (discord.MessageType.default, discord.MessageType.reply)
 
 
 class MessageHandler:
-    def __init__(self, client: discord.Client, services: Services, fetcher: AttachmentFetcher,
-                 gate: CommunityGate) -> None:
+    def __init__(
+        self, client: discord.Client, services: Services, fetcher: AttachmentFetcher, gate: CommunityGate
+    ) -> None:
         self.client = client
         self.gate = gate
         self.services = services
@@ -69,8 +70,9 @@ class MessageHandler:
         # The images: attached to this message (all of them: the first is edited, the others are references;
         # more than the core takes is refused there, at no cost), else on the (non-Easel) message it replies to.
         sources = [message] + ([parent] if parent is not None and parent.author.id != me else [])
-        images = next(([a for a in m.attachments if is_image(a)] for m in sources if any(map(is_image, m.attachments))),
-                      [])
+        images = next(
+            ([a for a in m.attachments if is_image(a)] for m in sources if any(map(is_image, m.attachments))), []
+        )
         if not prompt and not images:
             return None
         inputs = [self.fetcher.input_image(image) for image in images]
@@ -92,4 +94,3 @@ class MessageHandler:
             return await message.channel.fetch_message(ref.message_id)
         except (discord.NotFound, discord.Forbidden):
             return None
-

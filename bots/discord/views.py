@@ -36,8 +36,9 @@ class EaselButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=r"eas
     restart: discord.py matches the template, the database resolves the round."""
 
     def __init__(self, action: str, label: str | None) -> None:
-        super().__init__(discord.ui.Button(label=label, style=discord.ButtonStyle.secondary,
-                                           custom_id=CUSTOM_ID_PREFIX + action))
+        super().__init__(
+            discord.ui.Button(label=label, style=discord.ButtonStyle.secondary, custom_id=CUSTOM_ID_PREFIX + action)
+        )
         self.action = action
 
     @classmethod
@@ -136,9 +137,15 @@ class InteractionRoundView(ProgressDefaults):
     """A round answered through an interaction that was deferred with `thinking`: progress and the result
     edit the original response; a late result (token about to expire) goes to the channel instead."""
 
-    def __init__(self, interaction: discord.Interaction, *, deferred_ephemeral: bool = False,
-                 edit_interval: float = EDIT_INTERVAL, token_safe_age: timedelta = TOKEN_SAFE_AGE,
-                 lang: str = texts.DEFAULT_LANGUAGE) -> None:
+    def __init__(
+        self,
+        interaction: discord.Interaction,
+        *,
+        deferred_ephemeral: bool = False,
+        edit_interval: float = EDIT_INTERVAL,
+        token_safe_age: timedelta = TOKEN_SAFE_AGE,
+        lang: str = texts.DEFAULT_LANGUAGE,
+    ) -> None:
         self.interaction = interaction
         self.deferred_ephemeral = deferred_ephemeral  # how the "thinking" message was made
         self.finished = False  # deliver or refuse happened
@@ -199,15 +206,16 @@ class InteractionRoundView(ProgressDefaults):
         if self.token_fresh():
             try:
                 message = await self.interaction.edit_original_response(
-                    content=content, attachments=[upload.file()], view=buttons_view(result.buttons))
+                    content=content, attachments=[upload.file()], view=buttons_view(result.buttons)
+                )
             except discord.HTTPException as exc:
                 if exc.code not in GONE_CODES:
                     raise
-                log.warning("interaction %s response is gone (code %s): posting to the channel",
-                            self.interaction.id, exc.code)
+                log.warning(
+                    "interaction %s response is gone (code %s): posting to the channel", self.interaction.id, exc.code
+                )
         if message is None:
-            message = await self._channel().send(content=content, file=upload.file(),
-                                                 view=buttons_view(result.buttons))
+            message = await self._channel().send(content=content, file=upload.file(), view=buttons_view(result.buttons))
             await self._forget_original()
         self.finished = True
         return [str(message.id)]
@@ -251,16 +259,16 @@ class InteractionRoundView(ProgressDefaults):
         except discord.NotFound:
             pass
         except Exception:
-            log.warning("could not delete the original response of interaction %s", self.interaction.id,
-                        exc_info=True)
+            log.warning("could not delete the original response of interaction %s", self.interaction.id, exc_info=True)
 
     def _channel(self) -> discord.abc.Messageable:
         channel = self.interaction.channel
         if isinstance(channel, discord.abc.Messageable):
             return channel
         assert self.interaction.channel_id is not None
-        return self.interaction.client.get_partial_messageable(self.interaction.channel_id,
-                                                               guild_id=self.interaction.guild_id)
+        return self.interaction.client.get_partial_messageable(
+            self.interaction.channel_id, guild_id=self.interaction.guild_id
+        )
 
     async def _quietly(self, call: Any) -> None:
         try:
@@ -273,8 +281,9 @@ class MessageRoundView(ProgressDefaults):
     """A round asked for by a chat message: answers are replies to it (no ping). Progress goes into one
     status message that the result then replaces."""
 
-    def __init__(self, message: discord.Message, *, edit_interval: float = EDIT_INTERVAL,
-                 lang: str = texts.DEFAULT_LANGUAGE) -> None:
+    def __init__(
+        self, message: discord.Message, *, edit_interval: float = EDIT_INTERVAL, lang: str = texts.DEFAULT_LANGUAGE
+    ) -> None:
         self.message = message
         self.finished = False
         self.status: discord.Message | None = None
@@ -318,8 +327,9 @@ class MessageRoundView(ProgressDefaults):
         sent: discord.Message | None = None
         if self.status is not None:
             try:
-                sent = await self.status.edit(content=content, attachments=[upload.file()],
-                                              view=buttons_view(result.buttons))
+                sent = await self.status.edit(
+                    content=content, attachments=[upload.file()], view=buttons_view(result.buttons)
+                )
             except discord.NotFound:  # someone deleted the progress message: answer afresh
                 sent = None
         if sent is None:

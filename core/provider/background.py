@@ -23,8 +23,12 @@ from core.provider.stream import Reader
 
 logger = logging.getLogger(__name__)
 
-TRANSIENT = (openai.APIConnectionError, openai.InternalServerError, openai.RateLimitError,
-             openai.APIResponseValidationError)
+TRANSIENT = (
+    openai.APIConnectionError,
+    openai.InternalServerError,
+    openai.RateLimitError,
+    openai.APIResponseValidationError,
+)
 
 
 class Follower:
@@ -52,7 +56,9 @@ class Follower:
             before = reader.last_seq
             try:
                 stream = await self._client.responses.retrieve(
-                    response_id, stream=True, starting_after=reader.last_seq if reader.last_seq is not None else omit,
+                    response_id,
+                    stream=True,
+                    starting_after=reader.last_seq if reader.last_seq is not None else omit,
                     **self._options.per_call(),
                 )
                 async with stream:
@@ -63,13 +69,19 @@ class Follower:
             except openai.NotFoundError:
                 raise ResponseGone(response_id) from None
             except TRANSIENT as exc:
-                logger.info("background stream of %s dropped after seq %s (%s, round %s)",
-                            response_id, reader.last_seq, type(exc).__name__, self._context.round_id)
+                logger.info(
+                    "background stream of %s dropped after seq %s (%s, round %s)",
+                    response_id,
+                    reader.last_seq,
+                    type(exc).__name__,
+                    self._context.round_id,
+                )
             except openai.APIStatusError as exc:
                 raise self._fatal(exc, reader) from None
             idle = 0 if reader.last_seq != before else idle + 1
-        logger.info("falling back to polling %s after seq %s (round %s)", response_id, reader.last_seq,
-                    self._context.round_id)
+        logger.info(
+            "falling back to polling %s after seq %s (round %s)", response_id, reader.last_seq, self._context.round_id
+        )
         return False
 
     async def _poll(self, reader: Reader, response_id: str) -> GeneratedImage:
@@ -82,8 +94,13 @@ class Follower:
                 raise ResponseGone(response_id) from None
             except TRANSIENT as exc:
                 failures += 1
-                logger.info("polling %s failed (%s, %d in a row, round %s)", response_id, type(exc).__name__,
-                            failures, self._context.round_id)
+                logger.info(
+                    "polling %s failed (%s, %d in a row, round %s)",
+                    response_id,
+                    type(exc).__name__,
+                    failures,
+                    self._context.round_id,
+                )
                 if failures >= self._options.poll_failures:
                     raise unreachable() from None
             except openai.APIStatusError as exc:

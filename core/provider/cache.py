@@ -20,7 +20,6 @@ from core.provider.pictures import extension_for
 log = logging.getLogger(__name__)
 
 
-
 @dataclass(frozen=True, slots=True)
 class PruneReport:
     removed: int

@@ -22,19 +22,39 @@ from core.errors import (
 )
 
 # Codes that only the operator can fix (billing, key, model access): never retried, always logged.
-OPERATOR_CODES = frozenset({
-    "insufficient_quota", "billing_hard_limit_reached", "billing_not_active", "account_deactivated",
-    "access_terminated", "invalid_api_key", "model_not_found", "organization_deactivated",
-    "unsupported_country_region_territory",
-})
+OPERATOR_CODES = frozenset(
+    {
+        "insufficient_quota",
+        "billing_hard_limit_reached",
+        "billing_not_active",
+        "account_deactivated",
+        "access_terminated",
+        "invalid_api_key",
+        "model_not_found",
+        "organization_deactivated",
+        "unsupported_country_region_territory",
+    }
+)
 SAFETY_CODES = frozenset({"moderation_blocked", "image_content_policy_violation", "content_policy_violation"})
 # Codes that say the input picture was the problem (SDK types/responses/response_error.py).
-IMAGE_CODES = frozenset({
-    "invalid_image", "invalid_image_format", "invalid_base64_image", "invalid_image_url", "image_too_large",
-    "image_too_small", "image_parse_error", "invalid_image_mode", "image_file_too_large",
-    "unsupported_image_media_type", "empty_image_file", "failed_to_download_image", "image_file_not_found",
-    "invalid_image_file",
-})
+IMAGE_CODES = frozenset(
+    {
+        "invalid_image",
+        "invalid_image_format",
+        "invalid_base64_image",
+        "invalid_image_url",
+        "image_too_large",
+        "image_too_small",
+        "image_parse_error",
+        "invalid_image_mode",
+        "image_file_too_large",
+        "unsupported_image_media_type",
+        "empty_image_file",
+        "failed_to_download_image",
+        "image_file_not_found",
+        "invalid_image_file",
+    }
+)
 # In-band codes that blame the request itself (a retry would fail the same way).
 REQUEST_CODES = frozenset({"invalid_prompt", "context_length_exceeded", "invalid_request_error"})
 
@@ -191,9 +211,7 @@ def classify_code(
     return failure
 
 
-def _in_band(
-    code: str | None, type_: str | None, stage: str | None, progress: Progress, message: object
-) -> Failure:
+def _in_band(code: str | None, type_: str | None, stage: str | None, progress: Progress, message: object) -> Failure:
     if code in SAFETY_CODES:
         return Failure(safety(stage))
     if code in OPERATOR_CODES or type_ == "insufficient_quota":

@@ -88,13 +88,19 @@ class ImagesProvider:
             if first is None or not first.b64_json:
                 raise InBand(Failure(ProviderRejected("provider.no_image")))
             progress.output = True
-            return GeneratedImage(image=await decode_off_loop(first.b64_json), usage=images_usage(answer.usage),
-                                  request_id=progress.request_id)
+            return GeneratedImage(
+                image=await decode_off_loop(first.b64_json),
+                usage=images_usage(answer.usage),
+                request_id=progress.request_id,
+            )
 
         return await with_retries(self._options.policy(), CallContext(job.round_id, self.route), attempt)
 
     async def _streamed(
-        self, call: Callable[..., Awaitable[Any]], request: dict[str, Any], events: ProviderEvents,
+        self,
+        call: Callable[..., Awaitable[Any]],
+        request: dict[str, Any],
+        events: ProviderEvents,
         progress: Progress,
     ) -> GeneratedImage:
         stream = await call(**request, stream=True, partial_images=self._options.partials)
@@ -106,6 +112,9 @@ class ImagesProvider:
                     await events.partial(await decode_off_loop(event.b64_json), event.partial_image_index)
                 elif isinstance(event, ImageGenCompletedEvent | ImageEditCompletedEvent):
                     progress.output = True
-                    return GeneratedImage(image=await decode_off_loop(event.b64_json), usage=images_usage(event.usage),
-                                          request_id=progress.request_id)
+                    return GeneratedImage(
+                        image=await decode_off_loop(event.b64_json),
+                        usage=images_usage(event.usage),
+                        request_id=progress.request_id,
+                    )
         raise InBand(Failure(stopped()))

@@ -31,8 +31,11 @@ class ProviderOptions:
 
     def policy(self, *, whole_call: bool = True) -> RetryPolicy:
         return RetryPolicy(
-            retries=max(0, self.retries), timeout=self.timeout if whole_call else None, backoff=self.backoff,
-            max_backoff=self.max_backoff, max_retry_after=self.max_retry_after,
+            retries=max(0, self.retries),
+            timeout=self.timeout if whole_call else None,
+            backoff=self.backoff,
+            max_backoff=self.max_backoff,
+            max_retry_after=self.max_retry_after,
         )
 
     def per_call(self) -> dict[str, Any]:

@@ -60,8 +60,11 @@ class ResponsesProvider:
             try:
                 return await self._run(job, events, previous=parent.response_id, parent_image=None)
             except PreviousResponseGone:
-                logger.info("provider forgot response %s (round %s); sending the parent image instead",
-                            parent.response_id, job.round_id)
+                logger.info(
+                    "provider forgot response %s (round %s); sending the parent image instead",
+                    parent.response_id,
+                    job.round_id,
+                )
         if parent is not None and parent.image is None:
             raise UnknownRound("provider.expired")
         parent_image = (parent.image, parent.mime) if parent is not None and parent.image else None
@@ -71,8 +74,9 @@ class ResponsesProvider:
         content: list[dict[str, Any]] = [{"type": "input_text", "text": job.prompt}]
         content += [{"type": "input_image", "image_url": url, "detail": "auto"} for url in urls]
         tool: dict[str, Any] = {"type": "image_generation", "model": job.model or self._options.image_model}
-        tool.update({key: job.params[key] for key in ("size", "quality", "background", "output_format")
-                     if job.params.get(key)})
+        tool.update(
+            {key: job.params[key] for key in ("size", "quality", "background", "output_format") if job.params.get(key)}
+        )
         tool.setdefault("output_format", "png")
         if self._options.partials:
             # Streaming with zero partials was once refused by the API; ask for at least one when streaming.
@@ -88,7 +92,11 @@ class ResponsesProvider:
         }
 
     async def _run(
-        self, job: ImageJob, events: ProviderEvents, *, previous: str | None,
+        self,
+        job: ImageJob,
+        events: ProviderEvents,
+        *,
+        previous: str | None,
         parent_image: tuple[bytes, str] | None,
     ) -> GeneratedImage:
         uploads = await prepare(pictures(job, parent_image), self._options.max_upload_bytes)
@@ -145,8 +153,13 @@ class ResponsesProvider:
         except DROPPED as exc:
             if reader.response_id is None:
                 raise  # nothing to follow: classified (and maybe retried) like any failed call
-            logger.info("background stream of %s dropped after seq %s (%s, round %s)", reader.response_id,
-                        reader.last_seq, type(exc).__name__, context.round_id)
+            logger.info(
+                "background stream of %s dropped after seq %s (%s, round %s)",
+                reader.response_id,
+                reader.last_seq,
+                type(exc).__name__,
+                context.round_id,
+            )
         if reader.terminal:
             return reader.finish()
         if reader.response_id is None:
@@ -169,8 +182,7 @@ class ResponsesProvider:
             await self._client.responses.cancel(response_id, **self._options.per_call())
         except openai.APIError as exc:
             # Best effort: the response may have finished or expired already.
-            logger.info("cancelling %s failed: %s %s", response_id, type(exc).__name__,
-                        getattr(exc, "status_code", ""))
+            logger.info("cancelling %s failed: %s %s", response_id, type(exc).__name__, getattr(exc, "status_code", ""))
 
     async def delete(self, response_id: str) -> bool:
         """Delete a stored response at the provider (an HTTP delete of /v1/responses/{id}). In background mode the
@@ -181,8 +193,13 @@ class ResponsesProvider:
         except openai.NotFoundError:
             return False
         except openai.APIError as exc:
-            logger.warning("deleting response %s failed: %s %s (request_id %s)", response_id, type(exc).__name__,
-                           getattr(exc, "status_code", ""), getattr(exc, "request_id", None))
+            logger.warning(
+                "deleting response %s failed: %s %s (request_id %s)",
+                response_id,
+                type(exc).__name__,
+                getattr(exc, "status_code", ""),
+                getattr(exc, "request_id", None),
+            )
             failure = classify(exc, Progress(), max_retry_after=self._options.max_retry_after)
             raise failure.error from None
         return True

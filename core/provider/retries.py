@@ -48,9 +48,7 @@ def _bound(timeout: float | None) -> AbstractAsyncContextManager[object]:
     return asyncio.timeout(timeout) if timeout is not None else nullcontext()
 
 
-async def with_retries(
-    policy: RetryPolicy, context: CallContext, attempt: Callable[[Progress], Awaitable[T]]
-) -> T:
+async def with_retries(policy: RetryPolicy, context: CallContext, attempt: Callable[[Progress], Awaitable[T]]) -> T:
     """Run `attempt` until it succeeds or fails in a way that must not be retried. Each attempt is bounded
     by `policy.timeout`, each wait by `max_retry_after`/`max_backoff`, their number by `retries`."""
     retry = 0
@@ -61,8 +59,13 @@ async def with_retries(
                 return await attempt(progress)
         except TimeoutError:
             # Our own deadline: the provider may still finish (and bill) the image, so never retry.
-            logger.warning("image call timed out after %ss (round %s, route %s, output seen: %s)",
-                           policy.timeout, context.round_id, context.route, progress.output)
+            logger.warning(
+                "image call timed out after %ss (round %s, route %s, output seen: %s)",
+                policy.timeout,
+                context.round_id,
+                context.route,
+                progress.output,
+            )
             raise timed_out() from None
         except InBand as signal:
             failure = signal.failure
@@ -72,15 +75,26 @@ async def with_retries(
             log_failure(context, progress, failure, exc)
         except json.JSONDecodeError:
             # A garbled stream: part of the image may have been made, so report it and do not retry.
-            logger.exception("unreadable answer from the image provider (round %s, route %s, request_id %s)",
-                             context.round_id, context.route, progress.request_id)
+            logger.exception(
+                "unreadable answer from the image provider (round %s, route %s, request_id %s)",
+                context.round_id,
+                context.route,
+                progress.request_id,
+            )
             raise stopped() from None
         if not failure.retryable or retry >= policy.retries:
             raise failure.error
         delay = policy.delay(retry) if failure.wait is None else max(failure.wait, policy.backoff)
         retry += 1
-        logger.info("retrying image call in %.2fs (retry %d of %d, round %s, route %s, request_id %s)",
-                    delay, retry, policy.retries, context.round_id, context.route, progress.request_id)
+        logger.info(
+            "retrying image call in %.2fs (retry %d of %d, round %s, route %s, request_id %s)",
+            delay,
+            retry,
+            policy.retries,
+            context.round_id,
+            context.route,
+            progress.request_id,
+        )
         await asyncio.sleep(delay)
 
 
@@ -88,16 +102,24 @@ def log_failure(context: CallContext, progress: Progress, failure: Failure, exc:
     status = getattr(exc, "status_code", None)
     code = getattr(exc, "code", None) or failure.code
     kind = type(exc).__name__ if exc is not None else "in-band"
-    where = (f"round {context.round_id}, route {context.route}, request_id {progress.request_id}, "
-             f"status {status}, code {code}, {kind}")
+    where = (
+        f"round {context.round_id}, route {context.route}, request_id {progress.request_id}, "
+        f"status {status}, code {code}, {kind}"
+    )
     if isinstance(failure.error, ProviderUnavailable):
         # Only the operator can fix this (key, billing, model access); the provider's own text helps them,
         # except on 401 where it may quote part of the key.
         detail = "" if status == 401 else f": {str(getattr(exc, 'message', ''))[:300]}"
-        logger.error("OpenAI refused Easel's account, check the API key, billing and model access (%s)%s",
-                     where, detail)
+        logger.error(
+            "OpenAI refused Easel's account, check the API key, billing and model access (%s)%s", where, detail
+        )
     elif isinstance(failure.error, SafetyRefusal):
         logger.info("provider safety refusal (%s)", where)
     else:
-        logger.warning("image call failed -> %s [%s]%s (%s)", type(failure.error).__name__, failure.error.msg_id,
-                       " (will retry)" if failure.retryable else "", where)
+        logger.warning(
+            "image call failed -> %s [%s]%s (%s)",
+            type(failure.error).__name__,
+            failure.error.msg_id,
+            " (will retry)" if failure.retryable else "",
+            where,
+        )

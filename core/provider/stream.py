@@ -153,6 +153,11 @@ class Reader:
             # The host model answered without calling the tool (it is forced, but may still decline).
             raise InBand(Failure(ProviderRejected("provider.no_image")))
         return GeneratedImage(
-            image=self.image, mime="image/png", response_id=self.response_id, image_call_id=self.call_id,
-            revised_prompt=self.revised_prompt, usage=self.usage, request_id=self.progress.request_id,
+            image=self.image,
+            mime="image/png",
+            response_id=self.response_id,
+            image_call_id=self.call_id,
+            revised_prompt=self.revised_prompt,
+            usage=self.usage,
+            request_id=self.progress.request_id,
         )
