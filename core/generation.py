@@ -60,6 +60,7 @@ class Live:
     detach: bool = False  # shutdown: leave a background round to the next start
     started: float = field(default_factory=time.monotonic)
     on_shown: Callable[[], None] | None = None  # the image is in the chat: the user's cap counts it no more
+    slot_held: float | None = None  # seconds this round held a provider slot (logged at delivery)
 
     def shown(self) -> None:
         self.phase = RoundState.DELIVERED
@@ -144,8 +145,9 @@ async def generate(deps: Deps, live: Live, job: ImageJob, pump: ProgressPump) ->
         return await deps.provider.create(job, Events(deps, live, pump))
     finally:
         deps.slots.release()
+        live.slot_held = time.monotonic() - started
         deps.metrics.in_flight.dec()
-        deps.metrics.provider_latency.labels(deps.settings.image_api).observe(time.monotonic() - started)
+        deps.metrics.provider_latency.labels(deps.settings.image_api).observe(live.slot_held)
 
 
 async def follow(deps: Deps, live: Live, pump: ProgressPump) -> GeneratedImage:
@@ -211,10 +213,12 @@ async def deliver(
         stored.cancel()
         raise
     live.shown()
-    await asyncio.shield(_commit(deps, item, message_ids, stored, facts))
+    await asyncio.shield(_commit(deps, item, message_ids, stored, facts, live.slot_held))
 
 
-async def _commit(deps: Deps, item: Round, message_ids: list[str], stored: asyncio.Task[str], facts: Facts) -> None:
+async def _commit(
+    deps: Deps, item: Round, message_ids: list[str], stored: asyncio.Task[str], facts: Facts, held: float | None
+) -> None:
     """After the chat shows the image: record it as delivered, retrying; never refund."""
     sha: str | None = None
     try:
@@ -232,9 +236,10 @@ async def _commit(deps: Deps, item: Round, message_ids: list[str], stored: async
     cost = item.cost
     deps.metrics.rounds.labels(item.key.platform.value, "delivered").inc()
     deps.metrics.credits_spent.labels(item.key.platform.value).inc(cost)
-    log.info(
-        "round %d delivered (%d credits, provider request %s)", item.id, cost, facts.request_id, extra=context(item)
-    )
+    # The slot's hold against the provider's own time shows whether Easel keeps slots longer than the call.
+    slot = "" if held is None else f", provider slot held {held * 1000:.0f} ms"
+    log.info("round %d delivered (%d credits, provider request %s%s)", item.id, cost, facts.request_id, slot,
+             extra=context(item))
 
 
 async def cancel_at_provider(provider: ImageProvider, response_id: str | None) -> None:

@@ -4,7 +4,9 @@ refusals that cost nothing, Cancel, shutdown and resume, deadlines, rerolls, and
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
+import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -141,6 +143,19 @@ async def test_states_move_requested_queued_running_delivering_delivered(
         ]
         assert view.events == ["started", "deliver"] and view.refusal is None
         assert await used(core) == (await core.store.get_round(rid(view)) or pytest.fail()).cost > 0
+
+
+async def test_the_delivery_log_says_how_long_the_provider_slot_was_held(
+    make_settings: MakeSettings, provider: FakeProvider, caplog: pytest.LogCaptureFixture
+) -> None:
+    provider.delay = 0.05  # the call itself; the slot is released when it answers, not after the upload
+    async with open_core(make_settings(), provider=provider) as core:
+        with caplog.at_level(logging.INFO, logger="core.generation"):
+            await deliver_one(core)
+            await until("delivery logged", lambda: "delivered" in caplog.text)
+    held = re.search(r"provider slot held (\d+) ms", caplog.text)
+    assert held is not None, caplog.text
+    assert 50 <= int(held.group(1)) < 1000
 
 
 async def test_a_refused_round_costs_nothing(make_settings: MakeSettings, provider: FakeProvider) -> None:
