@@ -64,9 +64,15 @@ async def _run(workers: int, pg_url: str | None, rounds: int, tmp: Path) -> dict
             await stop(procs)
     if pg_url is not None:
         assert outcome(pg_url).by_state["delivered"] == rounds
-    return {"backend": "postgresql" if pg_url else "sqlite", "workers": workers, "rounds": rounds,
-            "seconds": round(seconds, 2), "rounds_per_s": round(rounds / seconds, 1),
-            "cpu_ms_per_round": round(cpu / rounds * 1000, 2), "provider_peak": oai.peak}
+    return {
+        "backend": "postgresql" if pg_url else "sqlite",
+        "workers": workers,
+        "rounds": rounds,
+        "seconds": round(seconds, 2),
+        "rounds_per_s": round(rounds / seconds, 1),
+        "cpu_ms_per_round": round(cpu / rounds * 1000, 2),
+        "provider_peak": oai.peak,
+    }
 
 
 async def _ledger(pg_url: str, tmp: Path) -> list[dict[str, Any]]:

@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import signal
 import time
 from pathlib import Path
@@ -18,25 +17,10 @@ import pytest
 
 from tests.fakes.fake_telegram import FakeTelegram
 from tests.reliability.conftest import TELEGRAM_TOKEN, wait_until
-from tests.workers.fleet import CountingOpenAI, outcome, start_worker, stop, worker_env
+from tests.workers.fleet import CountingOpenAI, outcome, start_worker, stop, ticking, worker_env
 
 CAP = 4
 ADOPT_BUDGET = 45.0  # heartbeat 10 s, stale after 30 s, then the next upkeep pass
-
-
-async def _ticking(fake: FakeTelegram, predicate: object, timeout: float, what: str) -> None:
-    """`wait_until`, re-checked on a tick too: the workers commit to the database without telling the fakes."""
-
-    async def tick() -> None:
-        while True:
-            await asyncio.sleep(0.1)
-            fake._notify()
-
-    ticker = asyncio.create_task(tick())
-    try:
-        await wait_until(fake, predicate, timeout=timeout, what=what)  # type: ignore[arg-type]
-    finally:
-        ticker.cancel()
 
 
 async def _send(tg: FakeTelegram, rounds: int, users: int, tag: str) -> list[str]:
@@ -56,20 +40,23 @@ async def _send(tg: FakeTelegram, rounds: int, users: int, tag: str) -> list[str
 async def test_three_workers_share_the_bot(tmp_path: Path, pg_url: str, rounds: int, users: int) -> None:
     async with CountingOpenAI(delay=0.3) as oai, FakeTelegram(token=TELEGRAM_TOKEN) as tg:
         names = ["w0", "w1", "w2"]
-        procs = [await start_worker(worker_env(n, tmp_path, pg_url, tg, oai, CAP), tmp_path / f"{n}.log")
-                 for n in names]
+        procs = [
+            await start_worker(worker_env(n, tmp_path, pg_url, tg, oai, CAP), tmp_path / f"{n}.log") for n in names
+        ]
         try:
             await tg.wait_for("getUpdates", timeout=30)
             started = time.monotonic()
             asked = await _send(tg, rounds, users, "A")
-            await _ticking(tg, lambda: _finished(pg_url, asked), timeout=120, what="every request answered")
+            await ticking(tg, lambda: _finished(pg_url, asked), timeout=120, what="every request answered")
             elapsed = time.monotonic() - started
             result = outcome(pg_url)
         finally:
             codes = await stop(procs)
     logs = "".join((tmp_path / f"{n}.log").read_text(errors="replace") for n in names)
-    print(f"\n{rounds} rounds, {users} users, 3 workers: {elapsed:.1f} s; {dict(result.by_state)}; "
-          f"per worker {dict(result.owners)}; provider peak {oai.peak}")
+    print(
+        f"\n{rounds} rounds, {users} users, 3 workers: {elapsed:.1f} s; {dict(result.by_state)}; "
+        f"per worker {dict(result.owners)}; provider peak {oai.peak}"
+    )
     assert set(asked) <= result.idem_keys and len(result.idem_keys) == rounds
     assert result.open_rounds == 0
     assert result.by_state["delivered"] >= rounds // 2
@@ -82,7 +69,7 @@ async def test_three_workers_share_the_bot(tmp_path: Path, pg_url: str, rounds: 
     assert max(oai.user_peak.values()) <= 2  # EASEL_USER_CONCURRENCY, over the whole fleet
     assert sum(1 for n in result.owners.values() if n) >= 2, result.owners  # the work fanned out
     assert codes == [0, 0, 0], logs[-3000:]
-    assert "Traceback" not in logs, logs[logs.index("Traceback") - 500:][:3000]
+    assert "Traceback" not in logs, logs[logs.index("Traceback") - 500 :][:3000]
 
 
 def _finished(pg_url: str, asked: list[str]) -> bool:
@@ -109,8 +96,12 @@ async def test_a_killed_worker_and_a_killed_leader(tmp_path: Path, pg_url: str) 
             oai.fake_errors.clear()  # requests cut off by the kill
             killed_at = time.monotonic()
             oai.parked.set()
-            await _ticking(tg, lambda: _finished(pg_url, asked), timeout=ADOPT_BUDGET + 30,
-                           what="the survivors finished or refunded every round")
+            await ticking(
+                tg,
+                lambda: _finished(pg_url, asked),
+                timeout=ADOPT_BUDGET + 30,
+                what="the survivors finished or refunded every round",
+            )
             recovery = time.monotonic() - killed_at
             # Now kill whichever worker polls: another takes the lead and no update is lost.
             polls = len(tg.calls_to("getUpdates"))
@@ -119,8 +110,12 @@ async def test_a_killed_worker_and_a_killed_leader(tmp_path: Path, pg_url: str) 
             assert await procs[leader].wait() == -signal.SIGKILL
             tg.fake_errors.clear()
             more = await _send(tg, 10, 5, "L")
-            await _ticking(tg, lambda: _finished(pg_url, asked + more) and len(tg.calls_to("getUpdates")) > polls,
-                           timeout=ADOPT_BUDGET + 30, what="a new leader polled and every update was handled")
+            await ticking(
+                tg,
+                lambda: _finished(pg_url, asked + more) and len(tg.calls_to("getUpdates")) > polls,
+                timeout=ADOPT_BUDGET + 30,
+                what="a new leader polled and every update was handled",
+            )
             result = outcome(pg_url)
         finally:
             codes = await stop(list(procs.values()))
@@ -146,7 +141,11 @@ def _owner_of_a_parked_round(pg_url: str) -> str:
 
 
 def _leader(tmp_path: Path, names: list[str]) -> str:
-    leaders = [n for n in names if "now leads telegram-poll" in (tmp_path / f"{n}.log").read_text(errors="replace")
-               and "no longer leads" not in (tmp_path / f"{n}.log").read_text(errors="replace")]
+    leaders = [
+        n
+        for n in names
+        if "now leads telegram-poll" in (tmp_path / f"{n}.log").read_text(errors="replace")
+        and "no longer leads" not in (tmp_path / f"{n}.log").read_text(errors="replace")
+    ]
     assert leaders, "no surviving worker says it leads"
     return leaders[-1]
