@@ -20,7 +20,8 @@ from tests.reliability.conftest import TELEGRAM_TOKEN, wait_until
 from tests.workers.fleet import CountingOpenAI, outcome, start_worker, stop, ticking, worker_env
 
 CAP = 4
-ADOPT_BUDGET = 45.0  # heartbeat 10 s, stale after 30 s, then the next upkeep pass
+TAKEOVER = 15  # EASEL_TAKEOVER_AFTER in the kill test (the default is 30): heartbeats every 5 s
+ADOPT_BUDGET = TAKEOVER + TAKEOVER / 3 + 5.0  # stale after TAKEOVER, then the next upkeep pass, then the work
 
 
 async def _send(tg: FakeTelegram, rounds: int, users: int, tag: str) -> list[str]:
@@ -82,7 +83,8 @@ def _finished(pg_url: str, asked: list[str]) -> bool:
 async def test_a_killed_worker_and_a_killed_leader(tmp_path: Path, pg_url: str) -> None:
     async with CountingOpenAI(delay=0.05) as oai, FakeTelegram(token=TELEGRAM_TOKEN) as tg:
         names = ["w0", "w1", "w2"]
-        envs = {n: worker_env(n, tmp_path, pg_url, tg, oai, CAP) for n in names}
+        envs = {n: worker_env(n, tmp_path, pg_url, tg, oai, CAP) | {"EASEL_TAKEOVER_AFTER": str(TAKEOVER)}
+                for n in names}
         procs = {n: await start_worker(envs[n], tmp_path / f"{n}.log") for n in names}
         try:
             await tg.wait_for("getUpdates", timeout=30)
@@ -126,7 +128,7 @@ async def test_a_killed_worker_and_a_killed_leader(tmp_path: Path, pg_url: str) 
     assert result.charged == result.delivered_cost
     assert result.reserves_per_round <= 1 and result.refunds_per_round <= 1
     assert oai.peak <= CAP
-    assert recovery < ADOPT_BUDGET + 10
+    assert TAKEOVER <= recovery < ADOPT_BUDGET + 10  # not before the worker looks dead, and soon after
     survivor = next(n for n in names if n not in (victim, leader))
     assert codes[names.index(survivor)] == 0, logs[survivor][-3000:]
 
