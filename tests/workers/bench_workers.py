@@ -1,6 +1,8 @@
 """Figures for docs/scaling-out.md (printed, never asserted): rounds per second and CPU per round with 1, 2 and
-3 `easel run` workers on PostgreSQL and with one on SQLite, against the fake Telegram and a fake OpenAI that
-answers after `DELAY` seconds; and ledger reserve+commit pairs per second on PostgreSQL through the store.
+3 `easel run` workers on PostgreSQL and with one on SQLite, against a fake OpenAI that answers after `DELAY`
+seconds and either the fake Telegram (private chats: the fleet shares Telegram's 30 messages a second) or the
+fake Discord (each worker runs one gateway shard of as many as there are workers, one guild per shard);
+and ledger reserve+commit pairs per second on PostgreSQL through the store.
 
     python -m tests.workers.bench_workers [ROUNDS]
 
@@ -19,10 +21,21 @@ from typing import Any, cast
 from core.store.postgres import PostgresStore
 from core.store.sqlite import SqliteStore
 from tests.bench.bench_ledger import _pairs, _settings, machine
+from tests.fakes.fake_discord import FakeDiscord
 from tests.fakes.fake_telegram import FakeTelegram
-from tests.reliability.conftest import TELEGRAM_TOKEN
+from tests.reliability.conftest import DISCORD_TOKEN, TELEGRAM_TOKEN
 from tests.store.pg_cluster import running_cluster
-from tests.workers.fleet import CountingOpenAI, outcome, start_worker, stop, worker_env
+from tests.workers.fleet import (
+    CountingOpenAI,
+    discord_env,
+    discord_kind,
+    guild_on_shard,
+    outcome,
+    start_worker,
+    stop,
+    ticking,
+    worker_env,
+)
 
 DELAY = 0.05
 CAP = 16
@@ -62,9 +75,54 @@ async def _run(workers: int, pg_url: str | None, rounds: int, tmp: Path) -> dict
             cpu = sum(_cpu(p.pid) for p in procs) - cpu0
         finally:
             await stop(procs)
+    return _row("telegram", workers, pg_url, rounds, seconds, cpu, oai)
+
+
+async def _run_discord(workers: int, pg_url: str | None, rounds: int, tmp: Path) -> dict[str, Any]:
+    async with CountingOpenAI(delay=DELAY) as oai, FakeTelegram(token=TELEGRAM_TOKEN) as tg, FakeDiscord(
+        token=DISCORD_TOKEN
+    ) as dc:
+        guilds = [await guild_on_shard(dc, shard, workers, f"shard {shard}") for shard in range(workers)]
+        members = [dc.member(guilds[i % workers], f"d{i}") for i in range(USERS)]
+        names = [f"w{i}" for i in range(workers)]
+        envs = []
+        for index, name in enumerate(names):
+            env = worker_env(name, tmp, pg_url or "", tg, oai, CAP) | discord_env(dc, f"{index}/{workers}")
+            del env["TELEGRAM_TOKEN"]  # Discord alone
+            env["EASEL_USER_CONCURRENCY"] = "100"
+            if pg_url is None:
+                del env["EASEL_DATABASE_URL"]
+            envs.append(env)
+        procs = [await start_worker(env, tmp / f"{n}.log") for n, env in zip(names, envs, strict=True)]
+        try:
+            await ticking(dc, lambda: len(dc.shards_connected()) == workers and bool(dc.commands), 60,
+                          "every shard connected and the commands registered")
+            cpu0 = sum(_cpu(p.pid) for p in procs)
+            started = time.monotonic()
+            asked = [
+                await dc.slash_command(guilds[n % USERS % workers].channel, members[n % USERS].user, "imagine",
+                                       {"prompt": f"bench {n}"})
+                for n in range(rounds)
+            ]
+
+            def shown() -> int:
+                return sum(1 for found in asked if any(discord_kind(m) == "image" for m in dc.replies(found)))
+
+            await ticking(dc, lambda: shown() >= rounds, 300, "every image shown")
+            seconds = time.monotonic() - started
+            cpu = sum(_cpu(p.pid) for p in procs) - cpu0
+        finally:
+            await stop(procs)
+    return _row("discord", workers, pg_url, rounds, seconds, cpu, oai)
+
+
+def _row(
+    platform: str, workers: int, pg_url: str | None, rounds: int, seconds: float, cpu: float, oai: CountingOpenAI
+) -> dict[str, Any]:
     if pg_url is not None:
         assert outcome(pg_url).by_state["delivered"] == rounds
     return {
+        "platform": platform,
         "backend": "postgresql" if pg_url else "sqlite",
         "workers": workers,
         "rounds": rounds,
@@ -88,11 +146,14 @@ async def main(rounds: int) -> None:
     print(machine())
     with running_cluster() as cluster, tempfile.TemporaryDirectory() as folder:
         tmp = Path(folder)
-        for n, (workers, pg) in enumerate([(1, False), (1, True), (2, True), (3, True)]):
+        runs = [(1, False), (1, True), (2, True), (3, True)]
+        for n, (run_one, (workers, pg)) in enumerate(
+            (run_one, shape) for run_one in (_run, _run_discord) for shape in runs
+        ):
             run = tmp / f"run{n}"
             run.mkdir()
             url = cluster.create_database(f"bench_{n}") if pg else None
-            print(await _run(workers, url, rounds, run), flush=True)
+            print(await run_one(workers, url, rounds, run), flush=True)
         for row in await _ledger(cluster.create_database("bench_ledger"), tmp):
             print({"ledger_postgresql": row}, flush=True)
 
