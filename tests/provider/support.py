@@ -9,12 +9,25 @@ import openai
 from openai import AsyncOpenAI
 
 from core.ports import ImageJob
+from core.provider.factory import MIN_CONNECTIONS
+from core.provider.transport import http_client
 from tests.fakes.fake_provider import NullEvents
 
 API_KEY = "sk-test-provider-key-0123456789"
 # Fragments of the fake's error texts and of SDK exception text: none may reach a user-facing message.
-PROVIDER_TEXT = ("Error code", "safety_violations", "help.openai.com", "req_fake", "sk-", "quota, please",
-                 "Rate limit reached", "Sorry about that", "Request timed out", "Connection error", "{")
+PROVIDER_TEXT = (
+    "Error code",
+    "safety_violations",
+    "help.openai.com",
+    "req_fake",
+    "sk-",
+    "quota, please",
+    "Rate limit reached",
+    "Sorry about that",
+    "Request timed out",
+    "Connection error",
+    "{",
+)
 
 
 def assert_clean(message: str) -> None:
@@ -57,8 +70,13 @@ ignore_partials = NullEvents()
 
 
 def job(
-    prompt: str = "a red fox in the snow", *, size: str = "1024x1024", quality: str = "medium",
-    background: str | None = None, output_format: str | None = None, **fields: Any,
+    prompt: str = "a red fox in the snow",
+    *,
+    size: str = "1024x1024",
+    quality: str = "medium",
+    background: str | None = None,
+    output_format: str | None = None,
+    **fields: Any,
 ) -> ImageJob:
     params = {"size": size, "quality": quality}
     if background is not None:
@@ -75,5 +93,10 @@ _TLS = ssl.create_default_context()
 
 
 def make_client(base_url: str, **options: Any) -> AsyncOpenAI:
+    """An SDK client on the HTTP client `build_provider` uses (`core.provider.transport`), so every provider
+    test goes through the production transport."""
     settings: dict[str, Any] = {"api_key": API_KEY, "max_retries": 0, "timeout": 5, **options}
-    return AsyncOpenAI(base_url=base_url, http_client=openai.DefaultAsyncHttpxClient(verify=_TLS), **settings)
+    timeout = settings["timeout"]
+    bounds = timeout if isinstance(timeout, openai.Timeout) else openai.Timeout(timeout)
+    client = http_client(timeout=bounds, max_connections=MIN_CONNECTIONS, verify=_TLS)
+    return AsyncOpenAI(base_url=base_url, http_client=client, **settings)
