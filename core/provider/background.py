@@ -107,7 +107,7 @@ class Follower:
                 raise self._fatal(exc, reader) from None
             else:
                 failures = 0
-                reader.take_response(response)
+                await reader.take_response(response)
                 if reader.terminal:
                     return reader.finish()
             await asyncio.sleep(delay)

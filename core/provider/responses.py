@@ -112,7 +112,7 @@ class ResponsesProvider:
             response = await self._client.responses.create(**request)
             progress.request_id = getattr(response, "_request_id", None)
             await reader.accept(response.id)
-            reader.take_response(response)
+            await reader.take_response(response)
             return reader.finish()
 
         try:
@@ -142,7 +142,7 @@ class ResponsesProvider:
             response = await self._client.responses.create(**request, background=True, **per_call)
             reader.progress.request_id = getattr(response, "_request_id", None)
             await reader.accept(response.id)
-            reader.take_response(response)
+            await reader.take_response(response)
             return reader.finish() if reader.terminal else await follower.follow(reader, stream_first=False)
         stream = await self._client.responses.create(**request, background=True, stream=True, **per_call)
         reader.progress.request_id = stream.response.headers.get("x-request-id")

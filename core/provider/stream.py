@@ -27,7 +27,7 @@ from openai.types.responses.response_output_item import ImageGenerationCall
 from core.errors import ProviderError, ProviderRejected
 from core.ports import GeneratedImage, ProviderEvents, Usage
 from core.provider.classify import Failure, InBand, Progress, classify_code, safety, stopped
-from core.provider.uploads import decode, decode_off_loop
+from core.provider.uploads import decode_off_loop
 
 THINKING = "thinking"
 DRAWING = "drawing"
@@ -99,14 +99,14 @@ class Reader:
                 await self.events.partial(await decode_off_loop(event.partial_image_b64), event.partial_image_index)
         elif isinstance(event, ResponseOutputItemDoneEvent):
             if isinstance(event.item, ImageGenerationCall):
-                self.take_call(event.item)
+                await self.take_call(event.item)
         elif isinstance(event, ResponseCompletedEvent | ResponseFailedEvent | ResponseIncompleteEvent):
-            self.take_response(event.response)
+            await self.take_response(event.response)
         elif isinstance(event, ResponseErrorEvent):
             self.terminal = True
             raise InBand(classify_code(event.code, None, None, self.progress, message=event.message))
 
-    def take_call(self, call: ImageGenerationCall) -> None:
+    async def take_call(self, call: ImageGenerationCall) -> None:
         self.saw_call = True
         if call.status == "failed" or call.error is not None:
             error = call.error
@@ -117,11 +117,11 @@ class Reader:
             raise InBand(classify_code(code, type_, stage, self.progress, message=message))
         if call.result and self.image is None:
             self.progress.output = True
-            self.image = decode(call.result)
+            self.image = await decode_off_loop(call.result)  # a full-size image: decoded in a thread
             self.call_id = call.id
             self.revised_prompt = call.revised_prompt
 
-    def take_response(self, response: Response) -> None:
+    async def take_response(self, response: Response) -> None:
         """A whole response (completed event, polled or plain answer); only a terminal one is final."""
         self.response_id = self.response_id or response.id
         status = response.status or "completed"
@@ -130,7 +130,7 @@ class Reader:
         self.terminal = True
         for item in response.output or []:
             if isinstance(item, ImageGenerationCall):
-                self.take_call(item)
+                await self.take_call(item)
         if status == "cancelled":
             raise InBand(Failure(ProviderError("provider.cancelled", reason="cancelled")))
         if status == "incomplete":
