@@ -172,7 +172,14 @@ class RoundService:
             if plan.refusal is not None:
                 await self.runner.refuse(view, actor, plan.refusal, lang)
                 return
-            if not await caps.enter(user):
+            try:
+                entered = await caps.enter(user)
+            except Exception:  # the shared count is out of reach: the round never started, so it costs nothing
+                log.exception("round %d: the per-user cap could not be checked", plan.round.id)
+                await self.runner.finish(plan.round, RoundState.FAILED, "error")
+                await self.runner.refuse(view, actor, None, lang)
+                return
+            if not entered:
                 busy = Busy("round.user_busy", count=caps.active(user))
                 await self.runner.finish(plan.round, RoundState.REFUSED, busy.reason)
                 await self.runner.refuse(view, actor, busy, lang)

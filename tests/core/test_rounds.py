@@ -4,6 +4,7 @@ refusals that cost nothing, Cancel, shutdown and resume, deadlines, rerolls, and
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import re
@@ -156,6 +157,32 @@ async def test_the_delivery_log_says_how_long_the_provider_slot_was_held(
     held = re.search(r"provider slot held (\d+) ms", caplog.text)
     assert held is not None, caplog.text
     assert 50 <= int(held.group(1)) < 1000
+
+
+class UnreachableCap:
+    """A per-user cap whose shared count cannot be reached (PostgreSQL gone for a moment)."""
+
+    async def enter(self, user: tuple[str, str]) -> bool:
+        raise OSError("connection refused")
+
+    def leave(self, user: tuple[str, str]) -> None:
+        raise AssertionError("never entered")
+
+    def active(self, user: tuple[str, str]) -> int:
+        return 0
+
+
+async def test_a_cap_that_cannot_be_checked_fails_the_round_free_with_an_apology(
+    make_settings: MakeSettings, provider: FakeProvider
+) -> None:
+    async with open_core(make_settings(), provider=provider) as core:
+        core.rounds.shared.deps = dataclasses.replace(core.rounds.deps, caps=UnreachableCap())
+        view = RecordingView()
+        await core.rounds.submit(request("a red fox", "k1"), view)
+        assert view.refusal is not None and view.refusal.reason == "error" and view.result is None
+        assert "connection refused" not in view.refusal.text  # never the exception's text
+        assert provider.jobs == [] and await used(core) == 0
+        assert await core.store.open_rounds() == []  # nothing left open
 
 
 async def test_a_refused_round_costs_nothing(make_settings: MakeSettings, provider: FakeProvider) -> None:
