@@ -69,7 +69,7 @@ class LocalCap:
     def active(self, user: tuple[str, str]) -> int:
         return self._active[user]
 
-    async def enter(self, user: tuple[str, str]) -> bool:
+    async def enter(self, user: tuple[str, str], round_id: int) -> bool:
         if self._active[user] >= self.limit:
             return False
         self._active[user] += 1

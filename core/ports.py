@@ -359,8 +359,8 @@ class UserCap(Protocol):
     from `enter` until its image is in the chat (`leave`). `core.guards.LocalCap` (one process) and
     `core.shared_caps.SharedCap` (every worker on one PostgreSQL) implement it."""
 
-    async def enter(self, user: tuple[str, str]) -> bool:
-        """Count one more round of `user`; False (nothing counted) when they are at the cap."""
+    async def enter(self, user: tuple[str, str], round_id: int) -> bool:
+        """Count round `round_id` of `user`; False (nothing counted) when they are at the cap."""
         ...
 
     def leave(self, user: tuple[str, str]) -> None:
@@ -403,10 +403,10 @@ class FleetStore(Protocol):
         ...
 
     async def user_hold(
-        self, user: tuple[str, str], owner: str, limit: int, now: datetime, stale_after: float
+        self, user: tuple[str, str], round_id: int, owner: str, limit: int, now: datetime, stale_after: float
     ) -> tuple[int | None, int]:
-        """Count a round of `user` fleet-wide unless they have `limit` already (holds of gone workers do not
-        count). Returns (hold id or None when at the cap, the user's holds now)."""
+        """Count round `round_id` of `user` fleet-wide unless they have `limit` already (holds of gone workers
+        and of ended rounds do not count). Returns (hold id or None when at the cap, the user's holds now)."""
         ...
 
     async def user_release(self, hold: int) -> None: ...

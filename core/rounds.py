@@ -173,7 +173,7 @@ class RoundService:
                 await self.runner.refuse(view, actor, plan.refusal, lang)
                 return
             try:
-                entered = await caps.enter(user)
+                entered = await caps.enter(user, plan.round.id)
             except Exception:  # the shared count is out of reach: the round never started, so it costs nothing
                 log.exception("round %d: the per-user cap could not be checked", plan.round.id)
                 await self.runner.finish(plan.round, RoundState.FAILED, "error")

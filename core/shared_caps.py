@@ -3,7 +3,8 @@
 A user's Discord guilds may sit on shards run by different workers, and a Telegram user's updates may be
 claimed by any worker, so counting per process would let a user have the cap once per worker. Each round in
 progress is a hold row (`core.ports.FleetStore.user_hold`), checked and written under a per-user lock; a hold
-is a lease on its worker's heartbeat, so a dead worker's holds stop counting after `stale_after` seconds."""
+is a lease on its worker's heartbeat, so a dead worker's holds stop counting after `stale_after` seconds, and
+a hold whose round has ended no longer counts even if its release was lost."""
 
 from __future__ import annotations
 
@@ -30,8 +31,10 @@ class SharedCap:
     async def close(self) -> None:
         await self._releases.drain()
 
-    async def enter(self, user: tuple[str, str]) -> bool:
-        hold, held = await self.store.user_hold(user, self.owner, self.limit, self.clock(), self.stale_after)
+    async def enter(self, user: tuple[str, str], round_id: int) -> bool:
+        hold, held = await self.store.user_hold(
+            user, round_id, self.owner, self.limit, self.clock(), self.stale_after
+        )
         self._seen[user] = held
         if hold is None:
             return False

@@ -22,6 +22,7 @@ from core.store.pg_sql import (
     INBOX_CLAIM_LOCK,
     INBOX_RETENTION,
     LEADER_LOCKS,
+    OPEN,
     SLOT_LOCK,
     USER_HOLD_LOCK,
     Conn,
@@ -121,7 +122,7 @@ class PgFleet(PgPool):
     # -- the per-user cap ------------------------------------------------------------------------------
 
     async def user_hold(
-        self, user: tuple[str, str], owner: str, limit: int, now: datetime, stale_after: float
+        self, user: tuple[str, str], round_id: int, owner: str, limit: int, now: datetime, stale_after: float
     ) -> tuple[int | None, int]:
         platform, user_id = user
         cutoff = now - timedelta(seconds=stale_after)
@@ -130,9 +131,10 @@ class PgFleet(PgPool):
             key = f"{platform}:{user_id}"
             await conn.execute("SELECT pg_advisory_xact_lock(%s::int, hashtext(%s))", (USER_HOLD_LOCK, key))
             await conn.execute(
-                "DELETE FROM user_holds h WHERE platform = %s AND user_id = %s AND NOT EXISTS "
-                "(SELECT 1 FROM workers w WHERE w.owner = h.owner AND w.heartbeat_at >= %s)",
-                (platform, user_id, cutoff),
+                "DELETE FROM user_holds h WHERE platform = %s AND user_id = %s AND ("
+                " NOT EXISTS (SELECT 1 FROM workers w WHERE w.owner = h.owner AND w.heartbeat_at >= %s)"
+                " OR NOT EXISTS (SELECT 1 FROM rounds r WHERE r.id = h.round_id AND r.status = ANY(%s)))",
+                (platform, user_id, cutoff, OPEN),
             )
             cursor = await conn.execute(
                 "SELECT count(*) AS n FROM user_holds WHERE platform = %s AND user_id = %s", (platform, user_id)
@@ -142,8 +144,9 @@ class PgFleet(PgPool):
             if held >= limit:
                 return None, held
             cursor = await conn.execute(
-                "INSERT INTO user_holds (platform, user_id, owner, held_at) VALUES (%s, %s, %s, %s) RETURNING id",
-                (platform, user_id, owner, now),
+                "INSERT INTO user_holds (platform, user_id, round_id, owner, held_at) VALUES (%s, %s, %s, %s, %s) "
+                "RETURNING id",
+                (platform, user_id, round_id, owner, now),
             )
             inserted = await cursor.fetchone()
             assert inserted is not None

@@ -234,12 +234,14 @@ UPDATE rounds SET spec = jsonb_build_object('background', background, 'quality',
 """
 
 # The per-user cap over the fleet (`core.shared_caps.SharedCap`): one row per round a user has in progress, on
-# any worker; void, like a slot ticket, once its owner's heartbeat is stale.
+# any worker; void, like a slot ticket, once its owner's heartbeat is stale, and once its round has ended (a
+# release that never reached the database must not hold the user's place for good).
 _V5 = r"""
 CREATE TABLE user_holds (
     id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     platform TEXT NOT NULL,
     user_id TEXT NOT NULL,
+    round_id BIGINT NOT NULL,
     owner TEXT NOT NULL,
     held_at TIMESTAMPTZ NOT NULL
 );

@@ -162,7 +162,7 @@ async def test_the_delivery_log_says_how_long_the_provider_slot_was_held(
 class UnreachableCap:
     """A per-user cap whose shared count cannot be reached (PostgreSQL gone for a moment)."""
 
-    async def enter(self, user: tuple[str, str]) -> bool:
+    async def enter(self, user: tuple[str, str], round_id: int) -> bool:
         raise OSError("connection refused")
 
     def leave(self, user: tuple[str, str]) -> None:
