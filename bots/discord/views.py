@@ -3,6 +3,7 @@ persistent buttons under every result."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import logging
 import math
@@ -23,6 +24,10 @@ log = logging.getLogger(__name__)
 
 EDIT_INTERVAL = 2.5  # seconds between preview edits of one message (platform-limits D-b)
 QUEUE_INTERVAL = 10.0  # seconds between edits for a new queue position or stage (issue 16: no chatter)
+# A slash command's round that waits less than this for a provider slot shows no queue position: Discord's
+# "Easel is thinking…" already says it is on its way, and the position would be stale before it was read.
+QUEUE_GRACE = 2.0
+SETTLE_GRACE = 2.0  # seconds the result waits for a queue-position edit already on the wire
 # Interaction tokens live 15 minutes (D-f); past this age a result goes to the channel instead.
 TOKEN_SAFE_AGE = timedelta(minutes=14)
 CUSTOM_ID_PREFIX = "easel:"
@@ -82,11 +87,17 @@ def preview_file(preview: Preview) -> discord.File:
     return discord.File(io.BytesIO(preview.image), filename=f"preview-{preview.index}.{sniff_extension(preview.image)}")
 
 
+def meaningful_move(shown: int, now: int) -> bool:
+    """Is a new queue position worth an edit? Forward moves only: into the last three places, or by a quarter
+    of the shown position (at least 2 places)."""
+    return now < shown and (now <= 3 or shown - now >= max(2, shown // 4))
+
+
 class Progress:
     """What a round's progress message says and when it may change: the first status always shows (with the
-    Cancel button); a new queue position or stage at most every `QUEUE_INTERVAL` seconds; previews every
-    `EDIT_INTERVAL`. The elapsed time is a Discord timestamp (`<t:…:R>`) that every client keeps counting
-    by itself, so it costs no edits."""
+    Cancel button); a queue position that moved meaningfully, or a new stage, at most every `QUEUE_INTERVAL`
+    seconds; previews every `EDIT_INTERVAL`. The elapsed time is a Discord timestamp (`<t:…:R>`) that every
+    client keeps counting by itself, so it costs no edits."""
 
     def __init__(self, edit_interval: float, queue_interval: float) -> None:
         self.edit_interval, self.queue_interval = edit_interval, queue_interval
@@ -96,6 +107,7 @@ class Progress:
         self._said: str | None = None
         self._previewed = False
         self._since = int(time.time())
+        self.position: int | None = None  # the queue position the message shows
 
     def due(self, interval: float) -> bool:
         return not self.shown or time.monotonic() - self._last >= interval
@@ -106,6 +118,10 @@ class Progress:
     def fresh(self, text: str, interval: float) -> bool:
         """True when `text` should be shown now (it says something new and the pace allows it)."""
         return text != self._said and self.due(interval)
+
+    def move_due(self, position: int) -> bool:
+        """A later queue position: shown when it moved meaningfully and the pace allows it."""
+        return self.position is not None and meaningful_move(self.position, position) and self.due(self.queue_interval)
 
     def queued(self, position: int) -> str:
         ahead = position - 1
@@ -121,6 +137,7 @@ class Progress:
         return texts.say(self.lang, f"progress.{stage.value}", elapsed=f"<t:{self._since}:R>")
 
     def running(self) -> str:
+        self.position = None
         self._since = int(time.time())
         return self.stage(Stage.THINKING)
 
@@ -153,6 +170,10 @@ class InteractionRoundView(ProgressDefaults):
         self.pace.lang = lang  # the asker's until the core names the round's (`begin`)
         self._token_safe_age = token_safe_age
         self._progress_id: str | None = None
+        self.queue_grace = QUEUE_GRACE
+        self._position: int | None = None  # the latest queue position, while the round waits
+        self._waiting: asyncio.Task[None] | None = None  # shows the first position once the grace is over
+        self._waiting_on_wire = False
 
     def language(self) -> str:
         """The round's language once the core named it, else the asker's."""
@@ -168,11 +189,48 @@ class InteractionRoundView(ProgressDefaults):
         self.info, self.pace.lang = info, info.lang  # shown with the first status (no request of its own)
 
     async def queued(self, position: int) -> None:
-        text = self.pace.queued(position)
-        if self.token_fresh() and self.pace.fresh(text, self.pace.queue_interval):
-            await self._progress(text)
+        """The first position shows only if the round still waits after `queue_grace` seconds (a task of its
+        own: the core's progress calls never wait); later ones when they move meaningfully, every 10 s at most."""
+        self._position = position
+        if self.finished or not self.token_fresh():
+            return
+        if not self.pace.shown:
+            if self._waiting is None:
+                self._waiting = asyncio.get_running_loop().create_task(self._show_waiting())
+        elif self.pace.move_due(position):
+            await self._show_position(position)
+
+    async def _show_waiting(self) -> None:
+        await asyncio.sleep(self.queue_grace)
+        position = self._position
+        if position is None or self.finished or self.pace.shown or not self.token_fresh():
+            return
+        self._waiting_on_wire = True
+        try:
+            await self._show_position(position)
+        except Exception:
+            log.warning("queue position edit failed for interaction %s", self.interaction.id, exc_info=True)
+
+    async def _show_position(self, position: int) -> None:
+        self.pace.position = position
+        await self._progress(self.pace.queued(position))
+
+    async def _stop_waiting(self) -> None:
+        """The round stopped waiting: a position not shown yet never will be; one on the wire lands first (for
+        a short while), so that it never overwrites what comes next."""
+        self._position = None
+        task = self._waiting
+        if task is None or task.done():
+            return
+        if not self._waiting_on_wire:
+            task.cancel()  # still in its grace: it will not edit
+            return
+        await asyncio.wait({task}, timeout=SETTLE_GRACE)
+        if not task.done():
+            task.cancel()
 
     async def started(self) -> None:
+        await self._stop_waiting()
         if self.token_fresh():  # always once: the stage, the elapsed time and the Cancel button
             await self._progress(self.pace.running())
 
@@ -200,6 +258,7 @@ class InteractionRoundView(ProgressDefaults):
 
     async def deliver(self, result: RoundResult) -> list[str]:
         """Raises on failure: the core then refunds."""
+        await self._stop_waiting()
         upload = await result_upload(result, self.interaction.filesize_limit)
         content = plain(result.caption)
         message: discord.Message | None = None
@@ -222,6 +281,7 @@ class InteractionRoundView(ProgressDefaults):
 
     async def refuse(self, refusal: Refusal) -> None:
         self.finished = True
+        await self._stop_waiting()
         await self.say(refusal.text, ephemeral=refusal.ephemeral)
 
     async def say(self, text: str, *, ephemeral: bool, followup: bool = False) -> None:
@@ -248,6 +308,7 @@ class InteractionRoundView(ProgressDefaults):
 
     async def abandon(self) -> None:
         """Nothing to show (a duplicate the core ignored): remove the "thinking" message."""
+        await self._stop_waiting()
         await self._forget_original()
 
     async def _forget_original(self) -> None:
@@ -305,9 +366,11 @@ class MessageRoundView(ProgressDefaults):
         self.info, self.pace.lang = info, info.lang  # shown with the first status (no request of its own)
 
     async def queued(self, position: int) -> None:
-        text = self.pace.queued(position)
-        if self.pace.fresh(text, self.pace.queue_interval):
-            await self._show(text)
+        """The first position at once (it makes the status message); later ones when they move meaningfully,
+        every 10 s at most."""
+        if not self.pace.shown or self.pace.move_due(position):
+            self.pace.position = position
+            await self._show(self.pace.queued(position))
 
     async def started(self) -> None:
         await self._show(self.pace.running())  # always once: the stage, elapsed time and Cancel button

@@ -32,8 +32,9 @@ async def test_imagine_defers_first_then_edits_in_the_image_with_caption_and_rer
 ) -> None:
     channel = world.guild.channel
     before = len(fake.calls)
-    interaction = await fake.slash_command(channel, world.alice, "imagine",
-                                           {"prompt": "a red fox", "size": "landscape", "quality": "high"})
+    interaction = await fake.slash_command(
+        channel, world.alice, "imagine", {"prompt": "a red fox", "size": "landscape", "quality": "high"}
+    )
     await services.wait_finished(1)
     final = fake.calls_to("edit_original")[-1]  # the progress message became the result
     first = fake.calls[before]  # the very first thing the adapter does is acknowledging
@@ -43,7 +44,10 @@ async def test_imagine_defers_first_then_edits_in_the_image_with_caption_and_rer
     assert request.actor.user_id == str(world.alice.id) and request.actor.username == "alice"
     assert not request.actor.is_moderator
     assert (request.prompt, request.options.shape, request.options.quality) == (
-        "a red fox", Shape.LANDSCAPE, Quality.HIGH)
+        "a red fox",
+        Shape.LANDSCAPE,
+        Quality.HIGH,
+    )
     assert request.idempotency_key == f"dc:i:{interaction.id}"
     assert request.reply_to is None and request.input_image is None
     assert final.params["content"] == "#1 · 9 credits left today"
@@ -56,8 +60,9 @@ async def test_imagine_defers_first_then_edits_in_the_image_with_caption_and_rer
     assert_no_mass_mentions(fake)
 
 
-async def test_no_options_leave_the_choice_to_the_core(fake: FakeDiscord, world: World, bot: DiscordBot,
-                                              services: FakeServices) -> None:
+async def test_no_options_leave_the_choice_to_the_core(
+    fake: FakeDiscord, world: World, bot: DiscordBot, services: FakeServices
+) -> None:
     await fake.slash_command(world.guild.channel, world.alice, "imagine", {"prompt": "a fox"})
     await services.wait_finished(1)
     # None keeps an edit's parent's options, or the default (square, medium): the core decides.
@@ -72,12 +77,12 @@ async def test_partial_previews_edit_the_response_throttled(
     await fake.slash_command(world.guild.channel, world.alice, "imagine", {"prompt": "a fox"})
     await services.wait_finished(1)
     edits = fake.calls_to("edit_original")
-    # queued, started (stage, elapsed time, Cancel), the first preview (the next two within 2.5 s are dropped),
-    # then the result
+    # queued (a slot within the grace: no edit of its own), started (stage, elapsed time, Cancel), the first
+    # preview (the next two within 2.5 s are dropped), then the result
     contents = [e.params.get("content") or "" for e in edits]
-    assert contents[0] == "Queued: 1 request ahead of you." and contents[1].startswith("Thinking… <t:")
-    assert contents[2:] == ["Drawing… (preview)", "#1 · 9 credits left today"]
-    assert edits[2].files["files[0]"] == provider_png(16, 16, (0, 0, 0))  # the first preview, as sent
+    assert contents[0].startswith("Thinking… <t:")
+    assert contents[1:] == ["Drawing… (preview)", "#1 · 9 credits left today"]
+    assert edits[1].files["files[0]"] == provider_png(16, 16, (0, 0, 0))  # the first preview, as sent
 
 
 async def test_button_press_after_a_restart_rerolls_for_the_presser(
@@ -96,8 +101,9 @@ async def test_button_press_after_a_restart_rerolls_for_the_presser(
     action, key, actor, idem = pressed.action, pressed.key, pressed.actor, pressed.idempotency_key
     assert action == "reroll:1" and actor.user_id == str(world.bob.id)
     assert key.community == str(world.guild.id) and idem == f"dc:i:{press.id}"
-    callback = [c for c in fake.calls_to("interaction_callback") if c.params["_path"]["interaction_id"]
-                == str(press.id)]
+    callback = [
+        c for c in fake.calls_to("interaction_callback") if c.params["_path"]["interaction_id"] == str(press.id)
+    ]
     assert callback[0].params["type"] == CB_DEFER
     rerolled = fake.original(press)
     assert rerolled is not None and rerolled["id"] != result["id"]  # a new message; the old image stays
@@ -121,10 +127,10 @@ async def test_ephemeral_refusal_replaces_the_public_thinking_message(
     assert_no_mass_mentions(fake)
 
 
-async def test_public_refusal_edits_the_response(fake: FakeDiscord, world: World, bot: DiscordBot,
-                                                 services: FakeServices) -> None:
-    services.refusal = Refusal("The image provider's safety system declined that prompt.", "safety",
-                             ephemeral=False)
+async def test_public_refusal_edits_the_response(
+    fake: FakeDiscord, world: World, bot: DiscordBot, services: FakeServices
+) -> None:
+    services.refusal = Refusal("The image provider's safety system declined that prompt.", "safety", ephemeral=False)
     interaction = await fake.slash_command(world.guild.channel, world.alice, "imagine", {"prompt": "a fox"})
     await services.wait_finished(1)
     edit = fake.calls_to("edit_original")[-1]
@@ -188,8 +194,9 @@ async def test_round_outliving_the_token_is_delivered_to_the_channel(
 ) -> None:
     # The interaction was created 14.5 minutes ago (discord.py dates it from its snowflake): by delivery the
     # token is about to expire, so the result goes out as a channel message.
-    interaction = await fake.slash_command(world.guild.channel, world.alice, "imagine", {"prompt": "a fox"},
-                                           created_ago=14.5 * 60)
+    interaction = await fake.slash_command(
+        world.guild.channel, world.alice, "imagine", {"prompt": "a fox"}, created_ago=14.5 * 60
+    )
     sent = await fake.wait_for("send_message")
     assert sent.params["content"] == "#1 · 9 credits left today"
     assert sent.files["files[0]"] == services.result_image
@@ -206,16 +213,16 @@ async def test_expired_token_refusal_goes_to_the_channel_without_a_ping(
     fake: FakeDiscord, world: World, bot: DiscordBot, services: FakeServices
 ) -> None:
     services.refusal = Refusal("Out of credits.", "over_quota")
-    await fake.slash_command(world.guild.channel, world.alice, "imagine", {"prompt": "a fox"},
-                             created_ago=16 * 60)
+    await fake.slash_command(world.guild.channel, world.alice, "imagine", {"prompt": "a fox"}, created_ago=16 * 60)
     sent = await fake.wait_for("send_message")
     assert sent.params["content"] == f"<@{world.alice.id}> Out of credits."
     assert sent.params["allowed_mentions"] == {"parse": []}  # not even the user named in the text is pinged
     assert not fake.calls_to("delete_original")  # the token is dead: no call that would fail
 
 
-async def test_rate_limited_edit_is_waited_out(fake: FakeDiscord, world: World, bot: DiscordBot,
-                                               services: FakeServices) -> None:
+async def test_rate_limited_edit_is_waited_out(
+    fake: FakeDiscord, world: World, bot: DiscordBot, services: FakeServices
+) -> None:
     fake.rate_limit_next("edit_original", retry_after=0.01)
     interaction = await fake.slash_command(world.guild.channel, world.alice, "imagine", {"prompt": "a fox"})
     await services.wait_finished(1)
@@ -231,8 +238,9 @@ async def test_oversized_result_is_reencoded_to_the_interaction_limit(
     services.result_image = buffer.getvalue()  # ~197 KB of noise
     limit = 60_000
     assert len(services.result_image) > limit
-    interaction = await fake.slash_command(world.guild.channel, world.alice, "imagine", {"prompt": "a fox"},
-                                           attachment_size_limit=limit)
+    interaction = await fake.slash_command(
+        world.guild.channel, world.alice, "imagine", {"prompt": "a fox"}, attachment_size_limit=limit
+    )
     await services.wait_finished(1)
     edit = fake.calls_to("edit_original")[-1]
     assert len(edit.files["files[0]"]) <= limit
@@ -264,8 +272,9 @@ async def test_dm_is_its_own_community_and_never_moderator(
     assert not request.actor.is_moderator
 
 
-async def test_handlers_run_concurrently(fake: FakeDiscord, world: World, bot: DiscordBot,
-                                         services: FakeServices) -> None:
+async def test_handlers_run_concurrently(
+    fake: FakeDiscord, world: World, bot: DiscordBot, services: FakeServices
+) -> None:
     services.gate = asyncio.Event()
     await fake.slash_command(world.guild.channel, world.alice, "imagine", {"prompt": "slow"})
     await fake.slash_command(world.guild.channel, world.bob, "imagine", {"prompt": "also slow"})
