@@ -396,7 +396,15 @@ class FleetStore(Protocol):
         """Grant what the cap allows (FIFO) and return the ticket's place: 0 granted, -1 unknown (voided)."""
         ...
 
-    async def slot_release(self, ticket: int) -> None: ...
+    async def slot_release(self, ticket: int, capacity: int, now: datetime, stale_after: float) -> None:
+        """Give the ticket's slot back and grant the next waiting tickets (FIFO) at once."""
+        ...
+
+    async def slot_granted(self, ticket: int) -> asyncio.Event:
+        """An event set when a grant of `ticket` is announced by any worker (or when announcements may have
+        been lost). Take it right after queueing, then wait on it with a timeout; only the granted ticket's
+        waiter wakes, not every waiter of the fleet."""
+        ...
 
     async def slot_counts(self) -> tuple[int, int]:
         """(granted, waiting) over every worker."""
@@ -428,7 +436,7 @@ class FleetStore(Protocol):
         ...
 
     async def signal(self, channel: str) -> asyncio.Event:
-        """An event set at the next wake-up on `channel` (`slots`, `inbox`) from any worker. Take it before
+        """An event set at the next wake-up on `channel` (`inbox`) from any worker. Take it before
         checking the state it guards, then wait on it (with a timeout: a lost connection loses wake-ups)."""
         ...
 

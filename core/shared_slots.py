@@ -2,9 +2,10 @@
 
 Each acquire is a ticket row (`core.ports.FleetStore`): tickets are granted oldest first while fewer than the
 cap are granted, by whichever worker next looks (an enqueue, a release, a poll), so no worker waits on
-another to notice. A waiter takes its wake-up event first, then checks its ticket, then waits for a
-notification from any worker (LISTEN/NOTIFY), re-checking at least every `MAX_PAUSE` seconds in case one was
-lost. Its place in the queue is counted over the whole fleet.
+another to notice, and a release grants the next tickets itself. Grants are announced by ticket id
+(LISTEN/NOTIFY), so only the granted waiters wake: with hundreds waiting, waking all of them at every grant
+would cost the fleet hundreds of queries per grant. A waiter also re-checks on a timeout (at most every
+`MAX_PAUSE` seconds): its place in the queue, counted over the whole fleet, and slots a dead worker held.
 
 A ticket is a lease on the worker's heartbeat: when a worker dies its tickets are voided by the next grant
 after `stale_after` seconds, so the slots it held come back to the fleet. A worker restarting under the same
@@ -24,8 +25,8 @@ from core.slots import QueueFull
 
 log = logging.getLogger(__name__)
 
-MIN_PAUSE = 0.05  # seconds: first re-check while waiting without a notification
-MAX_PAUSE = 1.0
+MIN_PAUSE = 0.5  # seconds: first re-check while waiting without an announcement of this ticket's grant
+MAX_PAUSE = 4.0  # a long wait re-checks this often (the user's place, a dead worker's slots)
 
 
 class SharedSlots:
@@ -54,6 +55,7 @@ class SharedSlots:
 
     async def start(self) -> None:
         await self.store.slot_reset(self.owner)
+        await self.store.signal("slots")  # listening before the first ticket, so no grant goes unheard
 
     async def close(self) -> None:
         """Wait for releases still being written."""
@@ -68,7 +70,6 @@ class SharedSlots:
         self._held.append(ticket)
 
     async def _wait_for_grant(self, on_position: Callable[[int], None]) -> int:
-        woken = await self.store.signal("slots")
         got = await self.store.slot_enqueue(self.owner, self.capacity, self.queue_limit, self.clock(), self.stale_after)
         if got is None:
             raise QueueFull
@@ -88,12 +89,13 @@ class SharedSlots:
                 if place != reported:
                     reported = place
                     on_position(place)
+                # Woken only when this ticket's grant is announced; the timeout re-checks (the place moves
+                # for the user, a dead worker's slots are reclaimed, an announcement may have been lost).
+                granted = await self.store.slot_granted(ticket)
                 try:
-                    await asyncio.wait_for(woken.wait(), pause)
-                    pause = MIN_PAUSE
+                    await asyncio.wait_for(granted.wait(), pause)
                 except TimeoutError:
                     pause = min(MAX_PAUSE, pause * 2)
-                woken = await self.store.signal("slots")
                 place = await self.store.slot_poll(self.owner, ticket, self.capacity, self.clock(), self.stale_after)
         except BaseException:
             self._release_later(ticket)
@@ -106,4 +108,7 @@ class SharedSlots:
         self._release_later(self._held.pop())
 
     def _release_later(self, ticket: int) -> None:
-        self._releases.later(ticket, self.store.slot_release)
+        self._releases.later(ticket, self._release)
+
+    async def _release(self, ticket: int) -> None:
+        await self.store.slot_release(ticket, self.capacity, self.clock(), self.stale_after)

@@ -42,6 +42,8 @@ class PgFleet(PgPool):
     url: str
     _leaders: dict[str, Conn]
     _signals: dict[str, asyncio.Event]
+    _tickets: dict[int, asyncio.Event]  # a waiter's wake-up, by its slot ticket
+    _granted: dict[int, None]  # tickets whose grant was announced lately (a grant may beat its waiter's event)
     _listener: asyncio.Task[None] | None
     _listening: asyncio.Event
 
@@ -50,7 +52,7 @@ class PgFleet(PgPool):
     async def slot_reset(self, owner: str) -> None:
         async with self._pool.connection() as conn:
             await conn.execute("DELETE FROM slot_tickets WHERE owner = %s", (owner,))
-            await conn.execute("SELECT pg_notify('easel_slots', '')")
+            await conn.execute("SELECT pg_notify('easel_slots', '')")  # rare: every waiter re-checks
 
     async def slot_enqueue(
         self, owner: str, capacity: int, queue_limit: int, now: datetime, stale_after: float
@@ -75,10 +77,20 @@ class PgFleet(PgPool):
             await self._grant(conn, capacity, now, stale_after)
             return await self._place(conn, ticket)
 
-    async def slot_release(self, ticket: int) -> None:
+    async def slot_release(self, ticket: int, capacity: int, now: datetime, stale_after: float) -> None:
+        self._tickets.pop(ticket, None)
+        self._granted.pop(ticket, None)
         async with self._pool.connection() as conn, conn.transaction():
             await conn.execute("DELETE FROM slot_tickets WHERE id = %s", (ticket,))
-            await conn.execute("SELECT pg_notify('easel_slots', '')")
+            await self._grant(conn, capacity, now, stale_after)
+
+    async def slot_granted(self, ticket: int) -> asyncio.Event:
+        await self._ensure_listener()
+        if ticket in self._granted:
+            done = asyncio.Event()
+            done.set()
+            return done
+        return self._tickets.setdefault(ticket, asyncio.Event())
 
     async def slot_counts(self) -> tuple[int, int]:
         async with self._pool.connection() as conn:
@@ -92,7 +104,8 @@ class PgFleet(PgPool):
     @staticmethod
     async def _grant(conn: Conn, capacity: int, now: datetime, stale_after: float | None) -> None:
         """Under the fleet-wide slot lock: void the tickets of gone workers (when `stale_after` is given), then
-        grant the oldest waiting tickets while fewer than `capacity` are granted; wake the others if any were."""
+        grant the oldest waiting tickets while fewer than `capacity` are granted, and announce which: only
+        their waiters wake (waking every waiter at each grant costs the fleet waiters x grants queries)."""
         await conn.execute("SELECT pg_advisory_xact_lock(%s)", (SLOT_LOCK,))
         if stale_after is not None:
             await conn.execute(
@@ -103,11 +116,14 @@ class PgFleet(PgPool):
         cursor = await conn.execute(
             "UPDATE slot_tickets SET granted_at = %s WHERE id IN (SELECT id FROM slot_tickets "
             "WHERE granted_at IS NULL ORDER BY id "
-            "LIMIT greatest(0, %s - (SELECT count(*) FROM slot_tickets WHERE granted_at IS NOT NULL)))",
+            "LIMIT greatest(0, %s - (SELECT count(*) FROM slot_tickets WHERE granted_at IS NOT NULL))) "
+            "RETURNING id",
             (now, capacity),
         )
-        if cursor.rowcount > 0:
-            await conn.execute("SELECT pg_notify('easel_slots', '')")
+        granted = ",".join(str(row["id"]) for row in await cursor.fetchall())
+        if granted:
+            # A payload is limited to 8000 bytes; a longer list is announced as "everyone re-check".
+            await conn.execute("SELECT pg_notify('easel_slots', %s)", (granted if len(granted) < 7900 else "",))
 
     @staticmethod
     async def _place(conn: Conn, ticket: int) -> int:
@@ -198,17 +214,35 @@ class PgFleet(PgPool):
     async def signal(self, channel: str) -> asyncio.Event:
         if channel not in CHANNELS:
             raise ValueError(f"unknown channel {channel!r}")
+        await self._ensure_listener()
+        return self._signals.setdefault(channel, asyncio.Event())
+
+    async def _ensure_listener(self) -> None:
         if self._listener is None or self._listener.done():
             self._listening = asyncio.Event()
             self._listener = asyncio.create_task(self._listen(), name="easel-pg-listen")
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.shield(self._listening.wait()), 5.0)
-        return self._signals.setdefault(channel, asyncio.Event())
 
     def _wake(self, channel: str) -> None:
         event = self._signals.pop(channel, None)
         if event is not None:
             event.set()
+        if channel == "slots":  # a grant not named (a reset, a long list, a lost connection): all re-check
+            for ticket in list(self._tickets):
+                self._tickets.pop(ticket).set()
+
+    def _announced(self, payload: str) -> None:
+        """Granted tickets named by a notification: wake their waiters; remember them for waiters not yet
+        listening (the grant may be announced before its waiter takes its event)."""
+        for part in payload.split(","):
+            ticket = int(part)
+            self._granted[ticket] = None
+            event = self._tickets.pop(ticket, None)
+            if event is not None:
+                event.set()
+        while len(self._granted) > 10_000:
+            del self._granted[next(iter(self._granted))]
 
     async def _listen(self) -> None:
         """One connection per process LISTENs on every channel; each notification sets that channel's event
@@ -224,12 +258,16 @@ class PgFleet(PgPool):
                     pause = 0.5
                     names = {v: k for k, v in CHANNELS.items()}
                     async for note in conn.notifies():
-                        self._wake(names.get(note.channel, ""))
+                        channel = names.get(note.channel, "")
+                        if channel == "slots" and note.payload:
+                            self._announced(note.payload)
+                        else:
+                            self._wake(channel)
             except asyncio.CancelledError:
                 raise
             except Exception as error:
                 log.warning("listening for other workers failed (%s); retrying in %.1f s", type(error).__name__, pause)
-            for channel in list(self._signals):
+            for channel in {*self._signals, "slots"}:
                 self._wake(channel)
             await asyncio.sleep(pause)
             pause = min(pause * 2, 10.0)

@@ -85,6 +85,8 @@ class PostgresStore(PgFleet, PgCredits, PgMessages):
         )
         self._leaders: dict[str, Conn] = {}
         self._signals: dict[str, asyncio.Event] = {}
+        self._tickets: dict[int, asyncio.Event] = {}
+        self._granted: dict[int, None] = {}
         self._listener: asyncio.Task[None] | None = None
         self._listening = asyncio.Event()
 

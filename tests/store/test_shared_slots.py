@@ -147,6 +147,37 @@ async def test_a_cancelled_waiter_leaves_the_queue(stores: list[PostgresStore]) 
     assert await stores[0].slot_counts() == (0, 0)
 
 
+class CountingStore(PostgresStore):
+    """Counts the waiters' re-checks (`slot_poll`)."""
+
+    polls = 0
+
+    async def slot_poll(self, owner: str, ticket: int, capacity: int, now: datetime, stale_after: float) -> int:
+        self.polls += 1
+        return await super().slot_poll(owner, ticket, capacity, now, stale_after)
+
+
+async def test_a_grant_wakes_its_waiter_only(pg_url: str) -> None:
+    """Many waiters, one slot: each release wakes the next waiter, not all of them (which would cost about
+    waiters x grants re-checks: 40 x 40 / 2 = 800 here)."""
+    store = CountingStore(pg_url, max_size=8)
+    async with store:
+        gate = (await _workers([store], capacity=1))[0]
+        order: list[int] = []
+
+        async def one(index: int) -> None:
+            await gate.acquire(lambda place: None)
+            order.append(index)
+            await asyncio.sleep(0.002)
+            gate.release()
+
+        await asyncio.wait_for(asyncio.gather(*(one(index) for index in range(40))), 60)
+        await gate.close()
+        assert sorted(order) == list(range(40))
+        assert store.polls <= 2 * 40, store.polls  # about one re-check per waiter, plus the odd timeout
+        assert await store.slot_counts() == (0, 0)
+
+
 async def test_overhead_of_an_uncontended_acquire(
     stores: list[PostgresStore], capsys: pytest.CaptureFixture[str]
 ) -> None:
