@@ -286,12 +286,16 @@ class RoundsPort(Protocol):
         ...
 
 
+Pace = Callable[[str, float, float], Awaitable[float]]  # `FleetStore.pace`
+
+
 @dataclass
 class Fleet:
-    """How many workers share the bot now (1 on SQLite), kept current by the composition root, so that an
-    adapter can split a per-bot platform limit between them."""
+    """How many workers share the bot now (1 on SQLite), kept current by the composition root, and, with
+    several, the fleet-wide pacing of a per-bot platform limit (`FleetStore.pace`)."""
 
     workers: int = 1
+    pace: Pace | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -418,6 +422,12 @@ class FleetStore(Protocol):
         ...
 
     async def user_release(self, hold: int) -> None: ...
+
+    async def pace(self, name: str, per_second: float, burst: float) -> float:
+        """Take one send from the fleet-wide allowance `name` (`per_second`, bursts of `burst`): the seconds
+        to wait before sending. Every worker's sends count against the one allowance, however they are
+        spread."""
+        ...
 
     async def live_workers(self, now: datetime, stale_after: float) -> int:
         """Workers whose heartbeat is younger than `stale_after` seconds."""

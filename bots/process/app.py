@@ -91,6 +91,7 @@ async def open_core(
         fleet = services.fleet
         if shared and isinstance(store, FleetStore):
             fleet.workers = max(1, await store.live_workers(clock(), settings.takeover_after))
+            fleet.pace = store.pace
         upkeep = asyncio.create_task(_upkeep(settings, cache, rounds, store, worker, fleet), name="easel-upkeep")
         stack.push_async_callback(_cancel, upkeep)
         yield Core(settings, store, provider, cache, metrics, services, rounds, desk, recovered)

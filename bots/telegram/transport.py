@@ -49,6 +49,7 @@ chat's 429. The ERROR it logs each time it passes a 429 on unretried is dropped 
 
 from __future__ import annotations
 
+import asyncio
 import io
 import logging
 import re
@@ -71,6 +72,8 @@ __all__ = [
     "AiohttpRequest", "EaselRateLimiter", "FleetRateLimiter", "api_request", "rate_limiter", "redact",
     "updates_request",
 ]
+
+log = logging.getLogger(__name__)
 
 _TOKEN_PATH = re.compile(r"/(file/)?bot[^/\s'\"]+")
 _FORM = "application/x-www-form-urlencoded"
@@ -271,6 +274,7 @@ class _DropLimiterError(logging.Filter):
 
 
 _LIMITER_LOGGER = "telegram.ext.AIORateLimiter"
+PACE_NAME = "telegram"  # the fleet-wide allowance of Telegram's messages a second
 _drop_filter = _DropLimiterError()
 
 
@@ -307,12 +311,14 @@ def rate_limiter(
 
 
 class FleetRateLimiter(BaseRateLimiter[int]):
-    """Telegram's 30 messages a second belong to the bot, not to a process: with several workers each paces
-    itself to its share, 30 / workers (`core.ports.Fleet`, counted from heartbeats). When the fleet grows or
-    shrinks, calls from then on go through a limiter built for the new share. A group's 20 a minute stays per
-    worker: a group's updates are rarely split between workers, and a 429 holds that chat only (FloodGate)."""
+    """Telegram's 30 messages a second belong to the bot, not to a process. With several workers on
+    PostgreSQL every message to a chat first takes its turn from one fleet-wide allowance
+    (`core.ports.Fleet.pace`), however unevenly the chats are spread over the workers; a group's 20 a
+    minute stays per worker (a group's rounds rarely run on two workers at once, and a 429 holds that chat
+    only). Alone, or while the database cannot be asked, a worker paces itself to its share, 30 / workers
+    (the fleet's size is counted from heartbeats)."""
 
-    __slots__ = ("_fleet", "_inner", "_make", "_overall", "_share")
+    __slots__ = ("_fleet", "_groups", "_inner", "_make", "_overall", "_share", "_unpaced")
 
     def __init__(
         self, fleet: Fleet, make: Callable[..., EaselRateLimiter] = rate_limiter, overall_per_second: float = 30
@@ -320,17 +326,21 @@ class FleetRateLimiter(BaseRateLimiter[int]):
         self._fleet, self._make, self._overall = fleet, make, overall_per_second
         self._share = max(1, fleet.workers)
         self._inner = make(overall_per_second=overall_per_second / self._share)
+        self._groups = make(overall_per_second=0)  # per-group buckets only: the fleet paces the rest
+        self._unpaced = False  # the fleet's allowance could not be asked (logged once until it can again)
 
     @property
     def overall_per_second(self) -> float:
-        """This worker's share now."""
+        """This worker's own share now (when the fleet's allowance is not used)."""
         return self._overall / self._share
 
     async def initialize(self) -> None:
         await self._inner.initialize()
+        await self._groups.initialize()
 
     async def shutdown(self) -> None:
         await self._inner.shutdown()
+        await self._groups.shutdown()
 
     async def process_request(
         self,
@@ -341,6 +351,20 @@ class FleetRateLimiter(BaseRateLimiter[int]):
         data: dict[str, Any],
         rate_limit_args: int | None,
     ) -> bool | JSONDict | list[JSONDict]:
+        pace = self._fleet.pace
+        if pace is not None and endpoint not in UNTHROTTLED and data.get("chat_id") is not None:
+            try:
+                wait = await pace(PACE_NAME, self._overall, self._overall)
+            except Exception as error:
+                if not self._unpaced:
+                    log.warning("the fleet's Telegram allowance cannot be asked (%s); pacing this worker to its "
+                                "share", type(error).__name__)
+                self._unpaced = True
+            else:
+                self._unpaced = False
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                return await self._groups.process_request(callback, args, kwargs, endpoint, data, rate_limit_args)
         workers = max(1, self._fleet.workers)
         if workers != self._share:
             self._share = workers

@@ -172,6 +172,18 @@ class PgFleet(PgPool):
         async with self._pool.connection() as conn:
             await conn.execute("DELETE FROM user_holds WHERE id = %s", (hold,))
 
+    async def pace(self, name: str, per_second: float, burst: float) -> float:
+        # A leaky bucket on the server's clock (workers' clocks may differ): drain since the last send, add
+        # this one, and wait for whatever is above the burst. Concurrent senders serialise on the row.
+        row = await self._one(
+            "INSERT INTO rate_buckets (name, level, at) VALUES (%s, 1, clock_timestamp()) "
+            "ON CONFLICT (name) DO UPDATE SET at = clock_timestamp(), level = 1 + greatest(0, rate_buckets.level "
+            "- %s * extract(epoch FROM clock_timestamp() - rate_buckets.at)) RETURNING level",
+            (name, per_second),
+        )
+        level = float(row["level"]) if row is not None else 1.0
+        return max(0.0, (level - burst) / per_second)
+
     async def live_workers(self, now: datetime, stale_after: float) -> int:
         async with self._pool.connection() as conn:
             cursor = await conn.execute(

@@ -233,7 +233,8 @@ UPDATE rounds SET spec = jsonb_build_object('background', background, 'quality',
     'shape', size);
 """
 
-# The per-user cap over the fleet (`core.shared_caps.SharedCap`): one row per round a user has in progress, on
+# A platform's per-bot rate shared by the fleet (`FleetStore.pace`), and the per-user cap over the fleet
+# (`core.shared_caps.SharedCap`): one row per round a user has in progress, on
 # any worker; void, like a slot ticket, once its owner's heartbeat is stale, and once its round has ended (a
 # release that never reached the database must not hold the user's place for good).
 _V5 = r"""
@@ -247,6 +248,12 @@ CREATE TABLE user_holds (
 );
 CREATE INDEX user_holds_user ON user_holds (platform, user_id);
 CREATE INDEX user_holds_owner ON user_holds (owner);
+
+CREATE TABLE rate_buckets (
+    name TEXT PRIMARY KEY,
+    level DOUBLE PRECISION NOT NULL,
+    at TIMESTAMPTZ NOT NULL
+);
 """
 
 MIGRATIONS: list[tuple[int, str, str]] = [
@@ -254,7 +261,7 @@ MIGRATIONS: list[tuple[int, str, str]] = [
     (2, "images", _V2),
     (3, "fleet", _V3),
     (4, "whole spec", _V4),
-    (5, "user holds", _V5),
+    (5, "user holds and rate buckets", _V5),
 ]
 
 

@@ -8,6 +8,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 
 import pytest
 
@@ -195,3 +196,13 @@ async def test_overhead_of_an_uncontended_acquire(
     per = (time.perf_counter() - started) / rounds * 1000
     with capsys.disabled():
         print(f"\nshared slots: acquire+release {per:.2f} ms each (uncontended, local PostgreSQL)")
+
+
+async def test_one_allowance_paces_every_worker(stores: list[PostgresStore]) -> None:
+    """`pace`: sends from two workers draw on one bucket (10 a second, bursts of 5)."""
+    waits = [await stores[n % 2].pace("bench", 10, 5) for n in range(20)]
+    assert waits[:5] == [0, 0, 0, 0, 0]  # the burst
+    assert all(later > earlier for earlier, later in pairwise(waits[5:]))  # then queued
+    assert 1.2 < waits[-1] <= 1.5  # the 20th waits for 15 sends at 10 a second (less what drained meanwhile)
+    assert await stores[0].pace("other", 10, 5) == 0  # another allowance is separate
+

@@ -325,6 +325,31 @@ async def test_each_worker_of_a_fleet_paces_itself_to_its_share(ptg: PartsTelegr
     assert len(ptg.calls_to("sendMessage")) == 16
 
 
+async def test_with_a_fleet_allowance_every_chat_message_takes_its_turn_from_it(ptg: PartsTelegram) -> None:
+    asked: list[tuple[str, float, float]] = []
+    broken = False
+
+    async def pace(name: str, per_second: float, burst: float) -> float:
+        if broken:
+            raise OSError("database gone")
+        asked.append((name, per_second, burst))
+        return 0.05 if len(asked) == 3 else 0.0
+
+    limiter = FleetRateLimiter(Fleet(workers=2, pace=pace), overall_per_second=8)
+    chats = [ptg.private_chat(ptg.user())["id"] for _ in range(8)]
+    async with limited_bot(ptg, limiter) as bot:
+        await asyncio.wait_for(asyncio.gather(*(bot.send_message(chat, "hi") for chat in chats)), 2)
+        await bot.send_chat_action(chats[0], "upload_photo")  # an indicator, not a message
+        await bot.get_me()  # a read
+        assert asked == [("telegram", 8, 8)] * 8  # the fleet's 8 a second, not this worker's 4
+        broken = True  # the database cannot be asked: this worker's share (4 a second) paces it
+        sends = [asyncio.create_task(bot.send_message(chat, "again")) for chat in chats]
+        await ptg.wait_for("sendMessage", count=8 + 4)
+        await asyncio.sleep(0.1)
+        assert len(ptg.calls_to("sendMessage")) in {12, 13}
+        await asyncio.wait_for(asyncio.gather(*sends), 5)
+
+
 async def test_a_429_passes_through_the_limiter_at_once_for_floodgate(ptg: PartsTelegram) -> None:
     """max_retries=0: the limiter neither sleeps on RetryAfter nor pauses other chats; no ERROR is logged
     (the error_log fixture would fail the test)."""
