@@ -108,7 +108,11 @@ async def env(fake: FakeDiscord, world: World, tmp_path: Path, provider: FakePro
 
 async def test_slash_generate(env: Env, fake: FakeDiscord, world: World, provider: FakeProvider) -> None:
     provider.partials = 1
+    provider.after_partials = asyncio.Event()  # the final image only once the preview is on screen
     interaction = await env.imagine(world.alice, "a red fox", size="portrait")
+    await fake.wait_until(lambda: any(c.params.get("content") == "Drawing… (preview)"
+                                      for c in fake.calls_to("edit_original")), what="the preview")
+    provider.after_partials.set()
     message = await env.delivered(interaction)
     job = provider.jobs[0]
     assert (job.prompt, job.params["size"], job.params["quality"], job.parent) == (

@@ -60,6 +60,7 @@ class FakeProvider:
     jobs: list[ImageJob] = field(default_factory=list)
     failures: list[BaseException] = field(default_factory=list)
     gate: asyncio.Event | None = None
+    after_partials: asyncio.Event | None = None  # when set: the final image waits for it (a preview is shown first)
     in_flight: int = 0
     peak_in_flight: int = 0
     on_call: Callable[[ImageJob], None] | None = None
@@ -144,6 +145,8 @@ class FakeProvider:
             await events.progressed(seq, "drawing")
             await events.partial(png(16, 16, (index * 40, 0, 0)), index)
             await asyncio.sleep(self.partial_delay)  # a real stream waits on the network between partials
+        if self.after_partials is not None:
+            await self.after_partials.wait()
         self.held.pop(response_id, None)
         colour = (number % 256, 100, 150)
         transparent = job.params.get("background") == "transparent"
