@@ -19,6 +19,7 @@ from core.ports import GeneratedImage
 from core.provider.classify import Failure, classify, unreachable
 from core.provider.options import ProviderOptions
 from core.provider.retries import CallContext, log_failure
+from core.provider.sse import reading
 from core.provider.stream import Reader
 
 logger = logging.getLogger(__name__)
@@ -61,8 +62,8 @@ class Follower:
                     starting_after=reader.last_seq if reader.last_seq is not None else omit,
                     **self._options.per_call(),
                 )
-                async with stream:
-                    async for event in stream:
+                async with reading(stream) as each:
+                    async for event in each:
                         await reader.on_event(event)
                 # The server ended the stream: finished, or it will not stream this response any more.
                 return reader.terminal

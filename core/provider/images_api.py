@@ -21,6 +21,7 @@ from core.ports import GeneratedImage, ImageJob, ProviderEvents, Usage
 from core.provider.classify import Failure, InBand, Progress, stopped
 from core.provider.options import ProviderOptions
 from core.provider.retries import CallContext, with_retries
+from core.provider.sse import reading
 from core.provider.uploads import decode_off_loop, pictures, prepare
 
 PARAMS = ("size", "quality", "background", "output_format")
@@ -105,8 +106,8 @@ class ImagesProvider:
     ) -> GeneratedImage:
         stream = await call(**request, stream=True, partial_images=self._options.partials)
         progress.request_id = stream.response.headers.get("x-request-id")
-        async with stream:
-            async for event in stream:
+        async with reading(stream) as each:
+            async for event in each:
                 if isinstance(event, ImageGenPartialImageEvent | ImageEditPartialImageEvent):
                     progress.output = True
                     await events.partial(await decode_off_loop(event.b64_json), event.partial_image_index)

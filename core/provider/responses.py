@@ -25,6 +25,7 @@ from core.provider.background import Follower
 from core.provider.classify import Failure, InBand, Progress, classify, stopped
 from core.provider.options import ProviderOptions
 from core.provider.retries import CallContext, log_failure, with_retries
+from core.provider.sse import reading
 from core.provider.stream import Reader
 from core.provider.uploads import pictures, prepare
 
@@ -125,8 +126,8 @@ class ResponsesProvider:
         stream = await self._client.responses.create(**request, stream=True)
         reader.progress.request_id = stream.response.headers.get("x-request-id")
         try:
-            async with stream:
-                async for event in stream:
+            async with reading(stream) as each:
+                async for event in each:
                     await reader.on_event(event)
         except openai.APIError as exc:
             if isinstance(exc, openai.APITimeoutError) or reader.image is None:
@@ -147,8 +148,8 @@ class ResponsesProvider:
         stream = await self._client.responses.create(**request, background=True, stream=True, **per_call)
         reader.progress.request_id = stream.response.headers.get("x-request-id")
         try:
-            async with stream:
-                async for event in stream:
+            async with reading(stream) as each:
+                async for event in each:
                     await reader.on_event(event)
         except DROPPED as exc:
             if reader.response_id is None:

@@ -15,7 +15,7 @@ environment (the SDK's client resolves them and gives each proxy its own transpo
 from __future__ import annotations
 
 import ssl
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -70,9 +70,17 @@ class _Body(httpx2.AsyncByteStream):
         self._inner = inner
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
-        with translating():
-            async for chunk in self._inner:
-                yield chunk
+        # The adapter's body is an async generator too: closed here when this one is, in the same task, not
+        # left to the garbage collector (core.provider.sse says why that matters).
+        chunks = self._inner.__aiter__()
+        try:
+            with translating():
+                async for chunk in chunks:
+                    yield chunk
+        finally:
+            if isinstance(chunks, AsyncGenerator):
+                with translating():
+                    await chunks.aclose()
 
     async def aclose(self) -> None:
         with translating():
