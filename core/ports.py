@@ -410,6 +410,10 @@ class FleetStore(Protocol):
         waiter wakes, not every waiter of the fleet."""
         ...
 
+    def slot_announced(self, ticket: int) -> bool:
+        """Whether a grant of `ticket` was announced (then it holds a slot: no need to ask the database)."""
+        ...
+
     async def slot_counts(self) -> tuple[int, int]:
         """(granted, waiting) over every worker."""
         ...

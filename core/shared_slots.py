@@ -96,6 +96,8 @@ class SharedSlots:
                     await asyncio.wait_for(granted.wait(), pause)
                 except TimeoutError:
                     pause = min(MAX_PAUSE, pause * 2)
+                if self.store.slot_announced(ticket):
+                    break  # its grant was announced: nothing to ask
                 place = await self.store.slot_poll(self.owner, ticket, self.capacity, self.clock(), self.stale_after)
         except BaseException:
             self._release_later(ticket)

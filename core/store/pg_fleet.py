@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import zlib
 from datetime import datetime, timedelta
 
@@ -31,6 +32,8 @@ from core.store.pg_sql import (
 
 log = logging.getLogger(__name__)
 
+VOID_EVERY = 2.0  # seconds between this process's sweeps for a gone worker's slot tickets
+
 
 # -- several workers (`core.ports.FleetStore`) --------------------------------------------------------------
 # Kept apart from the `Store` methods; `PostgresStore` below inherits them.
@@ -46,6 +49,7 @@ class PgFleet(PgPool):
     _granted: dict[int, None]  # tickets whose grant was announced lately (a grant may beat its waiter's event)
     _listener: asyncio.Task[None] | None
     _listening: asyncio.Event
+    _voided_at: float = -VOID_EVERY  # when this process last dropped a gone worker's slot tickets (monotonic)
 
     # -- shared provider slots --------------------------------------------------------------------------
 
@@ -58,7 +62,8 @@ class PgFleet(PgPool):
         self, owner: str, capacity: int, queue_limit: int, now: datetime, stale_after: float
     ) -> tuple[int, int] | None:
         async with self._pool.connection() as conn, conn.transaction():
-            await self._grant(conn, capacity, now, stale_after)
+            await conn.execute("SELECT pg_advisory_xact_lock(%s)", (SLOT_LOCK,))
+            await self._void_stale(conn, now, stale_after)
             cursor = await conn.execute("SELECT count(*) AS n FROM slot_tickets WHERE granted_at IS NULL")
             row = await cursor.fetchone()
             if row is not None and int(row["n"]) >= queue_limit:
@@ -69,8 +74,8 @@ class PgFleet(PgPool):
             inserted = await cursor.fetchone()
             assert inserted is not None
             ticket = int(inserted["id"])
-            await self._grant(conn, capacity, now, None)
-            return ticket, await self._place(conn, ticket)
+            granted = await self._grant(conn, capacity, now, None, locked=True)
+            return ticket, 0 if ticket in granted else await self._place(conn, ticket)
 
     async def slot_poll(self, owner: str, ticket: int, capacity: int, now: datetime, stale_after: float) -> int:
         async with self._pool.connection() as conn, conn.transaction():
@@ -83,6 +88,9 @@ class PgFleet(PgPool):
         async with self._pool.connection() as conn, conn.transaction():
             await conn.execute("DELETE FROM slot_tickets WHERE id = %s", (ticket,))
             await self._grant(conn, capacity, now, stale_after)
+
+    def slot_announced(self, ticket: int) -> bool:
+        return ticket in self._granted
 
     async def slot_granted(self, ticket: int) -> asyncio.Event:
         await self._ensure_listener()
@@ -101,18 +109,16 @@ class PgFleet(PgPool):
         assert row is not None
         return int(row["granted"]), int(row["waiting"])
 
-    @staticmethod
-    async def _grant(conn: Conn, capacity: int, now: datetime, stale_after: float | None) -> None:
+    async def _grant(
+        self, conn: Conn, capacity: int, now: datetime, stale_after: float | None, *, locked: bool = False
+    ) -> set[int]:
         """Under the fleet-wide slot lock: void the tickets of gone workers (when `stale_after` is given), then
         grant the oldest waiting tickets while fewer than `capacity` are granted, and announce which: only
-        their waiters wake (waking every waiter at each grant costs the fleet waiters x grants queries)."""
-        await conn.execute("SELECT pg_advisory_xact_lock(%s)", (SLOT_LOCK,))
-        if stale_after is not None:
-            await conn.execute(
-                "DELETE FROM slot_tickets t WHERE NOT EXISTS "
-                "(SELECT 1 FROM workers w WHERE w.owner = t.owner AND w.heartbeat_at >= %s)",
-                (now - timedelta(seconds=stale_after),),
-            )
+        their waiters wake (waking every waiter at each grant costs the fleet waiters x grants queries).
+        Returns the tickets granted now."""
+        if not locked:
+            await conn.execute("SELECT pg_advisory_xact_lock(%s)", (SLOT_LOCK,))
+        await self._void_stale(conn, now, stale_after)
         cursor = await conn.execute(
             "UPDATE slot_tickets SET granted_at = %s WHERE id IN (SELECT id FROM slot_tickets "
             "WHERE granted_at IS NULL ORDER BY id "
@@ -120,10 +126,24 @@ class PgFleet(PgPool):
             "RETURNING id",
             (now, capacity),
         )
-        granted = ",".join(str(row["id"]) for row in await cursor.fetchall())
+        granted = {int(row["id"]) for row in await cursor.fetchall()}
         if granted:
             # A payload is limited to 8000 bytes; a longer list is announced as "everyone re-check".
-            await conn.execute("SELECT pg_notify('easel_slots', %s)", (granted if len(granted) < 7900 else "",))
+            names = ",".join(str(ticket) for ticket in sorted(granted))
+            await conn.execute("SELECT pg_notify('easel_slots', %s)", (names if len(names) < 7900 else "",))
+        return granted
+
+    async def _void_stale(self, conn: Conn, now: datetime, stale_after: float | None) -> None:
+        """Drop the tickets of workers silent for `stale_after` seconds. At most every VOID_EVERY seconds per
+        process: it is a scan, and a dead worker's slots may come back a moment later without harm."""
+        if stale_after is None or time.monotonic() - self._voided_at < VOID_EVERY:
+            return
+        self._voided_at = time.monotonic()
+        await conn.execute(
+            "DELETE FROM slot_tickets t WHERE NOT EXISTS "
+            "(SELECT 1 FROM workers w WHERE w.owner = t.owner AND w.heartbeat_at >= %s)",
+            (now - timedelta(seconds=stale_after),),
+        )
 
     @staticmethod
     async def _place(conn: Conn, ticket: int) -> int:
