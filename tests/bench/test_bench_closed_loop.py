@@ -22,4 +22,6 @@ async def test_closed_loop_benchmark_runs_the_bot_in_its_own_process(platform: s
     assert loop["cpu_s"] > 0 and loop["calls_per_request"] >= 1 and loop["vm_hwm_mib"] > 0
     assert loop["makespan_s"] > 0 and burst["overhead_ms"]["median"] == burst["overhead_ms"]["median"]  # not NaN
     assert only["exit_code"] == 0
+    assert only["slot_hold_ms"]["rounds"] == 15  # every delivery logged its slot's hold
+    assert only["slot_hold_ms"]["median"] >= 50  # at least the provider's 50 ms
     assert table_rows(platform, report["median"], 1)
