@@ -36,6 +36,8 @@ class SharedCap:
             user, round_id, self.owner, self.limit, self.clock(), self.stale_after
         )
         self._seen[user] = held
+        if len(self._seen) > 10_000:  # forget refused users who hold nothing here
+            self._seen = Counter({u: n for u, n in self._seen.items() if u in self._holds or u == user})
         if hold is None:
             return False
         self._holds.setdefault(user, []).append(hold)
