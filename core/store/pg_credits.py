@@ -11,6 +11,7 @@ from core.errors import DuplicateRequest
 from core.events import Platform
 from core.records import Balance, CommunityUsage, ModChange, TopUser, UsageTotals, day_of
 from core.store.pg_sql import PgPool, apply_change, balance_of, spend_on
+from core.store.rows import community_usage_from_row, top_user_from_row
 
 
 class PgCredits(PgPool):
@@ -120,15 +121,7 @@ class PgCredits(PgPool):
             "GROUP BY user_id ORDER BY credits DESC, images DESC, user_id LIMIT %s",
             (platform.value, community, since, limit),
         )
-        return [
-            TopUser(
-                user_id=str(row["user_id"]),
-                name=str(row["name"] or row["user_id"]),
-                images=int(row["images"]),
-                credits=int(row["credits"]),
-            )
-            for row in rows
-        ]
+        return [top_user_from_row(row) for row in rows]
 
     async def community_usage(self, now: datetime, community: str | None = None) -> list[CommunityUsage]:
         today = day_of(now)
@@ -143,15 +136,4 @@ class PgCredits(PgPool):
             "ORDER BY month_credits DESC, platform, community",
             (today, today, today[:8] + "01", community, community),
         )
-        return [
-            CommunityUsage(
-                platform=str(row["platform"]),
-                community=str(row["community"]),
-                today_images=int(row["today_images"]),
-                today_credits=int(row["today_credits"]),
-                month_images=int(row["month_images"]),
-                month_credits=int(row["month_credits"]),
-                month_usd=float(row["month_usd"]),
-            )
-            for row in rows
-        ]
+        return [community_usage_from_row(row) for row in rows]

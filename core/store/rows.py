@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from core.events import ChannelKey, Platform
-from core.records import Facts, PendingNotice, Round, RoundKind, RoundState
+from core.records import CommunityUsage, Facts, PendingNotice, Round, RoundKind, RoundState, TopUser
 from core.spec import ImageSpec
 
 # Facts fields and the round columns they are written to (None in a Facts leaves the column alone).
@@ -126,3 +126,24 @@ def prompt_snippet(prompt: str, length: int = 40) -> str:
     """The start of a prompt as a notice quotes it (whitespace collapsed): how forgetting finds the notices
     written before notices carried a user id."""
     return " ".join(prompt.split())[:length]
+
+
+def top_user_from_row(row: Mapping[str, Any]) -> TopUser:
+    return TopUser(
+        user_id=str(row["user_id"]),
+        name=str(row["name"] or row["user_id"]),
+        images=int(row["images"]),
+        credits=int(row["credits"]),
+    )
+
+
+def community_usage_from_row(row: Mapping[str, Any]) -> CommunityUsage:
+    return CommunityUsage(
+        platform=str(row["platform"]),
+        community=str(row["community"]),
+        today_images=int(row["today_images"]),
+        today_credits=int(row["today_credits"]),
+        month_images=int(row["month_images"]),
+        month_credits=int(row["month_credits"]),
+        month_usd=float(row["month_usd"]),
+    )

@@ -18,10 +18,12 @@ from core.records import (
     day_of,
 )
 from core.store.rows import (
+    community_usage_from_row,
     notice_from_row,
     prompt_snippet,
     shas_from_column,
     stamp,
+    top_user_from_row,
 )
 from core.store.sqlite_sql import DELETED_PROMPT, INBOX_RETENTION, derived_rounds
 
@@ -63,15 +65,7 @@ def top_users(conn: sqlite3.Connection, platform: str, community: str, since: st
         "GROUP BY user_id ORDER BY credits DESC, images DESC, user_id LIMIT ?",
         (platform, community, since, limit),
     ).fetchall()
-    return [
-        TopUser(
-            user_id=str(row["user_id"]),
-            name=str(row["name"] or row["user_id"]),
-            images=int(row["images"]),
-            credits=int(row["credits"]),
-        )
-        for row in rows
-    ]
+    return [top_user_from_row(row) for row in rows]
 
 
 def community_usage(conn: sqlite3.Connection, now: datetime, community: str | None) -> list[CommunityUsage]:
@@ -80,18 +74,7 @@ def community_usage(conn: sqlite3.Connection, now: datetime, community: str | No
     only = "AND community = ?" if community is not None else ""
     args: tuple[str, ...] = (today, today, month, *((community,) if community is not None else ()))
     rows = conn.execute(_COMMUNITY_USAGE.replace("{only}", only), args).fetchall()
-    return [
-        CommunityUsage(
-            platform=str(row["platform"]),
-            community=str(row["community"]),
-            today_images=int(row["today_images"]),
-            today_credits=int(row["today_credits"]),
-            month_images=int(row["month_images"]),
-            month_credits=int(row["month_credits"]),
-            month_usd=float(row["month_usd"]),
-        )
-        for row in rows
-    ]
+    return [community_usage_from_row(row) for row in rows]
 
 
 # -- notices ----------------------------------------------------------------------------------------------
