@@ -206,3 +206,13 @@ async def test_one_allowance_paces_every_worker(stores: list[PostgresStore]) -> 
     assert 1.2 < waits[-1] <= 1.5  # the 20th waits for 15 sends at 10 a second (less what drained meanwhile)
     assert await stores[0].pace("other", 10, 5) == 0  # another allowance is separate
 
+
+
+async def test_live_workers_are_those_with_a_fresh_heartbeat(stores: list[PostgresStore]) -> None:
+    """What each worker's share of a per-bot limit is divided by when the fleet's allowance cannot be asked."""
+    await stores[0].heartbeat("w0", now())
+    await stores[1].heartbeat("w1", now() - timedelta(seconds=60))  # silent for a minute: gone
+    await stores[2].heartbeat("w2", now())
+    assert await stores[0].live_workers(now(), 30) == 2
+    await stores[2].retire("w2")
+    assert await stores[1].live_workers(now(), 30) == 1
