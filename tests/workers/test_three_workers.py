@@ -13,6 +13,7 @@ import signal
 import time
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from tests.fakes.fake_telegram import FakeTelegram
@@ -70,6 +71,9 @@ async def test_three_workers_share_the_bot(tmp_path: Path, pg_url: str, rounds: 
     assert max(oai.user_peak.values()) <= 2  # EASEL_USER_CONCURRENCY, over the whole fleet
     assert sum(1 for n in result.owners.values() if n) >= 2, result.owners  # the work fanned out
     assert codes == [0, 0, 0], logs[-3000:]
+    with psycopg.connect(pg_url) as conn:  # every worker's messages took their turn from the fleet's allowance
+        assert conn.execute("SELECT name FROM rate_buckets").fetchall() == [("telegram",)]
+    assert "fleet's Telegram allowance cannot be asked" not in logs
     assert "Traceback" not in logs, logs[logs.index("Traceback") - 500 :][:3000]
 
 
