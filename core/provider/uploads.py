@@ -48,7 +48,6 @@ async def prepare(images: list[tuple[bytes, str]], max_bytes: int) -> list[Uploa
 
 
 OFF_LOOP_CHARS = 256_000  # base64 longer than this (about 190 KB of image) is decoded off the event loop
-PAD = ord("=")
 CHUNK_CHARS = 65_536  # decoded at a time (a multiple of 4): well under a millisecond each
 
 
@@ -74,18 +73,19 @@ def decode_in_pieces(data: str, chunk: int = CHUNK_CHARS) -> bytes:
     takes the padding and goes through `decode`'s own check."""
     assert chunk % 4 == 0
     try:
-        raw = data.encode("ascii")
-        end = len(raw)
-        while end and raw[end - 1] == PAD:
+        if not data.isascii():
+            raise ValueError("not base64")
+        end = len(data)
+        while end and data[end - 1] == "=":
             end -= 1
         last = ((end - 1) // chunk) * chunk if end else 0  # where the last piece (and the padding) starts
-        view = memoryview(raw)
         pieces = []
-        for start in range(0, last, chunk):
-            if raw[start + chunk - 1] == PAD:
+        for start in range(0, last, chunk):  # str slices of 64 KiB: no copy of the whole payload
+            piece = data[start : start + chunk]
+            if piece[-1] == "=":
                 raise binascii.Error("padding before the end")
-            pieces.append(binascii.a2b_base64(view[start : start + chunk], strict_mode=True))
-        pieces.append(base64.b64decode(raw[last:], validate=True))
+            pieces.append(binascii.a2b_base64(piece, strict_mode=True))
+        pieces.append(base64.b64decode(data[last:], validate=True))
     except (binascii.Error, ValueError):
         raise InBand(Failure(stopped())) from None
     return b"".join(pieces)
